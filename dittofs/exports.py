@@ -1,0 +1,82 @@
+"""Exports: a path clients mount, bound to one metadata store and one content store.
+
+MOUNT and NFS share one :class:`ExportTable` (and so one pair of stores per
+export), the way ``twisted.mail.tap`` lets several servers share their
+non-network state.  The export id travels inside every file handle, so a
+handle is resolved to its export without any lookup by path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
+
+from dittofs.errors import NFSError
+from dittofs.interfaces import IContentStore, IMetadataStore
+from dittofs.model import Attributes
+from dittofs.nfs3.const import Status
+from dittofs.nfs3.handle import FileHandle
+
+
+@attrs.define
+class Export:
+    """One exported filesystem."""
+
+    export_id: int
+    path: bytes
+    metadata: IMetadataStore
+    content: IContentStore
+    root: Attributes | None = None
+
+    @property
+    def fsid(self) -> int:
+        """The ``fsid`` reported in attributes: distinct per export."""
+        return self.export_id
+
+    def handle(self, attributes: Attributes) -> bytes:
+        """Return the file handle of a file in this export."""
+        return FileHandle(self.export_id, attributes.fileid, attributes.generation).encode()
+
+
+class ExportTable:
+    """All exports of one server, by id (for handles) and by path (for MNT)."""
+
+    def __init__(self, exports: list[Export]) -> None:
+        self._by_id = {export.export_id: export for export in exports}
+        self._by_path = {export.path: export for export in exports}
+        if len(self._by_id) != len(exports) or len(self._by_path) != len(exports):
+            raise ValueError("export ids and paths must be unique")
+
+    def __iter__(self) -> Iterator[Export]:
+        return iter(self._by_id.values())
+
+    def by_path(self, path: bytes) -> Export | None:
+        """Return the export mounted at *path* (a trailing slash is ignored)."""
+        if len(path) > 1:
+            path = path.rstrip(b"/")
+        return self._by_path.get(path)
+
+    def by_handle(self, handle: FileHandle) -> Export:
+        """Return the export a handle belongs to; STALE for an export that is gone."""
+        export = self._by_id.get(handle.export_id)
+        if export is None:
+            raise NFSError(Status.STALE, f"no export with id {handle.export_id}")
+        return export
+
+    def open(self) -> Deferred[None]:
+        """Open every export's stores and learn each root."""
+
+        async def open_export(export: Export) -> None:
+            await export.metadata.open()
+            await export.content.open()
+            export.root = await export.metadata.root()
+
+        opened = [Deferred.fromCoroutine(open_export(export)) for export in self]
+        return gatherResults(opened, consumeErrors=True).addCallback(lambda _: None)
+
+    def close(self) -> Deferred[None]:
+        """Close every store, even when some of them fail to close."""
+        closing = [d for export in self for d in (export.metadata.close(), export.content.close())]
+        return DeferredList(closing, consumeErrors=True).addCallback(lambda _: None)

@@ -1,0 +1,191 @@
+"""The two contracts that decouple DittoFS's metadata from its content.
+
+Any :class:`IMetadataStore` pairs with any :class:`IContentStore`.  Every
+method returns a ``Deferred`` (a synchronous store returns an already-fired
+one, which costs no thread hop); failures the client must hear about arrive
+as :class:`~dittofs.errors.NFSError` with the RFC 1813 status named in each
+method's documentation.  Any other exception becomes ``NFS3ERR_IO`` (or
+``NFS3ERR_JUKEBOX`` when it is a :class:`~dittofs.errors.NFSError` saying so)
+and is logged.
+
+The metadata contract is shaped for transactional backends: each method that
+touches several records (create, link, remove, rename) is one atomic
+operation, so a SQL store runs it in one transaction and a Redis store in one
+script, and no caller ever composes two calls that must be atomic together.
+
+File ids are positive integers, never reused within one store, and 1 is not
+special (the root is whatever :meth:`IMetadataStore.root` says).  The content
+store keys a file's bytes by that file id.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from dittofs.model import (
+        Attributes,
+        Created,
+        DirPage,
+        FileCounts,
+        Linked,
+        NewNode,
+        Removed,
+        Renamed,
+        SetAttributes,
+        SpaceUsage,
+        WccAttributes,
+    )
+
+# Methods in a zope Interface take no ``self``; these signatures document the
+# contract that implementations (verified with ``verifyObject``) must follow.
+
+
+class IMetadataStore(Interface):
+    """Attributes, directory entries and the namespace of one filesystem."""
+
+    name = Attribute("A short name for logs and metrics, e.g. 'memory' or 'sqlite'.")
+
+    def open() -> Deferred[None]:
+        """Prepare the store (connect, apply schema, create the root if missing).
+
+        Returns a Deferred that fires with None.
+        """
+
+    def close() -> Deferred[None]:
+        """Flush and release resources.  Returns a Deferred firing with None."""
+
+    def root() -> Deferred[Attributes]:
+        """Return a Deferred of the root directory's ``Attributes``."""
+
+    def getattr(fileid: int) -> Deferred[Attributes]:
+        """Return a Deferred of a file's ``Attributes``; ``STALE`` if it does not exist."""
+
+    def setattr(
+        fileid: int, changes: SetAttributes, guard_ctime: int | None
+    ) -> Deferred[WccAttributes]:
+        """Apply ``SetAttributes`` *changes*; return a Deferred of ``WccAttributes``.
+
+        With *guard_ctime* set, fail with ``NOT_SYNC`` unless the file's ctime
+        equals it.  A size change sets mtime; any change sets ctime.  The
+        content store is resized by the caller, not here.  ``STALE`` if the
+        file is gone; ``INVAL`` for a size on a non-regular file.
+        """
+
+    def lookup(directory: int, name: bytes) -> Deferred[Attributes]:
+        """Return a Deferred of the ``Attributes`` of *name* in *directory*.
+
+        *name* may be ``b".."`` (the parent; the root is its own parent).
+        ``NOENT`` if absent, ``NOTDIR`` if *directory* is not one, ``STALE``
+        if it is gone.
+        """
+
+    def create(directory: int, name: bytes, node: NewNode) -> Deferred[Created]:
+        """Create ``NewNode`` *node* as *name*; return a Deferred of ``Created``.
+
+        One atomic step.  ``EXIST`` if *name* exists, except: for
+        ``CreateMode.UNCHECKED`` an existing regular file is returned
+        (``existed=True``, its size set to ``node.attributes.size`` if given);
+        for ``CreateMode.EXCLUSIVE`` an existing file created with the same
+        verifier is returned.  The new node's nlink is 1 (2 for a directory,
+        whose parent's nlink grows by one).
+        """
+
+    def link(fileid: int, directory: int, name: bytes) -> Deferred[Linked]:
+        """Add hard link *name* to non-directory *fileid*; Deferred of ``Linked``.
+
+        ``EXIST`` if *name* exists; ``ISDIR`` if *fileid* is a directory.
+        """
+
+    def remove(directory: int, name: bytes, is_directory: bool) -> Deferred[Removed]:
+        """Remove *name*; return a Deferred of ``Removed``.
+
+        With *is_directory* false (REMOVE) a directory gives ``ISDIR``; with
+        it true (RMDIR) a non-directory gives ``NOTDIR`` and a non-empty
+        directory ``NOTEMPTY``.
+        """
+
+    def rename(
+        source: int, source_name: bytes, target: int, target_name: bytes
+    ) -> Deferred[Renamed]:
+        """Atomically move an entry, replacing a compatible existing target.
+
+        Returns a Deferred of ``Renamed``.  ``NOENT`` if the source name is
+        missing; ``INVAL`` when moving a directory into its own subtree;
+        ``ISDIR``/``NOTDIR`` when the target's type does not match;
+        ``NOTEMPTY`` for a non-empty target directory.  Renaming a name onto
+        another link of the same file does nothing, as POSIX says.
+        """
+
+    def readdir(
+        directory: int, cookie: int, max_entries: int, with_attributes: bool
+    ) -> Deferred[DirPage]:
+        """Return a Deferred of a ``DirPage`` of entries after *cookie*.
+
+        Cookie 0 starts the listing.  Entry cookies are positive, strictly
+        increasing in listing order, and stay valid while entries are added
+        or removed, so paging never rescans from the start.  ``.`` and ``..``
+        are not included (the NFS layer adds them).  ``NOTDIR`` for a
+        non-directory.
+        """
+
+    def readlink(fileid: int) -> Deferred[bytes]:
+        """Return a Deferred of a symlink's target bytes; ``INVAL`` if not a symlink."""
+
+    def record_write(fileid: int, end: int) -> Deferred[WccAttributes]:
+        """Note that bytes up to offset *end* were written; Deferred of ``WccAttributes``.
+
+        Grows the size to *end* if it is smaller and sets mtime and ctime.
+        """
+
+    def file_counts() -> Deferred[FileCounts]:
+        """Return a Deferred of ``FileCounts`` for FSSTAT."""
+
+
+class IContentStore(Interface):
+    """The bytes of regular files, keyed by file id."""
+
+    name = Attribute("A short name for logs and metrics, e.g. 'memory' or 'fs'.")
+
+    def open() -> Deferred[None]:
+        """Prepare the store.  Returns a Deferred firing with None."""
+
+    def close() -> Deferred[None]:
+        """Make everything durable and release resources.  Deferred of None."""
+
+    def read(fileid: int, offset: int, count: int) -> Deferred[bytes]:
+        """Return a Deferred of at most *count* bytes from *offset*.
+
+        Fewer bytes only at the end of the stored content; holes read as
+        zeros; a file never written reads as empty.  Stored content may end
+        before the file's size in metadata (after a truncate that extends):
+        the caller reads that tail as zeros.
+        """
+
+    def write(fileid: int, offset: int, data: bytes | memoryview, stable: bool) -> Deferred[None]:
+        """Write *data* at *offset*, extending with zeros as needed.
+
+        With *stable*, the Deferred fires only once the data (and the size
+        change) would survive a crash of the server; otherwise as soon as a
+        later :meth:`commit` will be able to make it durable.
+        """
+
+    def truncate(fileid: int, size: int) -> Deferred[None]:
+        """Discard content beyond *size*.
+
+        Extending needs no allocation: reads past the stored end are zeros.
+        A store may still record the new length (a sparse file) if it likes.
+        """
+
+    def delete(fileid: int) -> Deferred[None]:
+        """Forget a file's content; deleting absent content is not an error."""
+
+    def commit(fileid: int) -> Deferred[None]:
+        """Make every earlier write to *fileid* durable; Deferred of None."""
+
+    def space() -> Deferred[SpaceUsage]:
+        """Return a Deferred of ``SpaceUsage`` for FSSTAT."""

@@ -1,0 +1,157 @@
+"""Plain values exchanged between the NFS service and the stores.
+
+They are deliberately independent of XDR and of any backend: a SQL row, a
+Redis hash and an in-memory node all become the same :class:`Attributes`.
+Times are integers of nanoseconds since the Unix epoch, so no precision is
+lost between ``nfstime3`` and a store.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from dittofs.nfs3.const import CreateMode, FileType
+
+#: Permission bits a mode may carry (including setuid, setgid and sticky).
+MODE_MASK = 0o7777
+
+
+@attrs.frozen
+class Attributes:
+    """Everything ``fattr3`` needs about one file, except the export's ``fsid``."""
+
+    fileid: int
+    generation: int
+    type: FileType
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    used: int
+    rdev: tuple[int, int]
+    atime: int
+    mtime: int
+    ctime: int
+
+
+@attrs.frozen
+class WccAttributes:
+    """Attributes before and after a change (``wcc_data``); ``before`` may be unknown."""
+
+    before: Attributes | None
+    after: Attributes
+
+
+@attrs.frozen
+class SetAttributes:
+    """Requested attribute changes; ``None`` leaves a field alone.
+
+    Times are already resolved: "set to server time" arrives here as the
+    server's current time.
+    """
+
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    size: int | None = None
+    atime: int | None = None
+    mtime: int | None = None
+
+    def is_empty(self) -> bool:
+        """True when nothing would change."""
+        return self == _NO_CHANGES
+
+
+_NO_CHANGES = SetAttributes()
+
+
+@attrs.frozen
+class NewNode:
+    """What a CREATE, MKDIR, SYMLINK or MKNOD asks the metadata store to make."""
+
+    type: FileType
+    mode: int
+    uid: int
+    gid: int
+    attributes: SetAttributes = _NO_CHANGES
+    symlink_target: bytes = b""
+    rdev: tuple[int, int] = (0, 0)
+    how: CreateMode = CreateMode.GUARDED
+    verifier: bytes = b""
+
+
+@attrs.frozen
+class Created:
+    """The outcome of a create: the node (new, or existing for UNCHECKED/EXCLUSIVE replays)."""
+
+    node: Attributes
+    directory: WccAttributes
+    existed: bool = False
+
+
+@attrs.frozen
+class Linked:
+    """The outcome of LINK: the file with its new link count and the directory's change."""
+
+    node: Attributes
+    directory: WccAttributes
+
+
+@attrs.frozen
+class Removed:
+    """The outcome of REMOVE/RMDIR.
+
+    ``orphan`` is the file id whose last link went away (its content can be
+    deleted), or ``None`` while other links remain.
+    """
+
+    directory: WccAttributes
+    orphan: int | None
+
+
+@attrs.frozen
+class Renamed:
+    """The outcome of RENAME; ``orphan`` as in :class:`Removed` for a replaced target."""
+
+    source: WccAttributes
+    target: WccAttributes
+    orphan: int | None
+
+
+@attrs.frozen
+class DirEntry:
+    """One directory entry; ``cookie`` positions a listing just after this entry.
+
+    ``attributes`` is filled when the listing was asked for with attributes
+    (READDIRPLUS).
+    """
+
+    cookie: int
+    name: bytes
+    fileid: int
+    attributes: Attributes | None = None
+
+
+@attrs.frozen
+class DirPage:
+    """A slice of a directory listing, in cookie order."""
+
+    entries: list[DirEntry]
+    eof: bool
+
+
+@attrs.frozen
+class FileCounts:
+    """Inode accounting reported by FSSTAT."""
+
+    files: int
+    free_files: int
+
+
+@attrs.frozen
+class SpaceUsage:
+    """Byte accounting reported by FSSTAT."""
+
+    total_bytes: int
+    free_bytes: int

@@ -1,0 +1,134 @@
+"""Numbers from RFC 1813: program, procedures, status codes, file types and flags."""
+
+from __future__ import annotations
+
+import enum
+
+NFS_PROGRAM = 100003
+NFS_V3 = 3
+
+NFS3_FHSIZE = 64
+NFS3_COOKIEVERFSIZE = 8
+NFS3_CREATEVERFSIZE = 8
+NFS3_WRITEVERFSIZE = 8
+#: Longest file name we accept (PATHCONF name_max).
+NAME_MAX = 255
+#: Longest symlink target or path argument we decode.
+PATH_MAX = 4096
+
+
+class Proc(enum.IntEnum):
+    """NFSv3 procedure numbers (RFC 1813 section 3.3)."""
+
+    NULL = 0
+    GETATTR = 1
+    SETATTR = 2
+    LOOKUP = 3
+    ACCESS = 4
+    READLINK = 5
+    READ = 6
+    WRITE = 7
+    CREATE = 8
+    MKDIR = 9
+    SYMLINK = 10
+    MKNOD = 11
+    REMOVE = 12
+    RMDIR = 13
+    RENAME = 14
+    LINK = 15
+    READDIR = 16
+    READDIRPLUS = 17
+    FSSTAT = 18
+    FSINFO = 19
+    PATHCONF = 20
+    COMMIT = 21
+
+
+class Status(enum.IntEnum):
+    """``nfsstat3`` (RFC 1813 section 2.6)."""
+
+    OK = 0
+    PERM = 1
+    NOENT = 2
+    IO = 5
+    NXIO = 6
+    ACCES = 13
+    EXIST = 17
+    XDEV = 18
+    NODEV = 19
+    NOTDIR = 20
+    ISDIR = 21
+    INVAL = 22
+    FBIG = 27
+    NOSPC = 28
+    ROFS = 30
+    MLINK = 31
+    NAMETOOLONG = 63
+    NOTEMPTY = 66
+    DQUOT = 69
+    STALE = 70
+    REMOTE = 71
+    BADHANDLE = 10001
+    NOT_SYNC = 10002
+    BAD_COOKIE = 10003
+    NOTSUPP = 10004
+    TOOSMALL = 10005
+    SERVERFAULT = 10006
+    BADTYPE = 10007
+    JUKEBOX = 10008
+
+
+class FileType(enum.IntEnum):
+    """``ftype3``."""
+
+    REG = 1
+    DIR = 2
+    BLK = 3
+    CHR = 4
+    LNK = 5
+    SOCK = 6
+    FIFO = 7
+
+
+class StableHow(enum.IntEnum):
+    """``stable_how`` for WRITE."""
+
+    UNSTABLE = 0
+    DATA_SYNC = 1
+    FILE_SYNC = 2
+
+
+class CreateMode(enum.IntEnum):
+    """``createmode3`` for CREATE."""
+
+    UNCHECKED = 0
+    GUARDED = 1
+    EXCLUSIVE = 2
+
+
+class TimeHow(enum.IntEnum):
+    """``time_how`` in ``sattr3``."""
+
+    DONT_CHANGE = 0
+    SET_TO_SERVER_TIME = 1
+    SET_TO_CLIENT_TIME = 2
+
+
+class Access(enum.IntFlag):
+    """ACCESS request and result bits."""
+
+    READ = 0x0001
+    LOOKUP = 0x0002
+    MODIFY = 0x0004
+    EXTEND = 0x0008
+    DELETE = 0x0010
+    EXECUTE = 0x0020
+
+
+class FsInfoProperties(enum.IntFlag):
+    """FSINFO ``properties`` bits."""
+
+    LINK = 0x0001
+    SYMLINK = 0x0002
+    HOMOGENEOUS = 0x0008
+    CANSETTIME = 0x0010

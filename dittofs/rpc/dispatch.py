@@ -1,0 +1,141 @@
+"""Routing decoded RPC calls to program procedures, and turning outcomes into replies.
+
+A program (MOUNT, NFS) is a table of :class:`Procedure` entries keyed by
+version and procedure number.  Each procedure decodes its arguments
+synchronously (so undecodable arguments become GARBAGE_ARGS before anything
+runs) and then executes asynchronously.  :class:`RpcDispatcher` implements the
+RFC 5531 rules for unknown programs, versions and procedures, and maps an
+unexpected exception to SYSTEM_ERR with a logged traceback, so one bad call
+never costs a client its connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from dittofs import log as dittofs_log
+from dittofs.rpc.message import (
+    AcceptStat,
+    CallRejected,
+    Credentials,
+    accepted_reply,
+    parse_call,
+    prog_mismatch_reply,
+)
+from dittofs.rpc.xdr import XdrError, XdrReader, XdrWriter
+
+Parts = list[bytes]
+
+log = Logger(observer=dittofs_log.observer)
+
+
+@attrs.frozen
+class CallContext:
+    """What a procedure knows about the call it is serving."""
+
+    xid: int
+    credentials: Credentials
+    client_host: str
+    client_port: int
+
+
+@attrs.frozen
+class Procedure:
+    """One RPC procedure: a synchronous argument decoder and an asynchronous body.
+
+    ``run`` returns the XDR-encoded results that follow the accepted-reply
+    header.
+    """
+
+    name: str
+    decode: Callable[[XdrReader], Any]
+    run: Callable[[Any, CallContext], Coroutine[Any, Any, XdrWriter]]
+
+
+class RpcProgram(Protocol):
+    """An RPC program: its number, the versions it serves and their procedures."""
+
+    number: int
+    low_version: int
+    high_version: int
+
+    def procedures(self, version: int) -> Mapping[int, Procedure]:
+        """Return the procedure table for *version* (within low..high)."""
+
+
+def _no_args(reader: XdrReader) -> None:
+    return None
+
+
+async def _null(args: None, context: CallContext) -> XdrWriter:
+    return XdrWriter()
+
+
+#: Procedure 0 of every program: no arguments, no results (RFC 5531 section 12.1).
+NULL_PROCEDURE = Procedure("NULL", _no_args, _null)
+
+
+class RpcDispatcher:
+    """Dispatch RPC call records to the programs registered with it."""
+
+    def __init__(self, programs: Sequence[RpcProgram]) -> None:
+        self._programs = {program.number: program for program in programs}
+
+    def dispatch(self, record: bytes, client_host: str, client_port: int) -> Deferred[Parts] | None:
+        """Serve one call record; return a Deferred of the reply's parts, or None.
+
+        None means the record is not a call that can be answered (no XID, or a
+        reply message); the caller logs it and carries on.
+        """
+        try:
+            header, reader = parse_call(record)
+        except XdrError:
+            return None
+        except CallRejected as rejected:
+            return succeed(rejected.reply.parts())
+        xid = header.xid
+        program = self._programs.get(header.program)
+        if program is None:
+            return succeed(accepted_reply(xid, AcceptStat.PROG_UNAVAIL).parts())
+        if not program.low_version <= header.version <= program.high_version:
+            reply = prog_mismatch_reply(xid, program.low_version, program.high_version)
+            return succeed(reply.parts())
+        procedure = program.procedures(header.version).get(header.procedure)
+        if procedure is None:
+            return succeed(accepted_reply(xid, AcceptStat.PROC_UNAVAIL).parts())
+        try:
+            args = procedure.decode(reader)
+        except XdrError:
+            return succeed(accepted_reply(xid, AcceptStat.GARBAGE_ARGS).parts())
+        context = CallContext(xid, header.credentials, client_host, client_port)
+        try:
+            outcome: Deferred[XdrWriter] = Deferred.fromCoroutine(procedure.run(args, context))
+        except Exception:
+            return succeed(self._system_error(Failure(), header.program, procedure, xid))
+
+        def success(results: XdrWriter) -> Parts:
+            parts = accepted_reply(xid).parts()
+            parts.extend(results.parts())
+            return parts
+
+        def failure(reason: Failure) -> Parts:
+            return self._system_error(reason, header.program, procedure, xid)
+
+        return outcome.addCallbacks(success, failure)
+
+    @staticmethod
+    def _system_error(reason: Failure, program: int, procedure: Procedure, xid: int) -> Parts:
+        log.failure(
+            "Unexpected error in program {program} procedure {procedure} (xid {xid})",
+            reason,
+            program=program,
+            procedure=procedure.name,
+            xid=xid,
+        )
+        return accepted_reply(xid, AcceptStat.SYSTEM_ERR).parts()

@@ -1,0 +1,207 @@
+"""``twistd dittofs``: command-line and TOML configuration, and the service they build.
+
+:class:`Options` merges, in increasing precedence, built-in defaults, a TOML
+file given with ``--config`` (same keys as the long options) and the command
+line.  Every value is checked in ``postOptions``; a bad one is reported as a
+single line naming the option or the file and key, and the process exits
+with status 2 instead of printing the whole usage text.
+
+:func:`makeService` returns a ``MultiService`` that another Twisted program
+can add to its own application: it opens the stores, then starts listening;
+on stop it stops listening, then closes the stores.
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.interfaces import IReactorCore
+from twisted.logger import Logger
+from twisted.python import usage
+
+from dittofs import log as dittofs_log
+from dittofs.exports import Export, ExportTable
+from dittofs.mount import MountProgram
+from dittofs.nfs3.service import NFSv3Program
+from dittofs.rpc.dispatch import RpcDispatcher
+from dittofs.rpc.protocol import RpcServerFactory
+from dittofs.stores import StoreSpecError, content_store, metadata_store
+
+log = Logger(observer=dittofs_log.observer)
+
+DEFAULTS: dict[str, str] = {
+    "listen": "tcp:12049:interface=127.0.0.1",
+    "export": "/export",
+    "metadata": "memory",
+    "content": "memory",
+    "log-level": "INFO",
+}
+_KEYS = frozenset([*DEFAULTS, "content-path"])
+
+
+def _check_export(value: str) -> None:
+    if not value.startswith("/"):
+        raise ValueError(f"must be an absolute path, got {value!r}")
+    if len(value.encode()) > 1024:
+        raise ValueError("is longer than MOUNT's 1024-byte limit")
+
+
+def _check_log_level(value: str) -> None:
+    if value.upper() not in dittofs_log.LEVELS:
+        raise ValueError(f"must be one of {', '.join(dittofs_log.LEVELS)}, got {value!r}")
+
+
+def _check_listen(value: str) -> None:
+    from twisted.internet import reactor
+
+    endpoints.serverFromString(reactor, value)
+
+
+def _check_metadata(value: str) -> None:
+    metadata_store(value)
+
+
+def _check_content(value: str) -> None:
+    from twisted.internet import reactor
+
+    content_store(value, reactor)  # type: ignore[arg-type]
+
+
+_CHECKS: dict[str, Callable[[str], None]] = {
+    "listen": _check_listen,
+    "export": _check_export,
+    "metadata": _check_metadata,
+    "content": _check_content,
+    "log-level": _check_log_level,
+}
+
+
+class Options(usage.Options):
+    """Options of ``twistd dittofs``."""
+
+    synopsis = "[options]"
+    longdesc = "Serve an NFSv3 export (and MOUNT v3) on one TCP port, without a portmapper."
+
+    optParameters = [
+        ["config", "c", None, "TOML file with the same keys as these long options."],
+        ["listen", "l", None, f"Endpoint to listen on [default: {DEFAULTS['listen']}]."],
+        ["export", "e", None, f"Path clients mount [default: {DEFAULTS['export']}]."],
+        ["metadata", "m", None, "Metadata store: memory [default: memory]."],
+        ["content", None, None, "Content store: memory or fs:PATH [default: memory]."],
+        ["content-path", None, None, "Keep content in this directory (same as --content fs:PATH)."],
+        ["log-level", None, None, "DEBUG, INFO, WARN or ERROR [default: INFO]."],
+    ]
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse, and turn any usage error into one line on stderr and exit status 2."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            sys.stderr.write(f"dittofs: {error}\n")
+            raise SystemExit(2) from None
+
+    def postOptions(self) -> None:
+        """Merge defaults, config file and command line, then check every value."""
+        merged: dict[str, str] = dict(DEFAULTS)
+        origin = {key: f"default {key}" for key in DEFAULTS}
+        if self["config"]:
+            for key, value in _load_config(self["config"]).items():
+                merged[key] = value
+                origin[key] = f"config {self['config']}: key '{key}'"
+        for key in _KEYS:
+            if self[key] is not None:
+                merged[key] = self[key]
+                origin[key] = f"--{key}"
+        if "content-path" in merged:
+            merged["content"] = f"fs:{merged.pop('content-path')}"
+            origin["content"] = origin["content-path"]
+        for key, check in _CHECKS.items():
+            try:
+                check(merged[key])
+            except (ValueError, StoreSpecError) as error:
+                raise usage.UsageError(f"{origin[key]}: {error}") from None
+        self.update(merged)
+
+
+def _load_config(path: str) -> dict[str, str]:
+    """Read a TOML config; any problem is a UsageError naming the file (and line or key)."""
+    try:
+        with open(path, "rb") as file:
+            table = tomllib.load(file)
+    except OSError as error:
+        raise usage.UsageError(f"config {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise usage.UsageError(f"config {path}: {error}") from None
+    values: dict[str, str] = {}
+    for key, value in table.items():
+        if key not in _KEYS:
+            raise usage.UsageError(f"config {path}: unknown key '{key}'")
+        if not isinstance(value, str):
+            raise usage.UsageError(f"config {path}: key '{key}' must be a string")
+        values[key] = value
+    return values
+
+
+class DittoService(MultiService):
+    """Opens the stores before its children (the listener) start; closes them after they stop."""
+
+    def __init__(self, exports: ExportTable, reactor: IReactorCore) -> None:
+        super().__init__()
+        self.exports = exports
+        self._reactor = reactor
+
+    def startService(self) -> None:
+        """Open every store, then start listening; a store that cannot open stops the process."""
+        self.running = 1
+        opened = self.exports.open()
+
+        def start_children(_: None) -> None:
+            for service in self:
+                service.startService()
+            log.info(
+                "DittoFS is serving {exports}", exports=[e.path.decode() for e in self.exports]
+            )
+
+        def failed(reason: Any) -> None:
+            log.failure("Could not open the stores", reason)
+            self._reactor.stop()
+
+        opened.addCallbacks(start_children, failed)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop listening (if it ever started), then close the stores."""
+        self.running = 0
+        stopping = [
+            maybeDeferred(child.stopService) for child in reversed(list(self)) if child.running
+        ]
+        return DeferredList(stopping, consumeErrors=True).addBoth(lambda _: self.exports.close())
+
+
+def makeService(config: Options | dict[str, str], reactor: Any = None) -> IService:
+    """Build the DittoFS service from parsed options; *reactor* is injectable for tests."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    dittofs_log.set_level(config["log-level"])
+    export = Export(
+        export_id=1,
+        path=config["export"].encode(),
+        metadata=metadata_store(config["metadata"]),
+        content=content_store(config["content"], reactor),
+    )
+    exports = ExportTable([export])
+    dispatcher = RpcDispatcher([MountProgram(exports), NFSv3Program(exports)])
+    factory = RpcServerFactory(dispatcher)
+    service = DittoService(exports, reactor)
+    endpoint = endpoints.serverFromString(reactor, config["listen"])
+    listener = StreamServerEndpointService(endpoint, factory)
+    listener.setServiceParent(service)
+    return service
