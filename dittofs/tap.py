@@ -13,9 +13,11 @@ on stop it stops listening, then closes the stores.
 
 from __future__ import annotations
 
+import os
 import sys
 import tomllib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -32,15 +34,32 @@ from dittofs.mount import MountProgram
 from dittofs.nfs3.service import NFSv3Program
 from dittofs.rpc.dispatch import RpcDispatcher
 from dittofs.rpc.protocol import RpcServerFactory
-from dittofs.stores import StoreSpecError, content_store, metadata_store
+from dittofs.stores import (
+    CONTENT_CHOICES,
+    METADATA_CHOICES,
+    StoreSpecError,
+    check_content_spec,
+    check_metadata_spec,
+    content_store,
+    metadata_store,
+)
 
 log = Logger(observer=dittofs_log.observer)
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(base, "dittofs")
+
 
 DEFAULTS: dict[str, str] = {
     "listen": "tcp:12049:interface=127.0.0.1",
     "export": "/export",
-    "metadata": "memory",
-    "content": "memory",
+    "data-dir": _default_data_dir(),
+    "metadata": "sqlite",
+    "content": "fs",
     "log-level": "INFO",
 }
 _KEYS = frozenset([*DEFAULTS, "content-path"])
@@ -64,21 +83,17 @@ def _check_listen(value: str) -> None:
     endpoints.serverFromString(reactor, value)
 
 
-def _check_metadata(value: str) -> None:
-    metadata_store(value)
-
-
-def _check_content(value: str) -> None:
-    from twisted.internet import reactor
-
-    content_store(value, reactor)  # type: ignore[arg-type]
+def _check_data_dir(value: str) -> None:
+    if not value:
+        raise ValueError("must name a directory")
 
 
 _CHECKS: dict[str, Callable[[str], None]] = {
     "listen": _check_listen,
     "export": _check_export,
-    "metadata": _check_metadata,
-    "content": _check_content,
+    "data-dir": _check_data_dir,
+    "metadata": check_metadata_spec,
+    "content": check_content_spec,
     "log-level": _check_log_level,
 }
 
@@ -93,8 +108,14 @@ class Options(usage.Options):
         ["config", "c", None, "TOML file with the same keys as these long options."],
         ["listen", "l", None, f"Endpoint to listen on [default: {DEFAULTS['listen']}]."],
         ["export", "e", None, f"Path clients mount [default: {DEFAULTS['export']}]."],
-        ["metadata", "m", None, "Metadata store: memory [default: memory]."],
-        ["content", None, None, "Content store: memory or fs:PATH [default: memory]."],
+        [
+            "data-dir",
+            "d",
+            None,
+            "Where sqlite and fs keep their files [default: ~/.local/share/dittofs].",
+        ],
+        ["metadata", "m", None, f"Metadata store: {METADATA_CHOICES} [default: sqlite]."],
+        ["content", None, None, f"Content store: {CONTENT_CHOICES} [default: fs]."],
         ["content-path", None, None, "Keep content in this directory (same as --content fs:PATH)."],
         ["log-level", None, None, "DEBUG, INFO, WARN or ERROR [default: INFO]."],
     ]
@@ -191,11 +212,12 @@ def makeService(config: Options | dict[str, str], reactor: Any = None) -> IServi
 
         reactor = default_reactor
     dittofs_log.set_level(config["log-level"])
+    data_dir = Path(config["data-dir"])
     export = Export(
         export_id=1,
         path=config["export"].encode(),
-        metadata=metadata_store(config["metadata"]),
-        content=content_store(config["content"], reactor),
+        metadata=metadata_store(config["metadata"], data_dir),
+        content=content_store(config["content"], data_dir, reactor),
     )
     exports = ExportTable([export])
     dispatcher = RpcDispatcher([MountProgram(exports), NFSv3Program(exports)])

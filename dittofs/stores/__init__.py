@@ -1,18 +1,21 @@
 """Store backends, chosen by a short specification string (like ``twisted.cred.strcred``).
 
-``memory`` for either store; ``fs:PATH`` for content on a local directory.
-Each backend module is imported only when it is asked for, so an optional
-dependency of one backend never burdens the others.
+Metadata: ``memory``, ``sqlite`` (in the data directory) or ``sqlite:PATH``,
+``postgresql://...`` (a libpq URL).  Content: ``memory``, ``fs`` (in the data
+directory) or ``fs:PATH``.  Each backend module is imported only when asked
+for, so an optional dependency of one backend never burdens the others.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from twisted.internet.interfaces import IReactorFromThreads
 
 from dittofs.interfaces import IContentStore, IMetadataStore
 
-METADATA_CHOICES = "memory"
-CONTENT_CHOICES = "memory, fs:PATH"
+METADATA_CHOICES = "memory, sqlite[:PATH], postgresql://URL"
+CONTENT_CHOICES = "memory, fs[:PATH]"
 
 
 class StoreSpecError(ValueError):
@@ -24,27 +27,51 @@ def _split(spec: str) -> tuple[str, str]:
     return kind.strip().lower(), argument
 
 
-def metadata_store(spec: str) -> IMetadataStore:
+def check_metadata_spec(spec: str) -> None:
+    """Raise StoreSpecError unless *spec* names a metadata backend (nothing is built)."""
+    if _split(spec)[0] not in ("memory", "sqlite", "postgresql", "postgres"):
+        raise StoreSpecError(f"unknown metadata store {spec!r} (choose from {METADATA_CHOICES})")
+
+
+def check_content_spec(spec: str) -> None:
+    """Raise StoreSpecError unless *spec* names a content backend (nothing is built)."""
+    if _split(spec)[0] not in ("memory", "fs"):
+        raise StoreSpecError(f"unknown content store {spec!r} (choose from {CONTENT_CHOICES})")
+
+
+def metadata_store(spec: str, data_dir: Path) -> IMetadataStore:
     """Build the metadata store a specification names."""
-    kind, _ = _split(spec)
+    check_metadata_spec(spec)
+    kind, argument = _split(spec)
     if kind == "memory":
         from dittofs.stores.memory_metadata import MemoryMetadataStore
 
         return MemoryMetadataStore()
-    raise StoreSpecError(f"unknown metadata store {spec!r} (choose from {METADATA_CHOICES})")
+    if kind == "sqlite":
+        from dittofs.stores.sqlite_metadata import SqliteMetadataStore
+
+        return SqliteMetadataStore(Path(argument) if argument else data_dir / "metadata.db")
+    if kind in ("postgresql", "postgres"):
+        try:
+            from dittofs.stores.postgres_metadata import PostgresMetadataStore
+        except ImportError as error:
+            raise StoreSpecError(
+                f"PostgreSQL metadata needs psycopg: pip install 'dittofs[postgresql]' ({error})"
+            ) from None
+        return PostgresMetadataStore(spec)
+    raise AssertionError(kind)
 
 
-def content_store(spec: str, reactor: IReactorFromThreads) -> IContentStore:
+def content_store(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> IContentStore:
     """Build the content store a specification names."""
+    check_content_spec(spec)
     kind, argument = _split(spec)
     if kind == "memory":
         from dittofs.stores.memory_content import MemoryContentStore
 
         return MemoryContentStore()
     if kind == "fs":
-        if not argument:
-            raise StoreSpecError("content store 'fs' needs a directory: fs:/path/to/content")
         from dittofs.stores.fs_content import FilesystemContentStore
 
-        return FilesystemContentStore(argument, reactor)
-    raise StoreSpecError(f"unknown content store {spec!r} (choose from {CONTENT_CHOICES})")
+        return FilesystemContentStore(Path(argument) if argument else data_dir / "content", reactor)
+    raise AssertionError(kind)

@@ -41,6 +41,7 @@ from dittofs.model import (
     WccAttributes,
 )
 from dittofs.nfs3.const import CreateMode, FileType, Status
+from dittofs.stores import rules
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -109,8 +110,7 @@ class MemoryMetadataStore:
         return node
 
     def _attributes(self, node: _Node) -> Attributes:
-        used = (node.size + 4095) & ~4095 if node.type == FileType.REG else 4096
-        return Attributes(
+        return rules.attributes(
             fileid=node.fileid,
             generation=self._generation,
             type=node.type,
@@ -118,8 +118,7 @@ class MemoryMetadataStore:
             nlink=node.nlink,
             uid=node.uid,
             gid=node.gid,
-            size=node.size if node.type != FileType.DIR else 4096,
-            used=used,
+            size=node.size,
             rdev=node.rdev,
             atime=node.atime,
             mtime=node.mtime,
@@ -161,7 +160,7 @@ class MemoryMetadataStore:
 
     def _unlink(self, child: _Node) -> int | None:
         """Drop one link of *child*; return its id when that was the last link."""
-        child.nlink -= 1 if child.type != FileType.DIR else 2
+        child.nlink -= rules.links_lost(child.type)
         child.ctime = self._clock()
         if child.nlink <= 0:
             del self._nodes[child.fileid]
@@ -253,16 +252,7 @@ class MemoryMetadataStore:
     def _create_existing(
         self, parent: _Node, before: Attributes, existing: _Node, node: NewNode
     ) -> Created:
-        replay = (
-            node.type == FileType.REG
-            and existing.type == FileType.REG
-            and (
-                node.how == CreateMode.UNCHECKED
-                or (node.how == CreateMode.EXCLUSIVE and existing.verifier == node.verifier)
-            )
-        )
-        if not replay:
-            raise NFSError(Status.EXIST)
+        rules.check_create_replay(node, existing.type, existing.verifier)
         if node.how == CreateMode.UNCHECKED and node.attributes.size is not None:
             existing.size = node.attributes.size
             self._touch(existing)
@@ -300,12 +290,7 @@ class MemoryMetadataStore:
         child = self._child(parent, name)
         if child is None:
             raise NFSError(Status.NOENT)
-        if is_directory and child.type != FileType.DIR:
-            raise NFSError(Status.NOTDIR)
-        if not is_directory and child.type == FileType.DIR:
-            raise NFSError(Status.ISDIR)
-        if child.names:
-            raise NFSError(Status.NOTEMPTY)
+        rules.check_remove(child.type, is_directory, bool(child.names))
         before = self._attributes(parent)
         self._drop_entry(parent, name)
         orphan = self._unlink(child)
@@ -329,15 +314,9 @@ class MemoryMetadataStore:
             )
         if moving.type == FileType.DIR and self._is_ancestor(moving.fileid, to_dir):
             raise NFSError(Status.INVAL, "cannot move a directory into its own subtree")
-        if replaced is not None:
-            if moving.type == FileType.DIR and replaced.type != FileType.DIR:
-                raise NFSError(Status.NOTDIR)
-            if moving.type != FileType.DIR and replaced.type == FileType.DIR:
-                raise NFSError(Status.ISDIR)
-            if replaced.names:
-                raise NFSError(Status.NOTEMPTY)
         orphan = None
         if replaced is not None:
+            rules.check_rename_target(moving.type, replaced.type, bool(replaced.names))
             self._drop_entry(to_dir, target_name)
             orphan = self._unlink(replaced)
         self._drop_entry(from_dir, source_name)

@@ -71,7 +71,8 @@ def dittofs_server(
     log_path = workdir / f"dittofs-{port}.log"
     command = [
         sys.executable, "-m", "twisted", "--log-format", "text", "dittofs",
-        "--listen", f"tcp:{port}:interface=127.0.0.1", "--export", export, *options,
+        "--listen", f"tcp:{port}:interface=127.0.0.1", "--export", export,
+        "--data-dir", str(workdir / f"data-{port}"), *options,
     ]  # fmt: skip
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(

@@ -1,0 +1,87 @@
+"""SQLite metadata: the embedded, persistent default.
+
+One connection on one pool thread (SQLite allows a single writer anyway, as
+synapse also does), WAL journal so readers never block the writer, and
+``synchronous=NORMAL``: a committed transaction survives a crash of the
+DittoFS process (the case the write verifier protects against); ``FULL``
+would add an fsync per transaction for power-loss durability of metadata.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+
+from dittofs.errors import NFSError
+from dittofs.nfs3.const import Status
+from dittofs.stores.sql_metadata import Cursor, SqlMetadataStore
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS dittofs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS dittofs_inodes ("
+    " fileid INTEGER PRIMARY KEY AUTOINCREMENT, type INTEGER NOT NULL, mode INTEGER NOT NULL,"
+    " nlink INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL, size INTEGER NOT NULL,"
+    " rdev_major INTEGER NOT NULL, rdev_minor INTEGER NOT NULL, atime INTEGER NOT NULL,"
+    " mtime INTEGER NOT NULL, ctime INTEGER NOT NULL, parent INTEGER NOT NULL,"
+    " target BLOB NOT NULL, verifier BLOB NOT NULL, next_cookie INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS dittofs_entries ("
+    " dir INTEGER NOT NULL, name BLOB NOT NULL, cookie INTEGER NOT NULL, fileid INTEGER NOT NULL,"
+    " PRIMARY KEY (dir, name)) WITHOUT ROWID",
+    "CREATE UNIQUE INDEX IF NOT EXISTS dittofs_entries_cookie ON dittofs_entries (dir, cookie)",
+    "CREATE INDEX IF NOT EXISTS dittofs_entries_fileid ON dittofs_entries (fileid)",
+)
+
+
+class SqliteDialect:
+    """SQLite: ``?`` placeholders already; one writer, so nothing to lock."""
+
+    schema: Sequence[str] = SCHEMA
+
+    def sql(self, statement: str) -> str:
+        """Statements are written for SQLite."""
+        return statement
+
+    def lock_inodes(self, cursor: Cursor, fileids: Sequence[int]) -> None:
+        """The single connection already serialises every transaction."""
+
+    def lock_namespace(self, cursor: Cursor) -> None:
+        """The single connection already serialises every transaction."""
+
+    def translate_error(self, error: Exception) -> Exception:
+        """A full disk or a locked/corrupt database is an I/O error for the client."""
+        if isinstance(error, sqlite3.OperationalError | sqlite3.DatabaseError):
+            return NFSError(Status.IO, f"sqlite: {error}")
+        return error
+
+
+def _configure(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA foreign_keys=OFF")
+
+
+class SqliteMetadataStore(SqlMetadataStore):
+    """Metadata in one SQLite file."""
+
+    name = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        pool = adbapi.ConnectionPool(
+            "sqlite3",
+            str(self.path),
+            check_same_thread=False,
+            cp_min=1,
+            cp_max=1,
+            cp_openfun=_configure,
+        )
+        super().__init__(pool, SqliteDialect())
+
+    def open(self) -> Deferred[None]:
+        """Create the database's directory if needed, then apply the schema."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return super().open()
