@@ -216,7 +216,7 @@ def makeService(config: Options | dict[str, str], reactor: Any = None) -> IServi
     export = Export(
         export_id=1,
         path=config["export"].encode(),
-        metadata=metadata_store(config["metadata"], data_dir),
+        metadata=metadata_store(config["metadata"], data_dir, reactor),
         content=content_store(config["content"], data_dir, reactor),
     )
     exports = ExportTable([export])

@@ -1,9 +1,11 @@
 """Store backends, chosen by a short specification string (like ``twisted.cred.strcred``).
 
 Metadata: ``memory``, ``sqlite`` (in the data directory) or ``sqlite:PATH``,
-``postgresql://...`` (a libpq URL).  Content: ``memory``, ``fs`` (in the data
-directory) or ``fs:PATH``.  Each backend module is imported only when asked
-for, so an optional dependency of one backend never burdens the others.
+``postgresql://...`` (a libpq URL), ``redis://...`` (a Redis URL, with
+``?prefix=NAME`` to keep several filesystems in one database).  Content:
+``memory``, ``fs`` (in the data directory) or ``fs:PATH``.  Each backend
+module is imported only when asked for, so an optional dependency of one
+backend never burdens the others.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 
 from dittofs.interfaces import IContentStore, IMetadataStore
 
-METADATA_CHOICES = "memory, sqlite[:PATH], postgresql://URL"
+METADATA_CHOICES = "memory, sqlite[:PATH], postgresql://URL, redis://URL"
 CONTENT_CHOICES = "memory, fs[:PATH]"
 
 
@@ -29,7 +31,7 @@ def _split(spec: str) -> tuple[str, str]:
 
 def check_metadata_spec(spec: str) -> None:
     """Raise StoreSpecError unless *spec* names a metadata backend (nothing is built)."""
-    if _split(spec)[0] not in ("memory", "sqlite", "postgresql", "postgres"):
+    if _split(spec)[0] not in ("memory", "sqlite", "postgresql", "postgres", "redis", "rediss"):
         raise StoreSpecError(f"unknown metadata store {spec!r} (choose from {METADATA_CHOICES})")
 
 
@@ -39,7 +41,7 @@ def check_content_spec(spec: str) -> None:
         raise StoreSpecError(f"unknown content store {spec!r} (choose from {CONTENT_CHOICES})")
 
 
-def metadata_store(spec: str, data_dir: Path) -> IMetadataStore:
+def metadata_store(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> IMetadataStore:
     """Build the metadata store a specification names."""
     check_metadata_spec(spec)
     kind, argument = _split(spec)
@@ -59,6 +61,14 @@ def metadata_store(spec: str, data_dir: Path) -> IMetadataStore:
                 f"PostgreSQL metadata needs psycopg: pip install 'dittofs[postgresql]' ({error})"
             ) from None
         return PostgresMetadataStore(spec)
+    if kind in ("redis", "rediss"):
+        try:
+            from dittofs.stores.redis_metadata import RedisMetadataStore
+        except ImportError as error:
+            raise StoreSpecError(
+                f"Redis metadata needs redis-py: pip install 'dittofs[redis]' ({error})"
+            ) from None
+        return RedisMetadataStore(spec, reactor)
     raise AssertionError(kind)
 
 
