@@ -38,6 +38,7 @@ class RpcServerProtocol(Protocol):
         self._in_flight = 0
         self._waiting: deque[bytes] = deque()
         self._paused = False
+        self._draining = False
         self._closed = False
         self.client_host = ""
         self.client_port = 0
@@ -69,9 +70,18 @@ class RpcServerProtocol(Protocol):
         self._start_waiting_calls()
 
     def _start_waiting_calls(self) -> None:
-        limit = self.factory.max_in_flight
-        while self._waiting and self._in_flight < limit and not self._closed:
-            self._start_call(self._waiting.popleft())
+        # A call answered synchronously finishes inside _start_call and calls back
+        # here; the loop already running picks up the next record instead, so a
+        # chunk of thousands of pipelined calls never recurses.
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            limit = self.factory.max_in_flight
+            while self._waiting and self._in_flight < limit and not self._closed:
+                self._start_call(self._waiting.popleft())
+        finally:
+            self._draining = False
         if self._waiting and not self._paused:
             self._paused = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
