@@ -32,10 +32,12 @@ if TYPE_CHECKING:
         Created,
         DirPage,
         FileCounts,
+        Inventory,
         Linked,
         NewNode,
         Removed,
         Renamed,
+        Repair,
         SetAttributes,
         SpaceUsage,
         WccAttributes,
@@ -189,3 +191,23 @@ class IContentStore(Interface):
 
     def space() -> Deferred[SpaceUsage]:
         """Return a Deferred of ``SpaceUsage`` for FSSTAT."""
+
+
+class IMetadataInventory(Interface):
+    """Optional: lets ``dittofs fsck`` read a whole metadata store and repair it.
+
+    Meant for a store no gateway is serving at the time.
+    """
+
+    def inventory() -> Deferred[Inventory]:
+        """Return a Deferred of every inode and every directory entry."""
+
+    def repair(repairs: list[Repair]) -> Deferred[None]:
+        """Apply ``Repair`` changes, all in one transaction where the store has them."""
+
+
+class IContentInventory(Interface):
+    """Optional: lets ``dittofs fsck`` find content that no file owns."""
+
+    def content_ids() -> Deferred[list[int]]:
+        """Return a Deferred of the file ids that have stored content."""

@@ -155,3 +155,38 @@ class SpaceUsage:
 
     total_bytes: int
     free_bytes: int
+
+
+@attrs.frozen
+class InodeRecord:
+    """What ``fsck`` needs to know about one inode."""
+
+    fileid: int
+    type: FileType
+    nlink: int
+    parent: int
+
+
+@attrs.frozen
+class Inventory:
+    """Every inode and every directory entry of a metadata store, for ``fsck``."""
+
+    root: int
+    inodes: dict[int, InodeRecord]
+    entries: list[tuple[int, bytes, int]]
+
+
+@attrs.frozen
+class Repair:
+    """One change ``fsck --repair`` asks a metadata store to make.
+
+    ``action`` is ``"nlink"`` (set ``fileid``'s link count to ``value``),
+    ``"parent"`` (set directory ``fileid``'s parent to ``value``),
+    ``"drop-entry"`` (remove entry ``name`` of directory ``fileid``) or
+    ``"drop-inode"`` (delete inode ``fileid`` and any entries of it).
+    """
+
+    action: str
+    fileid: int
+    value: int = 0
+    name: bytes = b""

@@ -24,7 +24,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from dittofs.errors import NFSError
-from dittofs.interfaces import IContentStore
+from dittofs.interfaces import IContentInventory, IContentStore
 from dittofs.model import SpaceUsage
 from dittofs.nfs3.const import Status
 
@@ -44,7 +44,7 @@ def _storage_error(error: OSError) -> NFSError:
     return NFSError(Status.IO, str(error))
 
 
-@implementer(IContentStore)
+@implementer(IContentStore, IContentInventory)
 class FilesystemContentStore:
     """File contents stored as files below *root*."""
 
@@ -133,6 +133,9 @@ class FilesystemContentStore:
         finally:
             os.close(fd)
 
+    def _content_ids(self) -> list[int]:
+        return sorted(int(path.name, 16) for path in self.root.glob("??/??/" + "?" * 16))
+
     def _space(self) -> SpaceUsage:
         usage = shutil.disk_usage(self.root)
         return SpaceUsage(usage.total, usage.free)
@@ -164,3 +167,7 @@ class FilesystemContentStore:
     def space(self) -> Deferred[SpaceUsage]:
         """Report the disk holding *root*."""
         return self._run(self._space)
+
+    def content_ids(self) -> Deferred[list[int]]:
+        """See :meth:`IContentInventory.content_ids`."""
+        return self._run(self._content_ids)

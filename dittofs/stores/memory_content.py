@@ -5,11 +5,11 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from dittofs.interfaces import IContentStore
+from dittofs.interfaces import IContentInventory, IContentStore
 from dittofs.model import SpaceUsage
 
 
-@implementer(IContentStore)
+@implementer(IContentStore, IContentInventory)
 class MemoryContentStore:
     """File contents held in memory; every write is as durable as it will ever be."""
 
@@ -69,3 +69,7 @@ class MemoryContentStore:
     def space(self) -> Deferred[SpaceUsage]:
         """Report the configured capacity less what is held."""
         return succeed(SpaceUsage(self._capacity, max(self._capacity - self._used, 0)))
+
+    def content_ids(self) -> Deferred[list[int]]:
+        """See :meth:`IContentInventory.content_ids`."""
+        return succeed(sorted(self._files))

@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from dittofs.errors import NFSError
-from dittofs.interfaces import IMetadataStore
+from dittofs.interfaces import IMetadataInventory, IMetadataStore
 from dittofs.model import (
     MODE_MASK,
     Attributes,
@@ -33,10 +33,13 @@ from dittofs.model import (
     DirEntry,
     DirPage,
     FileCounts,
+    InodeRecord,
+    Inventory,
     Linked,
     NewNode,
     Removed,
     Renamed,
+    Repair,
     SetAttributes,
     WccAttributes,
 )
@@ -85,7 +88,7 @@ def _guarded(operation: Callable[P, T]) -> Callable[P, Deferred[T]]:
     return wrapper
 
 
-@implementer(IMetadataStore)
+@implementer(IMetadataStore, IMetadataInventory)
 class MemoryMetadataStore:
     """Metadata kept in Python objects; lost when the process exits."""
 
@@ -377,3 +380,36 @@ class MemoryMetadataStore:
     def file_counts(self) -> FileCounts:
         """See :meth:`IMetadataStore.file_counts`."""
         return FileCounts(len(self._nodes), MAX_FILES - len(self._nodes))
+
+    # -- IMetadataInventory --------------------------------------------------------------
+
+    @_guarded
+    def inventory(self) -> Inventory:
+        """See :meth:`IMetadataInventory.inventory`."""
+        inodes = {
+            fileid: InodeRecord(fileid, node.type, node.nlink, node.parent)
+            for fileid, node in self._nodes.items()
+        }
+        entries = [
+            (fileid, name, child)
+            for fileid, node in self._nodes.items()
+            for name, (_, child) in node.names.items()
+        ]
+        return Inventory(self._root.fileid, inodes, entries)
+
+    @_guarded
+    def repair(self, repairs: list[Repair]) -> None:
+        """See :meth:`IMetadataInventory.repair`."""
+        for repair in repairs:
+            node = self._nodes.get(repair.fileid)
+            if repair.action == "drop-inode":
+                self._nodes.pop(repair.fileid, None)
+            elif node is None:
+                continue
+            elif repair.action == "nlink":
+                node.nlink = repair.value
+            elif repair.action == "parent":
+                node.parent = repair.value
+            elif repair.action == "drop-entry" and repair.name in node.names:
+                cookie, _ = node.names.pop(repair.name)
+                del node.cookies[cookie]

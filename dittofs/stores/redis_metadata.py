@@ -40,7 +40,7 @@ from zope.interface import implementer
 
 from dittofs import log as dittofs_log
 from dittofs.errors import NFSError
-from dittofs.interfaces import IMetadataStore
+from dittofs.interfaces import IMetadataInventory, IMetadataStore
 from dittofs.model import (
     MODE_MASK,
     Attributes,
@@ -48,10 +48,13 @@ from dittofs.model import (
     DirEntry,
     DirPage,
     FileCounts,
+    InodeRecord,
+    Inventory,
     Linked,
     NewNode,
     Removed,
     Renamed,
+    Repair,
     SetAttributes,
     WccAttributes,
 )
@@ -175,7 +178,7 @@ class _Transaction:
         return self.pipe
 
 
-@implementer(IMetadataStore)
+@implementer(IMetadataStore, IMetadataInventory)
 class RedisMetadataStore:
     """Metadata in Redis (``redis://host:port/db?prefix=NAME``)."""
 
@@ -676,3 +679,42 @@ class RedisMetadataStore:
     def _file_counts(self) -> FileCounts:
         issued = int(self._client.get(self._prefix + b"next_fileid") or 0)
         return FileCounts(issued, MAX_FILES - issued)
+
+    # -- IMetadataInventory --------------------------------------------------------------
+
+    def inventory(self) -> Deferred[Inventory]:
+        """See :meth:`IMetadataInventory.inventory` (SCAN: safe on a live Redis)."""
+        return self._in_thread(self._inventory)
+
+    def _inventory(self) -> Inventory:
+        inodes: dict[int, InodeRecord] = {}
+        entries: list[tuple[int, bytes, int]] = []
+        for key in self._client.scan_iter(match=self._prefix + b"i:*", count=1000):
+            fileid = int(key[len(self._prefix) + 2 :])
+            type_, nlink, parent = self._client.hmget(key, "type", "nlink", "parent")
+            if type_ is not None:
+                inodes[fileid] = InodeRecord(fileid, FileType(int(type_)), int(nlink), int(parent))
+        for key in self._client.scan_iter(match=self._prefix + b"d:*", count=1000):
+            directory = int(key[len(self._prefix) + 2 :])
+            for name, value in self._client.hscan_iter(key, count=1000):
+                entries.append((directory, bytes(name), int(value.split(b":")[1])))
+        return Inventory(self._root, inodes, entries)
+
+    def repair(self, repairs: list[Repair]) -> Deferred[None]:
+        """See :meth:`IMetadataInventory.repair`: one MULTI/EXEC for all of them."""
+        return self._in_thread(self._repair, repairs)
+
+    def _repair(self, repairs: list[Repair]) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        for repair in repairs:
+            inode = self._key("i", repair.fileid)
+            if repair.action == "drop-inode":
+                pipe.delete(inode, self._key("d", repair.fileid), self._key("c", repair.fileid))
+            elif repair.action == "nlink":
+                pipe.hset(inode, "nlink", repair.value)
+            elif repair.action == "parent":
+                pipe.hset(inode, "parent", repair.value)
+            elif repair.action == "drop-entry":
+                pipe.hdel(self._key("d", repair.fileid), repair.name)
+                pipe.zrem(self._key("c", repair.fileid), repair.name)
+        pipe.execute()

@@ -28,7 +28,7 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from dittofs.errors import NFSError
-from dittofs.interfaces import IMetadataStore
+from dittofs.interfaces import IMetadataInventory, IMetadataStore
 from dittofs.model import (
     MODE_MASK,
     Attributes,
@@ -36,10 +36,13 @@ from dittofs.model import (
     DirEntry,
     DirPage,
     FileCounts,
+    InodeRecord,
+    Inventory,
     Linked,
     NewNode,
     Removed,
     Renamed,
+    Repair,
     SetAttributes,
     WccAttributes,
 )
@@ -89,7 +92,7 @@ class Dialect(Protocol):
         """Map an engine error to the NFSError a client should see (or return it unchanged)."""
 
 
-@implementer(IMetadataStore)
+@implementer(IMetadataStore, IMetadataInventory)
 class SqlMetadataStore:
     """Metadata in SQL tables; a subclass chooses the engine and its dialect."""
 
@@ -591,3 +594,50 @@ class SqlMetadataStore:
     def _file_counts(self, cursor: Cursor) -> FileCounts:
         files = int(self._one(cursor, "SELECT COUNT(*) FROM dittofs_inodes")[0])
         return FileCounts(files, MAX_FILES - files)
+
+    # -- IMetadataInventory --------------------------------------------------------------
+
+    def inventory(self) -> Deferred[Inventory]:
+        """See :meth:`IMetadataInventory.inventory`."""
+        return self._run(self._inventory)
+
+    def _inventory(self, cursor: Cursor) -> Inventory:
+        self._execute(cursor, "SELECT fileid, type, nlink, parent FROM dittofs_inodes")
+        inodes = {
+            row[0]: InodeRecord(row[0], FileType(row[1]), row[2], row[3])
+            for row in cursor.fetchall()
+        }
+        self._execute(cursor, "SELECT dir, name, fileid FROM dittofs_entries")
+        entries = [(row[0], bytes(row[1]), row[2]) for row in cursor.fetchall()]
+        return Inventory(self._root, inodes, entries)
+
+    def repair(self, repairs: list[Repair]) -> Deferred[None]:
+        """See :meth:`IMetadataInventory.repair`: one transaction for all of them."""
+        return self._run(self._repair, repairs)
+
+    def _repair(self, cursor: Cursor, repairs: list[Repair]) -> None:
+        for repair in repairs:
+            if repair.action == "drop-inode":
+                self._execute(cursor, "DELETE FROM dittofs_entries WHERE dir = ?", repair.fileid)
+                self._execute(cursor, "DELETE FROM dittofs_inodes WHERE fileid = ?", repair.fileid)
+            elif repair.action == "nlink":
+                self._execute(
+                    cursor,
+                    "UPDATE dittofs_inodes SET nlink = ? WHERE fileid = ?",
+                    repair.value,
+                    repair.fileid,
+                )
+            elif repair.action == "parent":
+                self._execute(
+                    cursor,
+                    "UPDATE dittofs_inodes SET parent = ? WHERE fileid = ?",
+                    repair.value,
+                    repair.fileid,
+                )
+            elif repair.action == "drop-entry":
+                self._execute(
+                    cursor,
+                    "DELETE FROM dittofs_entries WHERE dir = ? AND name = ?",
+                    repair.fileid,
+                    repair.name,
+                )
