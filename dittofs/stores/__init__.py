@@ -52,7 +52,9 @@ def metadata_store(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> I
     if kind == "sqlite":
         from dittofs.stores.sqlite_metadata import SqliteMetadataStore
 
-        return SqliteMetadataStore(Path(argument) if argument else data_dir / "metadata.db")
+        return SqliteMetadataStore(
+            Path(argument) if argument else data_dir / "metadata.db", reactor
+        )
     if kind in ("postgresql", "postgres"):
         try:
             from dittofs.stores.postgres_metadata import PostgresMetadataStore
@@ -60,7 +62,7 @@ def metadata_store(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> I
             raise StoreSpecError(
                 f"PostgreSQL metadata needs psycopg: pip install 'dittofs[postgresql]' ({error})"
             ) from None
-        return PostgresMetadataStore(spec)
+        return PostgresMetadataStore(spec, reactor)
     if kind in ("redis", "rediss"):
         try:
             from dittofs.stores.redis_metadata import RedisMetadataStore

@@ -12,7 +12,9 @@ A lost connection, a deadlock or a serialisation failure becomes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -87,7 +89,13 @@ class PostgresMetadataStore(SqlMetadataStore):
 
     name = "postgresql"
 
-    def __init__(self, conninfo: str, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        reactor: Any = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         pool = adbapi.ConnectionPool(
             "psycopg",
             conninfo,
@@ -95,5 +103,6 @@ class PostgresMetadataStore(SqlMetadataStore):
             cp_max=pool_size,
             cp_reconnect=True,
             cp_noisy=False,
+            cp_reactor=reactor,
         )
-        super().__init__(pool, PostgresDialect())
+        super().__init__(pool, PostgresDialect(), clock)

@@ -4,7 +4,7 @@ Layout, every key under one prefix (``dittofs:<name>:``, the name from the
 URL's ``prefix`` query parameter, default ``default``):
 
 - ``meta``: hash of ``generation`` and ``root``; ``next_fileid``: a counter
-  (``INCR``), so file ids are never reused.
+  (``INCR``), so file ids are never reused; ``files``: how many inodes exist.
 - ``i:<fileid>``: hash of an inode's fields.
 - ``d:<dir>``: hash from entry name to ``<cookie>:<fileid>``.
 - ``c:<dir>``: sorted set of entry names scored by cookie, so a READDIR page
@@ -236,6 +236,7 @@ class RedisMetadataStore:
 
     def _new_inode(self, tx: _Transaction, node: NewNode, now: int, nlink: int) -> int:
         fileid = int(self._client.incr(self._prefix + b"next_fileid"))
+        tx.write().incr(self._prefix + b"files")
         initial = node.attributes
         size = initial.size if initial.size is not None and node.type == FileType.REG else 0
         tx.write().hset(
@@ -294,6 +295,7 @@ class RedisMetadataStore:
             pipe.delete(
                 tx.key("i", child.fileid), tx.key("d", child.fileid), tx.key("c", child.fileid)
             )
+            pipe.decr(self._prefix + b"files")
             return child.fileid
         pipe.hset(tx.key("i", child.fileid), mapping={"nlink": remaining, "ctime": now})
         return None
@@ -673,12 +675,12 @@ class RedisMetadataStore:
         return WccAttributes(before, self._after(before, **values))
 
     def file_counts(self) -> Deferred[FileCounts]:
-        """See :meth:`IMetadataStore.file_counts` (an estimate: ids issued, not files alive)."""
+        """See :meth:`IMetadataStore.file_counts`: a counter kept with every create and delete."""
         return self._in_thread(self._file_counts)
 
     def _file_counts(self) -> FileCounts:
-        issued = int(self._client.get(self._prefix + b"next_fileid") or 0)
-        return FileCounts(issued, MAX_FILES - issued)
+        files = int(self._client.get(self._prefix + b"files") or 0)
+        return FileCounts(files, MAX_FILES - files)
 
     # -- IMetadataInventory --------------------------------------------------------------
 
@@ -710,6 +712,7 @@ class RedisMetadataStore:
             inode = self._key("i", repair.fileid)
             if repair.action == "drop-inode":
                 pipe.delete(inode, self._key("d", repair.fileid), self._key("c", repair.fileid))
+                pipe.decr(self._prefix + b"files")
             elif repair.action == "nlink":
                 pipe.hset(inode, "nlink", repair.value)
             elif repair.action == "parent":

@@ -10,8 +10,10 @@ would add an fsync per transaction for power-loss durability of metadata.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
@@ -69,7 +71,9 @@ class SqliteMetadataStore(SqlMetadataStore):
 
     name = "sqlite"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, reactor: Any = None, clock: Callable[[], int] = time.time_ns
+    ) -> None:
         self.path = Path(path)
         pool = adbapi.ConnectionPool(
             "sqlite3",
@@ -78,8 +82,9 @@ class SqliteMetadataStore(SqlMetadataStore):
             cp_min=1,
             cp_max=1,
             cp_openfun=_configure,
+            cp_reactor=reactor,
         )
-        super().__init__(pool, SqliteDialect())
+        super().__init__(pool, SqliteDialect(), clock)
 
     def open(self) -> Deferred[None]:
         """Create the database's directory if needed, then apply the schema."""
