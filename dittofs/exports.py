@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherResults
+from twisted.python.failure import Failure
 
 from dittofs.errors import NFSError
 from dittofs.interfaces import IContentStore, IMetadataStore
@@ -73,8 +74,16 @@ class ExportTable:
             await export.content.open()
             export.root = await export.metadata.root()
 
+        def first_error(reason: Failure) -> Failure:
+            error = reason.value
+            return error.subFailure if isinstance(error, FirstError) else reason
+
         opened = [Deferred.fromCoroutine(open_export(export)) for export in self]
-        return gatherResults(opened, consumeErrors=True).addCallback(lambda _: None)
+        return (
+            gatherResults(opened, consumeErrors=True)
+            .addCallback(lambda _: None)
+            .addErrback(first_error)
+        )
 
     def close(self) -> Deferred[None]:
         """Close every store, even when some of them fail to close."""

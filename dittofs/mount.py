@@ -118,8 +118,10 @@ class MountProgram:
         return writer
 
     async def umnt(self, path: bytes, context: CallContext) -> XdrWriter:
-        """MOUNTPROC3_UMNT: forget one mount of this client."""
-        self.mounts.discard(MountEntry(context.client_host.encode(), path))
+        """MOUNTPROC3_UMNT: forget one mount of this client (the path matched as MNT does)."""
+        export = self.exports.by_path(path)
+        mounted = export.path if export is not None else path
+        self.mounts.discard(MountEntry(context.client_host.encode(), mounted))
         return XdrWriter()
 
     async def umntall(self, args: None, context: CallContext) -> XdrWriter:

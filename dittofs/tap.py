@@ -80,7 +80,15 @@ def _check_log_level(value: str) -> None:
 def _check_listen(value: str) -> None:
     from twisted.internet import reactor
 
-    endpoints.serverFromString(reactor, value)
+    try:
+        endpoint = endpoints.serverFromString(reactor, value)
+    except Exception as error:
+        # Twisted reports a malformed description as ValueError, TypeError (missing or
+        # unknown arguments) or ImportError (an endpoint type whose library is absent).
+        raise ValueError(f"not a usable endpoint description ({error})") from None
+    port = getattr(endpoint, "_port", 0)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
 
 
 def _check_data_dir(value: str) -> None:
@@ -132,17 +140,22 @@ class Options(usage.Options):
         """Merge defaults, config file and command line, then check every value."""
         merged: dict[str, str] = dict(DEFAULTS)
         origin = {key: f"default {key}" for key in DEFAULTS}
+        layers = []
         if self["config"]:
-            for key, value in _load_config(self["config"]).items():
-                merged[key] = value
-                origin[key] = f"config {self['config']}: key '{key}'"
-        for key in _KEYS:
-            if self[key] is not None:
-                merged[key] = self[key]
-                origin[key] = f"--{key}"
-        if "content-path" in merged:
-            merged["content"] = f"fs:{merged.pop('content-path')}"
-            origin["content"] = origin["content-path"]
+            config_file = _load_config(self["config"])
+            layers.append((config_file, lambda key: f"config {self['config']}: key '{key}'"))
+        command_line = {key: self[key] for key in _KEYS if self[key] is not None}
+        layers.append((command_line, lambda key: f"--{key}"))
+        for values, where in layers:
+            # content-path is shorthand for content = "fs:PATH", within its own layer.
+            if "content-path" in values and "content" in values:
+                raise usage.UsageError(
+                    f"{where('content-path')}: give content or content-path, not both"
+                )
+            for key, value in values.items():
+                target = "content" if key == "content-path" else key
+                merged[target] = f"fs:{value}" if key == "content-path" else value
+                origin[target] = where(key)
         for key, check in _CHECKS.items():
             try:
                 check(merged[key])

@@ -341,10 +341,14 @@ class NFSv3Program:
         if args.offset + len(data) > MAX_FILE_SIZE:
             raise NFSError(Status.FBIG)
         stable = args.stable != StableHow.UNSTABLE
-        await export.content.write(attributes.fileid, args.offset, data, stable)
-        wcc: WccAttributes = await export.metadata.record_write(
-            attributes.fileid, args.offset + len(data)
-        )
+        if data:
+            await export.content.write(attributes.fileid, args.offset, data, stable)
+            wcc: WccAttributes = await export.metadata.record_write(
+                attributes.fileid, args.offset + len(data)
+            )
+        else:
+            # Writing nothing changes nothing, wherever the offset points (as pwrite).
+            wcc = WccAttributes(attributes, attributes)
         writer = self._ok()
         encode_wcc_data(writer, wcc, export.fsid)
         writer.uint(len(data))

@@ -131,7 +131,11 @@ def parse_call(record: bytes | memoryview) -> tuple[CallHeader, XdrReader]:
     """
     reader = XdrReader(record)
     xid = reader.uint()
-    if reader.uint() != CALL:
+    try:
+        message_type = reader.uint()
+    except XdrError:
+        raise CallRejected(xid, accepted_reply(xid, AcceptStat.GARBAGE_ARGS)) from None
+    if message_type != CALL:
         raise XdrError("message is not a call")
     try:
         return _parse_call_body(xid, reader)

@@ -57,6 +57,7 @@ class RpcServerProtocol(Protocol):
         try:
             records = self._receiver.feed(data)
         except RecordError as error:
+            self._closed = True
             log.warn(
                 "Closing connection from {host}:{port}: {error}",
                 host=self.client_host,
@@ -73,7 +74,7 @@ class RpcServerProtocol(Protocol):
         # A call answered synchronously finishes inside _start_call and calls back
         # here; the loop already running picks up the next record instead, so a
         # chunk of thousands of pipelined calls never recurses.
-        if self._draining:
+        if self._draining or self._closed:
             return
         self._draining = True
         try:

@@ -76,12 +76,21 @@ class PostgresDialect:
             return NFSError(Status.EXIST, "created concurrently by another gateway")
         if isinstance(
             error,
-            pg_errors.DeadlockDetected | pg_errors.SerializationFailure | psycopg.OperationalError,
+            pg_errors.DeadlockDetected
+            | pg_errors.SerializationFailure
+            | psycopg.OperationalError
+            | adbapi.ConnectionLost,
         ):
             return NFSError(Status.JUKEBOX, f"postgresql: {error}")
         if isinstance(error, psycopg.Error):
             return NFSError(Status.IO, f"postgresql: {error}")
         return error
+
+    def unavailable(self, error: Exception) -> bool:
+        """A failed or broken connection (not a deadlock, which is the database working)."""
+        return isinstance(
+            error, psycopg.OperationalError | adbapi.ConnectionLost
+        ) and not isinstance(error, pg_errors.DeadlockDetected | pg_errors.SerializationFailure)
 
 
 class PostgresMetadataStore(SqlMetadataStore):

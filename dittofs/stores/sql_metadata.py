@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from dittofs.errors import NFSError
@@ -50,6 +50,9 @@ from dittofs.nfs3.const import CreateMode, FileType, Status
 from dittofs.stores import rules
 
 SCHEMA_VERSION = 1
+#: Back-off after the database was found unreachable (seconds, doubling).
+MIN_BACKOFF = 0.1
+MAX_BACKOFF = 5.0
 #: A nominal inode limit reported by FSSTAT: the database, not a table size, is the bound.
 MAX_FILES = 2**32
 
@@ -91,6 +94,9 @@ class Dialect(Protocol):
     def translate_error(self, error: Exception) -> Exception:
         """Map an engine error to the NFSError a client should see (or return it unchanged)."""
 
+    def unavailable(self, error: Exception) -> bool:
+        """True when *error* means the database cannot be reached right now."""
+
 
 @implementer(IMetadataStore, IMetadataInventory)
 class SqlMetadataStore:
@@ -109,23 +115,40 @@ class SqlMetadataStore:
         self._clock = clock
         self._generation = 0
         self._root = 0
+        self._backoff = 0.0
+        self._retry_at = 0.0
 
     # -- plumbing --------------------------------------------------------------------
 
     def _run(self, operation: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run *operation* in one transaction, translating database errors for the client.
+
+        While the database is unreachable, calls fail fast with JUKEBOX for a
+        back-off period (doubling to :data:`MAX_BACKOFF`) instead of each one
+        waiting on a connection attempt; the next call after it tries again.
+        """
+        if time.monotonic() < self._retry_at:
+            return fail(NFSError(Status.JUKEBOX, "the database is unreachable; retrying soon"))
         dialect = self._dialect
+
+        def succeeded(result: T) -> T:
+            self._backoff = 0.0
+            return result
 
         def translate(reason: Any) -> Any:
             error = reason.value
             if isinstance(error, NFSError):
                 return reason
+            if dialect.unavailable(error):
+                self._backoff = min(max(self._backoff * 2, MIN_BACKOFF), MAX_BACKOFF)
+                self._retry_at = time.monotonic() + self._backoff
             translated = dialect.translate_error(error)
             if translated is error:
                 return reason
             raise translated
 
         deferred: Deferred[T] = self._pool.runInteraction(operation, *args)
-        return deferred.addErrback(translate)
+        return deferred.addCallbacks(succeeded, translate)
 
     def _execute(self, cursor: Cursor, statement: str, *params: Any) -> None:
         cursor.execute(self._dialect.sql(statement), params)

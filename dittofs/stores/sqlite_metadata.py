@@ -59,6 +59,10 @@ class SqliteDialect:
             return NFSError(Status.IO, f"sqlite: {error}")
         return error
 
+    def unavailable(self, error: Exception) -> bool:
+        """A local file is never "away"; its errors are I/O errors."""
+        return False
+
 
 def _configure(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA journal_mode=WAL")
