@@ -1,0 +1,317 @@
+"""Tests for :mod:`dittofs.rpc.protocol`: RPC over a stream transport, with backpressure.
+
+The protocol runs over ``StringTransport``; a test program whose procedures
+wait on Deferreds the test controls makes completion order and the number of
+calls in flight explicit.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogEvent, LogLevel, capturedLogs
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from dittofs.rpc.dispatch import NULL_PROCEDURE, CallContext, Procedure, RpcDispatcher
+from dittofs.rpc.protocol import DEFAULT_MAX_IN_FLIGHT, RpcServerFactory, RpcServerProtocol
+from dittofs.rpc.record import DEFAULT_MAX_RECORD
+from dittofs.rpc.xdr import XdrReader, XdrWriter
+from tests.unit.test_message import (
+    SUCCESS,
+    Reply,
+    build_call,
+    parse_reply,
+    record_mark,
+    split_records,
+    xdr_opaque,
+)
+
+TEST_PROGRAM = 0x20000002
+ECHO, WAIT, WHOAMI = 1, 2, 3
+PEER = IPv4Address("TCP", "192.0.2.5", 901)
+
+
+def _no_args(reader: XdrReader) -> None:
+    return None
+
+
+class ControlledProgram:
+    """NULL, ECHO (answers at once), WAIT (answers when the test fires its Deferred), WHOAMI."""
+
+    number = TEST_PROGRAM
+    low_version = 1
+    high_version = 1
+
+    def __init__(self) -> None:
+        self.pending: list[Deferred[None]] = []
+        self.contexts: list[CallContext] = []
+        self.table = {
+            0: NULL_PROCEDURE,
+            ECHO: Procedure("ECHO", lambda reader: reader.string(64), self.echo),
+            WAIT: Procedure("WAIT", _no_args, self.wait),
+            WHOAMI: Procedure("WHOAMI", _no_args, self.whoami),
+        }
+
+    def procedures(self, version: int) -> dict[int, Procedure]:
+        """One table for the one version."""
+        return self.table
+
+    async def echo(self, args: bytes, context: CallContext) -> XdrWriter:
+        """Return the argument at once."""
+        writer = XdrWriter()
+        writer.string(args)
+        return writer
+
+    async def wait(self, args: None, context: CallContext) -> XdrWriter:
+        """Finish only when the test fires this call's Deferred."""
+        waiting: Deferred[None] = Deferred()
+        self.pending.append(waiting)
+        await waiting
+        writer = XdrWriter()
+        writer.uint(context.xid)
+        return writer
+
+    async def whoami(self, args: None, context: CallContext) -> XdrWriter:
+        """Record the call's context."""
+        self.contexts.append(context)
+        return XdrWriter()
+
+
+def call(xid: int, procedure: int, args: bytes = b"") -> bytes:
+    """A record-marked call to the test program."""
+    return record_mark(build_call(xid, TEST_PROGRAM, 1, procedure, args=args))
+
+
+def failures(events: list[LogEvent]) -> list[LogEvent]:
+    """Logged events carrying a Failure."""
+    return [event for event in events if "log_failure" in event]
+
+
+class ProtocolTestCase(SynchronousTestCase):
+    """Builds a connected protocol over a StringTransport."""
+
+    def connect(
+        self,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_record: int = DEFAULT_MAX_RECORD,
+        lenient: bool = False,
+    ) -> None:
+        """Connect a new protocol from a factory with the given limits.
+
+        A *lenient* transport tolerates ``resumeProducing`` after
+        ``loseConnection``, as real TCP transports do.
+        """
+        self.program = ControlledProgram()
+        factory = RpcServerFactory(
+            RpcDispatcher([self.program]), max_record=max_record, max_in_flight=max_in_flight
+        )
+        self.protocol = factory.buildProtocol(PEER)
+        assert isinstance(self.protocol, RpcServerProtocol)
+        self.transport = StringTransport(peerAddress=PEER, lenient=lenient)
+        self.protocol.makeConnection(self.transport)
+
+    def replies(self) -> list[Reply]:
+        """Parse and clear everything written so far."""
+        output = self.transport.value()
+        self.transport.clear()
+        return [parse_reply(message) for message in split_records(output)]
+
+
+class CallReplyTests(ProtocolTestCase):
+    """Calls get record-marked replies, as many and as soon as possible."""
+
+    def setUp(self) -> None:
+        self.connect()
+
+    def test_call_gets_record_marked_reply(self) -> None:
+        """A call is answered with one record-marked reply carrying its results."""
+        self.protocol.dataReceived(call(1, ECHO, xdr_opaque(b"hi")))
+        (reply,) = self.replies()
+        self.assertEqual(
+            (reply.xid, reply.accept_stat, reply.body), (1, SUCCESS, xdr_opaque(b"hi"))
+        )
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_two_calls_in_one_chunk(self) -> None:
+        """Pipelined calls arriving in one chunk are both answered."""
+        self.protocol.dataReceived(call(1, ECHO, xdr_opaque(b"a")) + call(2, 0))
+        self.assertEqual([reply.xid for reply in self.replies()], [1, 2])
+
+    def test_call_split_across_chunks(self) -> None:
+        """A call arriving a byte at a time is answered once, after its last byte."""
+        data = call(3, ECHO, xdr_opaque(b"split"))
+        for index in range(len(data) - 1):
+            self.protocol.dataReceived(data[index : index + 1])
+        self.assertEqual(self.transport.value(), b"")
+        self.protocol.dataReceived(data[-1:])
+        (reply,) = self.replies()
+        self.assertEqual((reply.xid, reply.body), (3, xdr_opaque(b"split")))
+
+    def test_multi_fragment_call(self) -> None:
+        """A call sent as several fragments is reassembled and answered."""
+        message = build_call(4, TEST_PROGRAM, 1, ECHO, args=xdr_opaque(b"frag"))
+        data = struct.pack(">I", 10) + message[:10] + record_mark(message[10:])
+        self.protocol.dataReceived(data)
+        (reply,) = self.replies()
+        self.assertEqual((reply.xid, reply.body), (4, xdr_opaque(b"frag")))
+
+    def test_out_of_order_replies(self) -> None:
+        """A slow call does not hold back a later fast one: replies go out as calls finish."""
+        self.protocol.dataReceived(call(10, WAIT) + call(11, ECHO, xdr_opaque(b"fast")))
+        self.assertEqual([reply.xid for reply in self.replies()], [11])
+        self.program.pending[0].callback(None)
+        (reply,) = self.replies()
+        self.assertEqual((reply.xid, reply.body), (10, struct.pack(">I", 10)))
+
+    def test_client_address_reaches_procedures(self) -> None:
+        """Procedures learn the peer's address (MOUNT records it in its DUMP list)."""
+        self.protocol.dataReceived(call(5, WHOAMI))
+        (context,) = self.program.contexts
+        self.assertEqual((context.client_host, context.client_port), ("192.0.2.5", 901))
+
+    def test_non_call_is_ignored(self) -> None:
+        """A record that is not a call gets no reply and does not cost the connection."""
+        reply_message = struct.pack(">6I", 7, 1, 0, 0, 0, 0)
+        self.protocol.dataReceived(record_mark(reply_message) + record_mark(b"\0\0") + call(8, 0))
+        self.assertEqual([reply.xid for reply in self.replies()], [8])
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_many_pipelined_calls_in_one_chunk(self) -> None:
+        """Hundreds of small calls arriving in one chunk (one 64 KiB read) are all answered.
+
+        Calls that complete at once must not start the next queued call from
+        inside their own completion callback, or the stack grows with every
+        call and replies are lost to RecursionError.
+        """
+        count = 1000
+        data = b"".join(call(xid, 0) for xid in range(count))
+        with capturedLogs() as events:
+            try:
+                self.protocol.dataReceived(data)
+            finally:
+                gc.collect()
+        logged = sorted({event["log_failure"].type.__name__ for event in failures(list(events))})
+        self.flushLoggedErrors()
+        xids = [reply.xid for reply in self.replies()]
+        self.assertEqual(
+            len(xids), count, f"{count - len(xids)} calls unanswered; errors logged: {logged}"
+        )
+        self.assertEqual(xids, list(range(count)))
+        self.assertEqual(logged, [])
+
+
+class ChunkingTests(ProtocolTestCase):
+    """However TCP chunks the stream, every call is answered exactly once, in order."""
+
+    @settings(max_examples=75, deadline=None, database=None)
+    @given(
+        st.lists(st.binary(max_size=64), min_size=1, max_size=8),
+        st.lists(st.integers(0, 1000), max_size=20),
+    )
+    def test_any_chunking(self, payloads: list[bytes], cuts: list[int]) -> None:
+        """Pipelined ECHO calls split at arbitrary points get their own results back."""
+        self.connect(max_in_flight=3)
+        stream = b"".join(
+            call(xid, ECHO, xdr_opaque(payload)) for xid, payload in enumerate(payloads)
+        )
+        points = sorted({cut for cut in cuts if 0 < cut < len(stream)})
+        bounds = [0, *points, len(stream)]
+        for start, end in itertools.pairwise(bounds):
+            self.protocol.dataReceived(stream[start:end])
+        replies = self.replies()
+        self.assertEqual([reply.xid for reply in replies], list(range(len(payloads))))
+        self.assertEqual([reply.body for reply in replies], [xdr_opaque(p) for p in payloads])
+        self.assertEqual(self.transport.producerState, "producing")
+
+
+class BackpressureTests(ProtocolTestCase):
+    """With ``max_in_flight`` calls running, reading stops and further calls wait."""
+
+    def setUp(self) -> None:
+        self.connect(max_in_flight=2)
+
+    def test_pause_and_resume(self) -> None:
+        """The transport is paused while calls wait for a slot, and resumed when none wait."""
+        self.protocol.dataReceived(call(1, WAIT) + call(2, WAIT) + call(3, WAIT))
+        self.assertEqual(len(self.program.pending), 2)
+        self.assertEqual(self.transport.producerState, "paused")
+
+        # Data arriving while paused (already in flight on the network) waits its turn too.
+        self.protocol.dataReceived(call(4, ECHO, xdr_opaque(b"late")))
+        self.assertEqual(self.replies(), [])
+
+        self.program.pending[0].callback(None)
+        self.assertEqual([reply.xid for reply in self.replies()], [1])
+        self.assertEqual(len(self.program.pending), 3)
+        self.assertEqual(self.transport.producerState, "paused")
+
+        self.program.pending[1].callback(None)
+        self.assertEqual([reply.xid for reply in self.replies()], [2, 4])
+        self.assertEqual(self.transport.producerState, "producing")
+
+        self.program.pending[2].callback(None)
+        self.assertEqual([reply.xid for reply in self.replies()], [3])
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_not_paused_at_limit_without_waiting_calls(self) -> None:
+        """Exactly ``max_in_flight`` calls running, none waiting, does not pause reading."""
+        self.protocol.dataReceived(call(1, WAIT) + call(2, WAIT))
+        self.assertEqual(len(self.program.pending), 2)
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_queued_calls_dropped_on_connection_lost(self) -> None:
+        """Calls still waiting for a slot when the connection goes are never started."""
+        self.protocol.dataReceived(call(1, WAIT) + call(2, WAIT) + call(3, WAIT))
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.program.pending[0].callback(None)
+        self.program.pending[1].callback(None)
+        self.assertEqual(len(self.program.pending), 2)
+        self.assertEqual(self.transport.value(), b"")
+
+
+class ConnectionErrorTests(ProtocolTestCase):
+    """Framing errors close the connection; lost connections drop late replies quietly."""
+
+    def test_over_large_record_closes_connection(self) -> None:
+        """A record over ``max_record`` closes the connection, is logged, and gets no reply."""
+        self.connect(max_record=100)
+        with capturedLogs() as events:
+            self.protocol.dataReceived(struct.pack(">I", 0x80000000 | 101) + b"\0" * 101)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.transport.value(), b"")
+        warnings = [event for event in events if event["log_level"] >= LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["host"], "192.0.2.5")
+
+    def test_over_large_record_after_good_calls(self) -> None:
+        """Calls before the oversized record are answered; queued ones are dropped."""
+        self.connect(max_record=100, max_in_flight=1, lenient=True)
+        with capturedLogs():
+            self.protocol.dataReceived(
+                call(1, ECHO, xdr_opaque(b"ok")) + call(2, WAIT) + call(3, 0)
+            )
+            self.protocol.dataReceived(struct.pack(">I", 0x80000000 | 5000))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual([reply.xid for reply in self.replies()], [1])
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.program.pending[0].callback(None)
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_reply_after_connection_lost_is_dropped(self) -> None:
+        """A call finishing after its client left writes nothing and logs no error."""
+        self.connect()
+        self.protocol.dataReceived(call(1, WAIT))
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        with capturedLogs() as events:
+            self.program.pending[0].callback(None)
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(failures(list(events)), [])

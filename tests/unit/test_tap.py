@@ -1,0 +1,381 @@
+"""Tests for :mod:`dittofs.tap`: options, TOML configuration and the service they build.
+
+A bad value must stop DittoFS with one line naming the option or file and exit
+status 2, before anything listens; ``makeService`` is driven with a
+``MemoryReactorClock`` so "listens where asked" is checked without sockets.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from dittofs import log as dittofs_log
+from dittofs import tap
+from dittofs.rpc.protocol import RpcServerFactory
+from dittofs.stores.memory_metadata import MemoryMetadataStore
+from tests.unit.test_message import (
+    SUCCESS,
+    build_call,
+    parse_reply,
+    record_mark,
+    split_records,
+    xdr_opaque,
+)
+
+MEMORY = ["--metadata", "memory", "--content", "memory"]
+
+
+class TempDirMixin(SynchronousTestCase):
+    """A private temporary directory, removed after the test (never in the source tree)."""
+
+    def tempdir(self) -> str:
+        """Create and return a temporary directory for this test."""
+        path = tempfile.mkdtemp(prefix="dittofs-tap-test-")
+        self.addCleanup(shutil.rmtree, path, ignore_errors=True)
+        return path
+
+    def write_config(self, text: str) -> str:
+        """Write a TOML config file and return its path."""
+        path = os.path.join(self.tempdir(), "dittofs.toml")
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(text)
+        return path
+
+
+def parse(argv: list[str]) -> tap.Options:
+    """Parse *argv* with a fresh Options."""
+    options = tap.Options()
+    options.parseOptions(argv)
+    return options
+
+
+class OptionsTests(TempDirMixin):
+    """Defaults, the config file and the command line merge in that order of precedence."""
+
+    def test_defaults(self) -> None:
+        """With no arguments every key takes its documented default."""
+        options = parse([])
+        self.assertEqual(options["listen"], "tcp:12049:interface=127.0.0.1")
+        self.assertEqual(options["export"], "/export")
+        self.assertEqual(options["log-level"], "INFO")
+        for key, value in tap.DEFAULTS.items():
+            self.assertEqual(options[key], value, key)
+
+    def test_command_line(self) -> None:
+        """Every long option sets its key."""
+        options = parse(
+            [
+                "--listen",
+                "tcp:2049:interface=0.0.0.0",
+                "--export",
+                "/data",
+                "--metadata",
+                "memory",
+                "--content",
+                "memory",
+                "--log-level",
+                "debug",
+            ]
+        )
+        self.assertEqual(options["listen"], "tcp:2049:interface=0.0.0.0")
+        self.assertEqual(options["export"], "/data")
+        self.assertEqual((options["metadata"], options["content"]), ("memory", "memory"))
+        self.assertEqual(options["log-level"].upper(), "DEBUG")
+
+    def test_short_options(self) -> None:
+        """The short forms -l, -e and -m work as their long forms."""
+        options = parse(["-l", "tcp:2050", "-e", "/short", "-m", "memory"])
+        self.assertEqual(
+            (options["listen"], options["export"], options["metadata"]),
+            ("tcp:2050", "/short", "memory"),
+        )
+
+    def test_config_file(self) -> None:
+        """Every key of the TOML file is used when the command line does not set it."""
+        path = self.write_config(
+            'listen = "tcp:3049:interface=127.0.0.2"\n'
+            'export = "/from-config"\n'
+            'metadata = "memory"\n'
+            'content = "memory"\n'
+            'log-level = "WARN"\n'
+        )
+        options = parse(["--config", path])
+        self.assertEqual(options["listen"], "tcp:3049:interface=127.0.0.2")
+        self.assertEqual(options["export"], "/from-config")
+        self.assertEqual((options["metadata"], options["content"]), ("memory", "memory"))
+        self.assertEqual(options["log-level"], "WARN")
+
+    def test_command_line_wins_over_config(self) -> None:
+        """An option given on the command line overrides the same key in the file."""
+        path = self.write_config(
+            'listen = "tcp:3049"\nexport = "/from-config"\nlog-level = "WARN"\n'
+        )
+        options = parse(["--config", path, "--listen", "tcp:4049", "--log-level", "ERROR"])
+        self.assertEqual(options["listen"], "tcp:4049")
+        self.assertEqual(options["log-level"], "ERROR")
+        self.assertEqual(options["export"], "/from-config")
+
+    def test_content_path_from_config(self) -> None:
+        """``content-path`` in the file is shorthand for ``content = "fs:PATH"``."""
+        directory = self.tempdir()
+        path = self.write_config(f'content-path = "{directory}"\n')
+        self.assertEqual(parse(["--config", path])["content"], f"fs:{directory}")
+
+    def test_content_path_on_command_line(self) -> None:
+        """``--content-path`` on the command line overrides ``content`` from the file."""
+        directory = self.tempdir()
+        path = self.write_config('content = "memory"\n')
+        options = parse(["--config", path, "--content-path", directory])
+        self.assertEqual(options["content"], f"fs:{directory}")
+
+    def test_command_line_content_wins_over_config_content_path(self) -> None:
+        """``--content`` on the command line beats ``content-path`` from the file.
+
+        The documented rule is that the command line wins over the file,
+        whichever spelling of the content store each uses.
+        """
+        path = self.write_config(f'content-path = "{self.tempdir()}"\n')
+        options = parse(["--config", path, "--content", "memory"])
+        self.assertEqual(options["content"], "memory")
+
+
+class UsageErrorTests(TempDirMixin):
+    """Bad values exit with status 2 and exactly one line naming what is wrong."""
+
+    def setUp(self) -> None:
+        self.stderr = io.StringIO()
+        self.patch(sys, "stderr", self.stderr)
+
+    def assertUsageError(self, argv: list[str], *names: str) -> str:
+        """Parsing *argv* exits 2 with one stderr line that contains every one of *names*."""
+        try:
+            parse(argv)
+        except SystemExit as exit_:
+            self.assertEqual(exit_.code, 2)
+        except Exception as error:  # report, rather than crash on, a leaked exception
+            self.fail(f"{type(error).__name__} escaped instead of a usage error: {error}")
+        else:
+            self.fail(f"{argv} was accepted")
+        output = self.stderr.getvalue()
+        self.assertEqual(output.count("\n"), 1, output)
+        self.assertTrue(output.endswith("\n"), output)
+        self.assertTrue(output.startswith("dittofs: "), output)
+        for name in names:
+            self.assertIn(name, output)
+        return output
+
+    def test_relative_export(self) -> None:
+        """An export path must be absolute."""
+        self.assertUsageError(["--export", "data"], "--export")
+
+    def test_overlong_export(self) -> None:
+        """An export path longer than MOUNT's 1024 bytes could never be mounted."""
+        self.assertUsageError(["--export", "/" + "x" * 1024], "--export")
+
+    def test_unknown_metadata_store(self) -> None:
+        """An unknown metadata backend is named as a bad --metadata."""
+        self.assertUsageError(["--metadata", "floppy"], "--metadata")
+
+    def test_unknown_content_store(self) -> None:
+        """An unknown content backend is named as a bad --content."""
+        self.assertUsageError(["--content", "floppy"], "--content")
+
+    def test_bad_log_level(self) -> None:
+        """Log levels are DEBUG, INFO, WARN, ERROR (and CRITICAL)."""
+        self.assertUsageError(["--log-level", "LOUD"], "--log-level")
+
+    def test_unknown_option(self) -> None:
+        """An unknown command-line option is one line, not the whole usage text."""
+        self.assertUsageError(["--lissen", "tcp:1"], "lissen")
+
+    def test_unknown_endpoint_type(self) -> None:
+        """An endpoint type Twisted does not know is reported against --listen."""
+        self.assertUsageError(["--listen", "bogus:1"], "--listen")
+
+    def test_endpoint_bad_port(self) -> None:
+        """A port that is not a number is reported against --listen."""
+        self.assertUsageError(["--listen", "tcp:notaport"], "--listen")
+
+    def test_endpoint_missing_port(self) -> None:
+        """``tcp`` without a port is reported against --listen, not as a traceback."""
+        self.assertUsageError(["--listen", "tcp"], "--listen")
+
+    def test_endpoint_unknown_argument(self) -> None:
+        """A misspelt endpoint argument is reported against --listen, not as a traceback."""
+        self.assertUsageError(["--listen", "tcp:2049:interfce=127.0.0.1"], "--listen")
+
+    def test_missing_config_file(self) -> None:
+        """A config file that does not exist is named."""
+        path = os.path.join(self.tempdir(), "absent.toml")
+        self.assertUsageError(["--config", path], path)
+
+    def test_config_syntax_error(self) -> None:
+        """A TOML syntax error names the file."""
+        path = self.write_config('listen = "tcp:1\nexport = \n')
+        self.assertUsageError(["--config", path], path)
+
+    def test_config_unknown_key(self) -> None:
+        """A misspelt key names the file and the key."""
+        path = self.write_config('lissen = "tcp:1"\n')
+        self.assertUsageError(["--config", path], path, "lissen")
+
+    def test_config_non_string_value(self) -> None:
+        """Values are strings; a number or a table is refused with file and key."""
+        for text in ("listen = 2049\n", "export = true\n", "[metadata]\nkind = 'memory'\n"):
+            with self.subTest(text=text):
+                self.stderr.seek(0)
+                self.stderr.truncate()
+                path = self.write_config(text)
+                key = text.split()[0].strip("[]")
+                self.assertUsageError(["--config", path], path, key)
+
+    def test_config_bad_value(self) -> None:
+        """A bad value from the file names the file and the key, not a command-line option."""
+        path = self.write_config('export = "relative"\n')
+        output = self.assertUsageError(["--config", path], path, "export")
+        self.assertNotIn("--export", output)
+
+    def test_config_bad_value_overridden(self) -> None:
+        """A bad value in the file does not matter when the command line replaces it."""
+        path = self.write_config('export = "relative"\n')
+        self.assertEqual(parse(["--config", path, "--export", "/ok"])["export"], "/ok")
+        self.assertEqual(self.stderr.getvalue(), "")
+
+
+class RecordingMetadataStore(MemoryMetadataStore):
+    """A memory store that notes, at open and close, whether the server was listening."""
+
+    def __init__(self, reactor: MemoryReactorClock) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.events: list[tuple[str, int]] = []
+
+    def open(self) -> Deferred[None]:
+        """Record the number of listeners when opened."""
+        self.events.append(("open", len(self.reactor.tcpServers)))
+        return super().open()
+
+    def close(self) -> Deferred[None]:
+        """Record that the store was closed."""
+        self.events.append(("close", len(self.reactor.tcpServers)))
+        return super().close()
+
+
+class MakeServiceTests(TempDirMixin):
+    """``makeService`` builds a service that listens where asked on the injected reactor."""
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.addCleanup(dittofs_log.set_level, "INFO")
+
+    def make(self, argv: list[str]) -> Any:
+        """Parse *argv* (memory stores) and build the service on the memory reactor."""
+        return tap.makeService(parse([*MEMORY, *argv]), reactor=self.reactor)
+
+    def test_is_a_service(self) -> None:
+        """The result provides IService, so it can join any Twisted application."""
+        service = self.make([])
+        self.assertTrue(verifyObject(IService, service))
+
+    def test_listens_where_asked(self) -> None:
+        """After startService the reactor listens on the requested port and interface."""
+        service = self.make(["--listen", "tcp:2049:interface=192.0.2.1"])
+        self.assertEqual(self.reactor.tcpServers, [])
+        service.startService()
+        self.assertTrue(service.running)
+        ((port, factory, _backlog, interface),) = self.reactor.tcpServers
+        self.assertEqual((port, interface), (2049, "192.0.2.1"))
+        self.assertIsInstance(factory, RpcServerFactory)
+        stopped = service.stopService()
+        self.assertIsInstance(stopped, Deferred)
+        self.successResultOf(stopped)
+        self.assertFalse(service.running)
+
+    def test_default_listen(self) -> None:
+        """By default DittoFS listens on 127.0.0.1:12049 only, not on every interface."""
+        service = self.make([])
+        service.startService()
+        ((port, _factory, _backlog, interface),) = self.reactor.tcpServers
+        self.assertEqual((port, interface), (12049, "127.0.0.1"))
+        self.successResultOf(service.stopService())
+
+    def test_ipv6_listen(self) -> None:
+        """An IPv6 interface (with the endpoint syntax's escaped colons) is honoured."""
+        service = self.make(["--listen", r"tcp6:2049:interface=\:\:1"])
+        service.startService()
+        ((port, _factory, _backlog, interface),) = self.reactor.tcpServers
+        self.assertEqual((port, interface), (2049, "::1"))
+        self.successResultOf(service.stopService())
+
+    def test_stop_without_start(self) -> None:
+        """Stopping a service that never started still fires (twistd may do this on errors)."""
+        service = self.make([])
+        self.successResultOf(service.stopService())
+
+    def test_serves_mount_and_nfs_on_one_port(self) -> None:
+        """The listening factory answers MOUNT MNT for the export and NFS NULL."""
+        service = self.make(["--export", "/srv", "--listen", "tcp:2049"])
+        service.startService()
+        ((_port, factory, _backlog, _interface),) = self.reactor.tcpServers
+        peer = IPv4Address("TCP", "192.0.2.3", 800)
+        protocol = factory.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(
+            record_mark(build_call(1, 100005, 3, 1, args=xdr_opaque(b"/srv")))
+            + record_mark(build_call(2, 100003, 3, 0))
+        )
+        mnt, null = (parse_reply(m) for m in split_records(transport.value()))
+        self.assertEqual((mnt.xid, mnt.accept_stat), (1, SUCCESS))
+        self.assertEqual(mnt.body[:4], b"\0\0\0\0")  # MNT3_OK
+        self.assertEqual((null.xid, null.accept_stat, null.body), (2, SUCCESS, b""))
+        self.successResultOf(service.stopService())
+
+    def test_stores_open_before_listening_and_close_after(self) -> None:
+        """Stores are opened before the port listens and closed when the service stops."""
+        store = RecordingMetadataStore(self.reactor)
+        self.patch(tap, "metadata_store", lambda *args, **kwargs: store)
+        service = self.make([])
+        self.assertEqual(store.events, [])
+        service.startService()
+        self.assertEqual(store.events, [("open", 0)])
+        self.assertEqual(len(self.reactor.tcpServers), 1)
+        self.successResultOf(service.stopService())
+        self.assertEqual([event for event, _ in store.events], ["open", "close"])
+
+    def test_store_open_failure_stops_reactor(self) -> None:
+        """If a store cannot open, nothing listens, the failure is logged and the reactor stops."""
+        store = MemoryMetadataStore()
+        self.patch(store, "open", lambda: fail(OSError("disk on fire")))
+        self.patch(tap, "metadata_store", lambda *args, **kwargs: store)
+        service = self.make([])
+        with capturedLogs() as events:
+            service.startService()
+        self.assertEqual(self.reactor.tcpServers, [])
+        self.assertTrue(self.reactor.hasStopped)
+        logged = [event for event in events if "log_failure" in event]
+        self.assertEqual(len(logged), 1)
+        self.assertIn("disk on fire", logged[0]["log_failure"].getTraceback())
+        self.flushLoggedErrors()
+
+    def test_log_level_applied(self) -> None:
+        """``--log-level ERROR`` silences DittoFS warnings but keeps its errors."""
+        self.make(["--log-level", "ERROR"])
+        logger = Logger(observer=dittofs_log.observer)
+        with capturedLogs() as events:
+            logger.warn("a warning")
+            logger.error("an error")
+        self.assertEqual([event["log_format"] for event in events], ["an error"])
