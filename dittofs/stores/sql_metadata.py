@@ -61,6 +61,7 @@ T = TypeVar("T")
 _INODE_COLUMNS = (
     "fileid, type, mode, nlink, uid, gid, size, rdev_major, rdev_minor, atime, mtime, ctime"
 )
+_JOINED_INODE_COLUMNS = ", ".join("i." + column for column in _INODE_COLUMNS.split(", "))
 
 
 class Cursor(Protocol):
@@ -190,7 +191,7 @@ class SqlMetadataStore:
     def _entry(self, cursor: Cursor, directory: int, name: bytes) -> Attributes | None:
         row = self._one(
             cursor,
-            f"SELECT {', '.join('i.' + c for c in _INODE_COLUMNS.split(', '))} "
+            f"SELECT {_JOINED_INODE_COLUMNS} "
             "FROM dittofs_entries e JOIN dittofs_inodes i ON i.fileid = e.fileid "
             "WHERE e.dir = ? AND e.name = ?",
             directory,
@@ -549,10 +550,9 @@ class SqlMetadataStore:
     ) -> DirPage:
         self._directory(cursor, directory)
         if with_attributes:
-            columns = ", ".join("i." + c for c in _INODE_COLUMNS.split(", "))
             self._execute(
                 cursor,
-                f"SELECT e.cookie, e.name, {columns} FROM dittofs_entries e "
+                f"SELECT e.cookie, e.name, {_JOINED_INODE_COLUMNS} FROM dittofs_entries e "
                 "JOIN dittofs_inodes i ON i.fileid = e.fileid "
                 "WHERE e.dir = ? AND e.cookie > ? ORDER BY e.cookie LIMIT ?",
                 directory,
