@@ -1,0 +1,126 @@
+"""Every content store against the shared conformance suite (``tests/unit/conformance.py``).
+
+The filesystem store does its blocking I/O in a ``ThreadPool`` through
+``deferToThreadPool``.  These tests replace the pool class inside
+``dittofs.stores.fs_content`` with :class:`dittofs.testing.SynchronousThreadPool`
+and give the store a reactor whose ``callFromThread`` calls at once, so the
+real ``deferToThreadPool`` path runs but every Deferred has fired on return.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from dittofs.errors import NFSError
+from dittofs.interfaces import IContentStore
+from dittofs.nfs3.const import Status
+from dittofs.stores import fs_content
+from dittofs.stores.fs_content import FilesystemContentStore
+from dittofs.stores.memory_content import MemoryContentStore
+from dittofs.testing import SynchronousReactorThreads, SynchronousThreadPool
+from tests.unit.conformance import ContentStoreConformance
+
+
+class MemoryContentStoreTests(ContentStoreConformance, SynchronousTestCase):
+    """The in-memory content store keeps the whole content contract."""
+
+    def make_store(self) -> IContentStore:
+        """A fresh, empty store."""
+        return MemoryContentStore()
+
+
+def make_fs_store(case: SynchronousTestCase) -> tuple[FilesystemContentStore, Path]:
+    """A store over a new temporary directory (removed after *case*), with a synchronous pool."""
+    case.patch(fs_content, "ThreadPool", SynchronousThreadPool)
+    directory = Path(tempfile.mkdtemp(prefix="dittofs-content-"))
+    case.addCleanup(shutil.rmtree, directory, True)
+    store = FilesystemContentStore(directory / "content", SynchronousReactorThreads())
+    return store, directory
+
+
+class FilesystemContentStoreTests(ContentStoreConformance, SynchronousTestCase):
+    """The local-directory content store keeps the whole content contract."""
+
+    def make_store(self) -> IContentStore:
+        """A store over a fresh temporary directory."""
+        return make_fs_store(self)[0]
+
+
+class FilesystemContentStoreSpecificTests(SynchronousTestCase):
+    """Behaviour of the filesystem store beyond the shared contract."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.store, self.directory = make_fs_store(self)
+        self.successResultOf(self.store.open())
+        self.addCleanup(lambda: self.successResultOf(self.store.close()))
+
+    def test_open_creates_root(self) -> None:
+        """Opening creates the content directory, parents included."""
+        self.assertTrue((self.directory / "content").is_dir())
+
+    def test_blocking_work_goes_to_the_pool(self) -> None:
+        """Every operation runs through the thread pool, never inline on the reactor thread."""
+        pool = self.store._pool
+        self.assertIsInstance(pool, SynchronousThreadPool)
+        assert isinstance(pool, SynchronousThreadPool)
+        self.assertTrue(pool.started)
+        before = pool.calls
+        self.successResultOf(self.store.write(1, 0, b"x", True))
+        self.successResultOf(self.store.read(1, 0, 1))
+        self.successResultOf(self.store.commit(1))
+        self.successResultOf(self.store.space())
+        self.assertEqual(pool.calls, before + 4)
+
+    def test_fan_out_layout(self) -> None:
+        """Content files live two fan-out levels deep, so no directory grows huge."""
+        self.successResultOf(self.store.write(0x1234ABCD, 0, b"x", True))
+        files = [p for p in (self.directory / "content").rglob("*") if p.is_file()]
+        self.assertEqual(len(files), 1)
+        self.assertEqual(len(files[0].relative_to(self.directory / "content").parts), 3)
+
+    def test_read_creates_nothing(self) -> None:
+        """Reading or truncating absent content leaves no file behind."""
+        self.successResultOf(self.store.read(5, 0, 10))
+        self.successResultOf(self.store.truncate(5, 0))
+        self.successResultOf(self.store.commit(5))
+        files = [p for p in (self.directory / "content").rglob("*") if p.is_file()]
+        self.assertEqual(files, [])
+
+    def test_disk_full_is_nospc(self) -> None:
+        """A full disk is reported as NFS3ERR_NOSPC, not as a generic I/O error."""
+
+        def full(fd: int, data: object, offset: int) -> int:
+            """A pwrite on a full disk."""
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(os, "pwrite", full)
+        failure = self.failureResultOf(self.store.write(1, 0, b"data", True), NFSError)
+        self.assertEqual(failure.value.status, Status.NOSPC)
+
+    def test_other_os_errors_are_io(self) -> None:
+        """An unexpected OSError becomes NFS3ERR_IO with the error's text."""
+
+        def broken(fd: int, count: int, offset: int) -> bytes:
+            """A pread on a failing disk."""
+            raise OSError(errno.EIO, "Input/output error")
+
+        self.successResultOf(self.store.write(1, 0, b"data", True))
+        self.patch(os, "pread", broken)
+        failure = self.failureResultOf(self.store.read(1, 0, 4), NFSError)
+        self.assertEqual(failure.value.status, Status.IO)
+        self.assertIn("Input/output error", str(failure.value))
+
+    def test_close_stops_the_pool(self) -> None:
+        """Closing drains and stops the I/O threads."""
+        pool = self.store._pool
+        assert isinstance(pool, SynchronousThreadPool)
+        self.successResultOf(self.store.close())
+        self.assertFalse(pool.started)
+        self.successResultOf(self.store.open())  # the cleanup closes it again
