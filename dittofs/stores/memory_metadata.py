@@ -248,6 +248,7 @@ class MemoryMetadataStore:
         if node.type == FileType.DIR:
             child.nlink = 2
         self._apply_initial(child, node.attributes)
+        child.size = rules.initial_size(node)
         self._add_entry(parent, name, child)
         self._touch(parent)
         return Created(self._attributes(child), WccAttributes(before, self._attributes(parent)))
@@ -263,8 +264,6 @@ class MemoryMetadataStore:
         return Created(self._attributes(existing), unchanged, existed=True)
 
     def _apply_initial(self, child: _Node, initial: SetAttributes) -> None:
-        if initial.size is not None and child.type == FileType.REG:
-            child.size = initial.size
         if initial.atime is not None:
             child.atime = initial.atime
         if initial.mtime is not None:

@@ -238,7 +238,7 @@ class RedisMetadataStore:
         fileid = int(self._client.incr(self._prefix + b"next_fileid"))
         tx.write().incr(self._prefix + b"files")
         initial = node.attributes
-        size = initial.size if initial.size is not None and node.type == FileType.REG else 0
+        size = rules.initial_size(node)
         tx.write().hset(
             tx.key("i", fileid),
             mapping={
@@ -472,7 +472,7 @@ class RedisMetadataStore:
             nlink=nlink,
             uid=node.uid,
             gid=node.gid,
-            size=initial.size if initial.size is not None and node.type == FileType.REG else 0,
+            size=rules.initial_size(node),
             rdev=node.rdev,
             atime=now if initial.atime is None else initial.atime,
             mtime=now if initial.mtime is None else initial.mtime,

@@ -59,6 +59,15 @@ def attributes(
     )
 
 
+def initial_size(node: NewNode) -> int:
+    """The size a new node starts with: as asked for a file, the target's length for a symlink."""
+    if node.type == FileType.LNK:
+        return len(node.symlink_target)
+    if node.type == FileType.REG and node.attributes.size is not None:
+        return node.attributes.size
+    return 0
+
+
 def check_create_replay(node: NewNode, existing_type: FileType, existing_verifier: bytes) -> None:
     """Allow a create of an existing name only where RFC 1813 section 3.3.8 does.
 

@@ -266,7 +266,7 @@ class SqlMetadataStore:
 
     def _insert_inode(self, cursor: Cursor, node: NewNode, now: int, nlink: int) -> int:
         initial = node.attributes
-        size = initial.size if initial.size is not None and node.type == FileType.REG else 0
+        size = rules.initial_size(node)
         row = self._one(
             cursor,
             "INSERT INTO dittofs_inodes (type, mode, nlink, uid, gid, size, rdev_major, "

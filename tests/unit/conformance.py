@@ -724,6 +724,12 @@ class MetadataStoreConformance(_StoreSuite):
         link = self.new(b"l", type=FileType.LNK, symlink_target=target).node
         self.assertEqual(self.resolve(self.store.readlink(link.fileid)), target)
 
+    def test_symlink_size_is_target_length(self) -> None:
+        """A symlink's size is its target's length, as POSIX stat reports it."""
+        link = self.new(b"l", type=FileType.LNK, symlink_target=b"../somewhere").node
+        self.assertEqual(link.size, len(b"../somewhere"))
+        self.assertEqual(self.resolve(self.store.getattr(link.fileid)).size, len(b"../somewhere"))
+
     # -- record_write -------------------------------------------------------------------
 
     def test_record_write_grows(self) -> None:

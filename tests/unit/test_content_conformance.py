@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dittofs.errors import NFSError
 from dittofs.interfaces import IContentStore
 from dittofs.nfs3.const import Status
-from dittofs.stores import fs_content
+from dittofs.stores import fs_content, memory_content
 from dittofs.stores.fs_content import FilesystemContentStore
 from dittofs.stores.memory_content import MemoryContentStore
 from dittofs.testing import SynchronousReactorThreads, SynchronousThreadPool
@@ -33,6 +33,14 @@ class MemoryContentStoreTests(ContentStoreConformance, SynchronousTestCase):
     def make_store(self) -> IContentStore:
         """A fresh, empty store."""
         return MemoryContentStore()
+
+    def test_hole_costs_nothing(self) -> None:
+        """A byte written 4 TiB in allocates one block: no client can exhaust memory so."""
+        store = MemoryContentStore(capacity=2**50)
+        self.successResultOf(store.write(1, 2**42, b"x", False))
+        self.assertEqual(self.successResultOf(store.read(1, 2**42 - 2, 4)), b"\0\0x")
+        free = self.successResultOf(store.space()).free_bytes
+        self.assertEqual(free, 2**50 - memory_content.BLOCK_SIZE)
 
 
 def make_fs_store(case: SynchronousTestCase) -> tuple[FilesystemContentStore, Path]:
