@@ -19,6 +19,7 @@ from dittofs.interfaces import IContentStore, IMetadataStore
 from dittofs.model import Attributes
 from dittofs.nfs3.const import Status
 from dittofs.nfs3.handle import FileHandle
+from dittofs.policy import AccessPolicy
 
 
 @attrs.define
@@ -29,6 +30,7 @@ class Export:
     path: bytes
     metadata: IMetadataStore
     content: IContentStore
+    policy: AccessPolicy = attrs.field(factory=AccessPolicy)
     root: Attributes | None = None
 
     @property
@@ -58,6 +60,15 @@ class ExportTable:
         if len(path) > 1:
             path = path.rstrip(b"/")
         return self._by_path.get(path)
+
+    def containing(self, path: bytes) -> tuple[Export, list[bytes]] | None:
+        """Find the export a path lies in and the names below it (longest export path wins)."""
+        names = [name for name in path.split(b"/") if name]
+        for depth in range(len(names), -1, -1):
+            export = self._by_path.get(b"/" + b"/".join(names[:depth]))
+            if export is not None:
+                return export, names[depth:]
+        return None
 
     def by_handle(self, handle: FileHandle) -> Export:
         """Return the export a handle belongs to; STALE for an export that is gone."""

@@ -14,7 +14,11 @@ from collections.abc import Mapping
 
 import attrs
 
-from dittofs.exports import ExportTable
+from dittofs.errors import NFSError
+from dittofs.exports import Export, ExportTable
+from dittofs.model import Attributes
+from dittofs.nfs3.access import EXECUTE, require
+from dittofs.nfs3.const import FileType, Status
 from dittofs.rpc.dispatch import NULL_PROCEDURE, CallContext, Procedure
 from dittofs.rpc.message import AuthFlavor
 from dittofs.rpc.xdr import XdrReader, XdrWriter
@@ -51,6 +55,15 @@ class MountProc(enum.IntEnum):
     UMNT = 3
     UMNTALL = 4
     EXPORT = 5
+
+
+_MOUNT_STATUS = {
+    Status.NOENT: MountStat.NOENT,
+    Status.NOTDIR: MountStat.NOTDIR,
+    Status.ACCES: MountStat.ACCES,
+    Status.PERM: MountStat.PERM,
+    Status.NAMETOOLONG: MountStat.NAMETOOLONG,
+}
 
 
 @attrs.frozen
@@ -95,17 +108,48 @@ class MountProgram:
         return self._v3 if version == MOUNT_V3 else self._v1
 
     async def mnt(self, path: bytes, context: CallContext) -> XdrWriter:
-        """MOUNTPROC3_MNT: the root handle of an export, with AUTH_SYS and AUTH_NONE offered."""
+        """MOUNTPROC3_MNT: the handle of an export, or of a directory inside one.
+
+        The client must be admitted by the export's policy (MNT3ERR_ACCES
+        otherwise).  A path below an export is walked one name at a time with
+        the same search permission an NFS LOOKUP needs, so mounting
+        ``/export/a/b`` reaches no further than ``cd`` would.
+        """
         writer = XdrWriter()
-        export = self.exports.by_path(path)
-        if export is None or export.root is None:
+        found = self.exports.containing(path)
+        if found is None:
             writer.uint(MountStat.NOENT)
             return writer
-        self.mounts.add(MountEntry(context.client_host.encode(), export.path))
+        export, rest = found
+        if export.root is None:
+            writer.uint(MountStat.NOENT)
+            return writer
+        if not export.policy.admits(context.client_host, context.client_port):
+            writer.uint(MountStat.ACCES)
+            return writer
+        try:
+            directory = await self._walk(export, rest, context)
+        except NFSError as error:
+            writer.uint(_MOUNT_STATUS.get(error.status, MountStat.IO))
+            return writer
+        self.mounts.add(MountEntry(context.client_host.encode(), path.rstrip(b"/") or b"/"))
         writer.uint(MountStat.OK)
-        writer.opaque(export.handle(export.root))
+        writer.opaque(export.handle(directory))
         writer.array([AuthFlavor.AUTH_SYS, AuthFlavor.AUTH_NONE], XdrWriter.uint)
         return writer
+
+    async def _walk(self, export: Export, names: list[bytes], context: CallContext) -> Attributes:
+        assert export.root is not None
+        caller = export.policy.identity(context.credentials)
+        directory: Attributes = await export.metadata.getattr(export.root.fileid)
+        for name in names:
+            if len(name) > MNTNAMLEN:
+                raise NFSError(Status.NAMETOOLONG)
+            require(directory, caller, EXECUTE)
+            directory = await export.metadata.lookup(directory.fileid, name)
+            if directory.type != FileType.DIR:
+                raise NFSError(Status.NOTDIR)
+        return directory
 
     async def dump(self, args: None, context: CallContext) -> XdrWriter:
         """MOUNTPROC3_DUMP: the (advisory) list of mounts, as a linked list."""
@@ -119,9 +163,7 @@ class MountProgram:
 
     async def umnt(self, path: bytes, context: CallContext) -> XdrWriter:
         """MOUNTPROC3_UMNT: forget one mount of this client (the path matched as MNT does)."""
-        export = self.exports.by_path(path)
-        mounted = export.path if export is not None else path
-        self.mounts.discard(MountEntry(context.client_host.encode(), mounted))
+        self.mounts.discard(MountEntry(context.client_host.encode(), path.rstrip(b"/") or b"/"))
         return XdrWriter()
 
     async def umntall(self, args: None, context: CallContext) -> XdrWriter:
@@ -131,11 +173,16 @@ class MountProgram:
         return XdrWriter()
 
     async def export(self, args: None, context: CallContext) -> XdrWriter:
-        """MOUNTPROC3_EXPORT: every export, with an empty group list (no restriction yet)."""
+        """MOUNTPROC3_EXPORT: the exports this client may mount, each with its client list."""
         writer = XdrWriter()
         for export in self.exports:
+            if not export.policy.admits(context.client_host, context.client_port):
+                continue
             writer.boolean(True)
             writer.string(export.path)
-            writer.boolean(False)  # no groups
+            for network in export.policy.clients:
+                writer.boolean(True)
+                writer.string(str(network).encode())
+            writer.boolean(False)
         writer.boolean(False)
         return writer

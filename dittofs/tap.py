@@ -29,6 +29,14 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from dittofs import log as dittofs_log
+from dittofs.config import (
+    ConfigError,
+    ExportSpec,
+    check_export_path,
+    default_export_id,
+    exports_from_tables,
+    policy_from,
+)
 from dittofs.exports import Export, ExportTable
 from dittofs.mount import MountProgram
 from dittofs.nfs3.service import NFSv3Program
@@ -54,7 +62,7 @@ def _default_data_dir() -> str:
     return os.path.join(base, "dittofs")
 
 
-DEFAULTS: dict[str, str] = {
+DEFAULTS: dict[str, Any] = {
     "listen": "tcp:12049:interface=127.0.0.1",
     "export": "/export",
     "data-dir": _default_data_dir(),
@@ -62,14 +70,23 @@ DEFAULTS: dict[str, str] = {
     "content": "fs",
     "log-level": "INFO",
 }
-_KEYS = frozenset([*DEFAULTS, "content-path"])
-
-
-def _check_export(value: str) -> None:
-    if not value.startswith("/"):
-        raise ValueError(f"must be an absolute path, got {value!r}")
-    if len(value.encode()) > 1024:
-        raise ValueError("is longer than MOUNT's 1024-byte limit")
+#: Keys of the config file and the type each must have there.
+_CONFIG_TYPES: dict[str, type] = {
+    **{key: str for key in DEFAULTS},
+    "content-path": str,
+    "clients": list,
+    "squash": str,
+    "anonuid": int,
+    "anongid": int,
+    "read-only": bool,
+    "secure": bool,
+    "exports": list,
+}
+#: Keys that describe the single export given by options (not [[exports]]).
+_EXPORT_OPTION_KEYS = frozenset(
+    {"export", "metadata", "content", "content-path", "clients", "squash"}
+    | {"anonuid", "anongid", "read-only", "secure"}
+)
 
 
 def _check_log_level(value: str) -> None:
@@ -98,7 +115,7 @@ def _check_data_dir(value: str) -> None:
 
 _CHECKS: dict[str, Callable[[str], None]] = {
     "listen": _check_listen,
-    "export": _check_export,
+    "export": check_export_path,
     "data-dir": _check_data_dir,
     "metadata": check_metadata_spec,
     "content": check_content_spec,
@@ -126,6 +143,19 @@ class Options(usage.Options):
         ["content", None, None, f"Content store: {CONTENT_CHOICES} [default: fs]."],
         ["content-path", None, None, "Keep content in this directory (same as --content fs:PATH)."],
         ["log-level", None, None, "DEBUG, INFO, WARN or ERROR [default: INFO]."],
+        [
+            "clients",
+            None,
+            None,
+            "Comma-separated addresses/CIDRs that may mount [default: loopback].",
+        ],
+        ["squash", None, None, "root_squash, all_squash or no_root_squash [default: root_squash]."],
+        ["anonuid", None, None, "uid squashed callers act as [default: 65534]."],
+        ["anongid", None, None, "gid squashed callers act as [default: 65534]."],
+    ]
+    optFlags = [
+        ["read-only", None, "Refuse every change (NFS3ERR_ROFS)."],
+        ["secure", None, "Only admit clients from privileged ports (below 1024)."],
     ]
 
     def parseOptions(self, options: list[str] | None = None) -> None:
@@ -137,14 +167,18 @@ class Options(usage.Options):
             raise SystemExit(2) from None
 
     def postOptions(self) -> None:
-        """Merge defaults, config file and command line, then check every value."""
-        merged: dict[str, str] = dict(DEFAULTS)
+        """Merge defaults, config file and command line, check every value, build export specs."""
+        merged: dict[str, Any] = dict(DEFAULTS)
         origin = {key: f"default {key}" for key in DEFAULTS}
-        layers = []
+        layers: list[tuple[dict[str, Any], Callable[[str], str]]] = []
         if self["config"]:
             config_file = _load_config(self["config"])
             layers.append((config_file, lambda key: f"config {self['config']}: key '{key}'"))
-        command_line = {key: self[key] for key in _KEYS if self[key] is not None}
+        command_line = {
+            key: self[key]
+            for key in _CONFIG_TYPES
+            if key in self and self[key] not in (None, 0) and key != "exports"
+        }
         layers.append((command_line, lambda key: f"--{key}"))
         for values, where in layers:
             # content-path is shorthand for content = "fs:PATH", within its own layer.
@@ -157,14 +191,40 @@ class Options(usage.Options):
                 merged[target] = f"fs:{value}" if key == "content-path" else value
                 origin[target] = where(key)
         for key, check in _CHECKS.items():
+            if key in ("export", "metadata", "content") and "exports" in merged:
+                continue
             try:
                 check(merged[key])
             except (ValueError, StoreSpecError) as error:
                 raise usage.UsageError(f"{origin[key]}: {error}") from None
+        try:
+            self.exports = self._export_specs(merged, origin, command_line)
+        except ConfigError as error:
+            raise usage.UsageError(str(error)) from None
         self.update(merged)
 
+    def _export_specs(
+        self, merged: dict[str, Any], origin: dict[str, str], command_line: dict[str, Any]
+    ) -> list[ExportSpec]:
+        """The exports to serve: the config's [[exports]], or the one the options describe."""
+        if "exports" in merged:
+            given = sorted(_EXPORT_OPTION_KEYS & set(command_line))
+            if given:
+                raise ConfigError(
+                    f"--{given[0]}: the config file defines [[exports]]; configure exports there"
+                )
+            return exports_from_tables(
+                merged["exports"], f"config {self['config']}", Path(merged["data-dir"])
+            )
+        policy = policy_from(merged, lambda key: origin.get(key, f"--{key}"))
+        export = merged["export"]
+        spec = ExportSpec(
+            default_export_id(export), export, merged["metadata"], merged["content"], policy
+        )
+        return [spec]
 
-def _load_config(path: str) -> dict[str, str]:
+
+def _load_config(path: str) -> dict[str, Any]:
     """Read a TOML config; any problem is a UsageError naming the file (and line or key)."""
     try:
         with open(path, "rb") as file:
@@ -173,14 +233,16 @@ def _load_config(path: str) -> dict[str, str]:
         raise usage.UsageError(f"config {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise usage.UsageError(f"config {path}: {error}") from None
-    values: dict[str, str] = {}
     for key, value in table.items():
-        if key not in _KEYS:
+        kind = _CONFIG_TYPES.get(key)
+        if kind is None:
             raise usage.UsageError(f"config {path}: unknown key '{key}'")
-        if not isinstance(value, str):
-            raise usage.UsageError(f"config {path}: key '{key}' must be a string")
-        values[key] = value
-    return values
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            name = {"str": "a string", "bool": "a boolean", "int": "an integer"}.get(
+                kind.__name__, f"a {kind.__name__}"
+            )
+            raise usage.UsageError(f"config {path}: key '{key}' must be {name}")
+    return table
 
 
 class DittoService(MultiService):
@@ -218,7 +280,7 @@ class DittoService(MultiService):
         return DeferredList(stopping, consumeErrors=True).addBoth(lambda _: self.exports.close())
 
 
-def makeService(config: Options | dict[str, str], reactor: Any = None) -> IService:
+def makeService(config: Options, reactor: Any = None) -> IService:
     """Build the DittoFS service from parsed options; *reactor* is injectable for tests."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -226,13 +288,18 @@ def makeService(config: Options | dict[str, str], reactor: Any = None) -> IServi
         reactor = default_reactor
     dittofs_log.set_level(config["log-level"])
     data_dir = Path(config["data-dir"])
-    export = Export(
-        export_id=1,
-        path=config["export"].encode(),
-        metadata=metadata_store(config["metadata"], data_dir, reactor),
-        content=content_store(config["content"], data_dir, reactor),
+    exports = ExportTable(
+        [
+            Export(
+                export_id=spec.export_id,
+                path=spec.path.encode(),
+                metadata=metadata_store(spec.metadata, data_dir, reactor),
+                content=content_store(spec.content, data_dir, reactor),
+                policy=spec.policy,
+            )
+            for spec in config.exports
+        ]
     )
-    exports = ExportTable([export])
     dispatcher = RpcDispatcher([MountProgram(exports), NFSv3Program(exports)])
     factory = RpcServerFactory(dispatcher)
     service = DittoService(exports, reactor)

@@ -57,6 +57,7 @@ from dittofs.nfs3.const import (
     TimeHow,
 )
 from dittofs.nfs3.service import NFSv3Program
+from dittofs.policy import AccessPolicy
 from dittofs.rpc.dispatch import RpcDispatcher
 from dittofs.rpc.message import (
     CALL,
@@ -591,17 +592,19 @@ def build_server(
     path: bytes = b"/export",
     export_id: int = 1,
     write_verifier: bytes | None = None,
+    policy: AccessPolicy | None = None,
 ) -> InProcessServer:
     """Serve one export over the given stores; by default fresh memory stores.
 
     The default metadata store uses a :class:`TickingClock`, so every change
-    moves mtime/ctime forward by a visible amount.
+    moves mtime/ctime forward by a visible amount.  *policy* defaults to the
+    server's own default (loopback clients, root squashed).
     """
     if metadata is None:
         metadata = MemoryMetadataStore(clock=TickingClock())
     if content is None:
         content = MemoryContentStore()
-    export = Export(export_id, path, metadata, content)
+    export = Export(export_id, path, metadata, content, policy or AccessPolicy())
     return serve_exports([export], write_verifier)
 
 

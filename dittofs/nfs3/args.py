@@ -22,7 +22,7 @@ from dittofs.nfs3.const import (
     FileType,
     StableHow,
 )
-from dittofs.nfs3.types import decode_nfstime3, decode_sattr3
+from dittofs.nfs3.types import decode_nfstime3, decode_sattr3, decode_sattr3_with_time_source
 from dittofs.rpc.xdr import XdrReader
 
 _FILE_TYPES = frozenset(int(t) for t in FileType)
@@ -60,11 +60,15 @@ class DirOpArgs:
 
 @attrs.frozen
 class SetAttrArgs:
-    """SETATTR3args; ``guard_ctime`` is set when the client asked for a ctime check."""
+    """SETATTR3args; ``guard_ctime`` is set when the client asked for a ctime check.
+
+    ``client_times`` says a time is set to a value the client chose (not "now").
+    """
 
     fh: bytes
     attributes: SetAttributes
     guard_ctime: int | None
+    client_times: bool = False
 
 
 @attrs.frozen
@@ -172,9 +176,9 @@ def decode_diropargs(reader: XdrReader) -> DirOpArgs:
 def decode_setattr(reader: XdrReader) -> SetAttrArgs:
     """Decode SETATTR3args."""
     fh = decode_fh(reader)
-    attributes = decode_sattr3(reader)
+    attributes, client_times = decode_sattr3_with_time_source(reader)
     guard = decode_nfstime3(reader) if reader.boolean() else None
-    return SetAttrArgs(fh, attributes, guard)
+    return SetAttrArgs(fh, attributes, guard, client_times)
 
 
 def decode_access(reader: XdrReader) -> AccessArgs:

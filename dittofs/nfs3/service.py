@@ -22,11 +22,24 @@ from dittofs.errors import NFSError
 from dittofs.exports import Export, ExportTable
 from dittofs.model import Attributes, NewNode, SetAttributes, WccAttributes
 from dittofs.nfs3 import args as a
-from dittofs.nfs3.access import allowed_access, caller_ids
+from dittofs.nfs3.access import (
+    EXECUTE,
+    READ,
+    WRITE,
+    allowed_access,
+    caller_ids,
+    check_setattr,
+    in_group,
+    is_root,
+    require,
+    require_readable,
+    require_sticky,
+)
 from dittofs.nfs3.const import (
     NAME_MAX,
     NFS_PROGRAM,
     NFS_V3,
+    Access,
     CreateMode,
     FileType,
     FsInfoProperties,
@@ -42,6 +55,7 @@ from dittofs.nfs3.types import (
     encode_wcc_data,
 )
 from dittofs.rpc.dispatch import NULL_PROCEDURE, CallContext, Procedure
+from dittofs.rpc.message import Credentials
 from dittofs.rpc.xdr import XdrWriter
 
 log = Logger(observer=dittofs_log.observer)
@@ -53,6 +67,7 @@ DIR_PREFERRED = 64 * 1024
 MAX_FILE_SIZE = 2**63 - 1
 
 _SETGID = 0o2000
+_STICKY = 0o1000
 _ENTRY_OVERHEAD = 4 + 8 + 4 + 8  # value-follows, fileid, name length, cookie
 _PLUS_OVERHEAD = 4 + 84 + 4 + 4 + 64  # post_op_attr with fattr3, post_op_fh3 with handle
 _READDIR_OVERHEAD = 4 + 4 + 84 + 8 + 4 + 4  # status, dir attrs, verifier, list end, eof
@@ -173,15 +188,17 @@ class NFSv3Program:
             except Exception:
                 log.failure("{procedure} failed in a store", procedure=number.name)
                 status = Status.IO
-            return await self._failure(status, args, fail_shape)
+            return await self._failure(status, args, fail_shape, context)
 
         return Procedure(number.name, decode, run)
 
-    async def _failure(self, status: Status, args: Any, fail_shape: FailShape) -> XdrWriter:
+    async def _failure(
+        self, status: Status, args: Any, fail_shape: FailShape, context: CallContext
+    ) -> XdrWriter:
         writer = XdrWriter()
         writer.uint(status)
         for kind, handle_of in fail_shape:
-            attributes, fsid = await self._current_attributes(handle_of(args))
+            attributes, fsid = await self._current_attributes(handle_of(args), context)
             if kind == "attr":
                 encode_post_op_attr(writer, attributes, fsid)
             else:
@@ -189,31 +206,49 @@ class NFSv3Program:
                 encode_wcc_data(writer, wcc, fsid)
         return writer
 
-    async def _current_attributes(self, fh: bytes) -> tuple[Attributes | None, int]:
+    async def _current_attributes(
+        self, fh: bytes, context: CallContext
+    ) -> tuple[Attributes | None, int]:
         try:
-            export, attributes = await self._resolve(fh)
+            export, attributes = await self._resolve(fh, context)
         except Exception:
             return None, 0
         return attributes, export.fsid
 
-    async def _resolve(self, fh: bytes) -> tuple[Export, Attributes]:
-        """Map a file handle to its export and current attributes (BADHANDLE, STALE)."""
+    async def _resolve(
+        self, fh: bytes, context: CallContext, change: bool = False
+    ) -> tuple[Export, Attributes]:
+        """Map a file handle to its export and current attributes.
+
+        BADHANDLE for a handle we never issued, STALE for a file that is gone,
+        ACCES for a client the export does not admit (checked on every call,
+        so a leaked handle is useless elsewhere), ROFS for a change to a
+        read-only export.
+        """
         handle = FileHandle.decode(fh)
         export = self.exports.by_handle(handle)
+        if not export.policy.admits(context.client_host, context.client_port):
+            raise NFSError(Status.ACCES, f"{context.client_host} may not use {export.path!r}")
+        if change and export.policy.read_only:
+            raise NFSError(Status.ROFS)
         attributes: Attributes = await export.metadata.getattr(handle.fileid)
         if attributes.generation != handle.generation:
             raise NFSError(Status.STALE, "generation mismatch")
         return export, attributes
 
-    async def _resolve_dir(self, fh: bytes) -> tuple[Export, Attributes]:
-        export, attributes = await self._resolve(fh)
+    async def _resolve_dir(
+        self, fh: bytes, context: CallContext, change: bool = False
+    ) -> tuple[Export, Attributes]:
+        export, attributes = await self._resolve(fh, context, change)
         if attributes.type != FileType.DIR:
             raise NFSError(Status.NOTDIR)
         return export, attributes
 
-    async def _resolve_file(self, fh: bytes) -> tuple[Export, Attributes]:
+    async def _resolve_file(
+        self, fh: bytes, context: CallContext, change: bool = False
+    ) -> tuple[Export, Attributes]:
         """Resolve a handle that READ/WRITE/COMMIT may use: a regular file."""
-        export, attributes = await self._resolve(fh)
+        export, attributes = await self._resolve(fh, context, change)
         if attributes.type == FileType.DIR:
             raise NFSError(Status.ISDIR)
         if attributes.type != FileType.REG:
@@ -238,8 +273,8 @@ class NFSv3Program:
     # -- 3.3.1 GETATTR -------------------------------------------------------------
 
     async def getattr(self, args: a.HandleArgs, context: CallContext) -> XdrWriter:
-        """RFC 1813 3.3.1: the attributes of a file system object."""
-        export, attributes = await self._resolve(args.fh)
+        """RFC 1813 3.3.1: the attributes of a file system object (no permission needed)."""
+        export, attributes = await self._resolve(args.fh, context)
         writer = self._ok()
         encode_fattr3(writer, attributes, export.fsid)
         return writer
@@ -252,10 +287,11 @@ class NFSv3Program:
         The metadata change (and its guard) comes first; only then is the
         content cut, so a failed guard never loses data.
         """
-        export, attributes = await self._resolve(args.fh)
-        changes = args.attributes
-        if changes.size is not None and attributes.type == FileType.DIR:
+        export, attributes = await self._resolve(args.fh, context, change=True)
+        caller = export.policy.identity(context.credentials)
+        if args.attributes.size is not None and attributes.type == FileType.DIR:
             raise NFSError(Status.ISDIR)
+        changes = check_setattr(attributes, args.attributes, args.client_times, caller)
         wcc: WccAttributes = await export.metadata.setattr(
             attributes.fileid, changes, args.guard_ctime
         )
@@ -268,8 +304,9 @@ class NFSv3Program:
     # -- 3.3.3 LOOKUP --------------------------------------------------------------
 
     async def lookup(self, args: a.DirOpArgs, context: CallContext) -> XdrWriter:
-        """RFC 1813 3.3.3: find a name in a directory; ``.`` and ``..`` included."""
-        export, directory = await self._resolve_dir(args.dir)
+        """RFC 1813 3.3.3: find a name in a directory (search permission); ``.`` and ``..``."""
+        export, directory = await self._resolve_dir(args.dir, context)
+        require(directory, export.policy.identity(context.credentials), EXECUTE)
         if args.name == b".":
             found = directory
         elif args.name == b"..":
@@ -287,17 +324,22 @@ class NFSv3Program:
 
     async def access(self, args: a.AccessArgs, context: CallContext) -> XdrWriter:
         """RFC 1813 3.3.4: which of the requested rights the caller holds."""
-        export, attributes = await self._resolve(args.fh)
+        export, attributes = await self._resolve(args.fh, context)
+        granted = allowed_access(
+            attributes, export.policy.identity(context.credentials), args.access
+        )
+        if export.policy.read_only:
+            granted &= ~(Access.MODIFY | Access.EXTEND | Access.DELETE)
         writer = self._ok()
         encode_post_op_attr(writer, attributes, export.fsid)
-        writer.uint(allowed_access(attributes, context.credentials, args.access))
+        writer.uint(granted)
         return writer
 
     # -- 3.3.5 READLINK ------------------------------------------------------------
 
     async def readlink(self, args: a.HandleArgs, context: CallContext) -> XdrWriter:
-        """RFC 1813 3.3.5: the target of a symbolic link."""
-        export, attributes = await self._resolve(args.fh)
+        """RFC 1813 3.3.5: the target of a symbolic link (no permission needed)."""
+        export, attributes = await self._resolve(args.fh, context)
         target: bytes = await export.metadata.readlink(attributes.fileid)
         writer = self._ok()
         encode_post_op_attr(writer, attributes, export.fsid)
@@ -311,7 +353,8 @@ class NFSv3Program:
 
         Content shorter than the size (a sparse extension) reads as zeros.
         """
-        export, attributes = await self._resolve_file(args.fh)
+        export, attributes = await self._resolve_file(args.fh, context)
+        require_readable(attributes, export.policy.identity(context.credentials))
         wanted = max(0, min(args.count, MAX_IO, attributes.size - args.offset))
         data: bytes = b""
         if wanted:
@@ -334,7 +377,8 @@ class NFSv3Program:
         The reply's ``committed`` is exactly what was done: FILE_SYNC for a
         stable request, UNSTABLE otherwise, never more than the truth.
         """
-        export, attributes = await self._resolve_file(args.fh)
+        export, attributes = await self._resolve_file(args.fh, context, change=True)
+        require(attributes, export.policy.identity(context.credentials), WRITE, owner_override=True)
         if args.count > len(args.data):
             raise NFSError(Status.INVAL, "count exceeds the data sent")
         data = args.data[: args.count]
@@ -373,9 +417,16 @@ class NFSv3Program:
         the directory is setgid, in which case its group is inherited (and a
         new subdirectory inherits the setgid bit too).
         """
-        export, directory = await self._resolve_dir(where.dir)
+        export, directory = await self._resolve_dir(where.dir, context, change=True)
+        caller = export.policy.identity(context.credentials)
+        require(directory, caller, WRITE | EXECUTE)
         check_new_name(where.name)
-        uid, gid, _ = caller_ids(context.credentials)
+        uid, gid, _ = caller_ids(caller)
+        if not is_root(caller) and (
+            (attributes.uid is not None and attributes.uid != uid)
+            or (attributes.gid is not None and not in_group(caller, attributes.gid))
+        ):
+            raise NFSError(Status.PERM, "only root may create files for others")
         mode = default_mode if attributes.mode is None else attributes.mode
         if directory.mode & _SETGID:
             gid = directory.gid
@@ -433,15 +484,26 @@ class NFSv3Program:
         """RFC 1813 3.3.11: create a device, socket or FIFO; other types are BADTYPE."""
         if args.type not in (FileType.CHR, FileType.BLK, FileType.SOCK, FileType.FIFO):
             raise NFSError(Status.BADTYPE)
+        if args.type in (FileType.CHR, FileType.BLK):
+            export, _ = await self._resolve(args.where.dir, context)
+            if not is_root(export.policy.identity(context.credentials)):
+                raise NFSError(Status.PERM, "only root may make device nodes")
         return await self._make(
             args.where, context, args.type, 0o644, args.attributes, rdev=args.rdev
         )
 
     # -- 3.3.12 REMOVE, 3.3.13 RMDIR -----------------------------------------------------
 
-    async def _remove(self, args: a.DirOpArgs, is_directory: bool) -> XdrWriter:
-        export, directory = await self._resolve_dir(args.dir)
+    async def _remove(
+        self, args: a.DirOpArgs, context: CallContext, is_directory: bool
+    ) -> XdrWriter:
+        export, directory = await self._resolve_dir(args.dir, context, change=True)
+        caller = export.policy.identity(context.credentials)
+        require(directory, caller, WRITE | EXECUTE)
         check_existing_name(args.name)
+        if directory.mode & _STICKY:
+            victim = await export.metadata.lookup(directory.fileid, args.name)
+            require_sticky(directory, victim, caller)
         removed = await export.metadata.remove(directory.fileid, args.name, is_directory)
         await self._forget_content(export, removed.orphan)
         writer = self._ok()
@@ -450,22 +512,25 @@ class NFSv3Program:
 
     async def remove(self, args: a.DirOpArgs, context: CallContext) -> XdrWriter:
         """RFC 1813 3.3.12: remove a non-directory entry; content goes with the last link."""
-        return await self._remove(args, is_directory=False)
+        return await self._remove(args, context, is_directory=False)
 
     async def rmdir(self, args: a.DirOpArgs, context: CallContext) -> XdrWriter:
         """RFC 1813 3.3.13: remove an empty directory."""
-        return await self._remove(args, is_directory=True)
+        return await self._remove(args, context, is_directory=True)
 
     # -- 3.3.14 RENAME -----------------------------------------------------------------
 
     async def rename(self, args: a.RenameArgs, context: CallContext) -> XdrWriter:
         """RFC 1813 3.3.14: atomically rename, replacing a compatible target."""
-        export, source = await self._resolve_dir(args.source.dir)
-        target_export, target = await self._resolve_dir(args.target.dir)
+        export, source = await self._resolve_dir(args.source.dir, context, change=True)
+        target_export, target = await self._resolve_dir(args.target.dir, context, change=True)
         if target_export is not export:
             raise NFSError(Status.XDEV)
         check_existing_name(args.source.name)
         check_existing_name(args.target.name)
+        await self._check_rename(
+            export, source, target, args, export.policy.identity(context.credentials)
+        )
         renamed = await export.metadata.rename(
             source.fileid, args.source.name, target.fileid, args.target.name
         )
@@ -475,14 +540,41 @@ class NFSv3Program:
         encode_wcc_data(writer, renamed.target, export.fsid)
         return writer
 
+    async def _check_rename(
+        self,
+        export: Export,
+        source: Attributes,
+        target: Attributes,
+        args: a.RenameArgs,
+        caller: Credentials,
+    ) -> None:
+        """POSIX rename permissions: write and search on both directories, the sticky
+        bit on each for the entry it loses, and write on a directory that changes parent
+        (its ``..`` entry changes)."""
+        require(source, caller, WRITE | EXECUTE)
+        require(target, caller, WRITE | EXECUTE)
+        moving = await export.metadata.lookup(source.fileid, args.source.name)
+        require_sticky(source, moving, caller)
+        if moving.type == FileType.DIR and source.fileid != target.fileid:
+            require(moving, caller, WRITE)
+        if target.mode & _STICKY:
+            try:
+                replaced = await export.metadata.lookup(target.fileid, args.target.name)
+            except NFSError as error:
+                if error.status != Status.NOENT:
+                    raise
+            else:
+                require_sticky(target, replaced, caller)
+
     # -- 3.3.15 LINK -------------------------------------------------------------------
 
     async def link(self, args: a.LinkArgs, context: CallContext) -> XdrWriter:
         """RFC 1813 3.3.15: add a hard link to a non-directory."""
-        export, node = await self._resolve(args.fh)
-        link_export, directory = await self._resolve_dir(args.link.dir)
+        export, node = await self._resolve(args.fh, context, change=True)
+        link_export, directory = await self._resolve_dir(args.link.dir, context, change=True)
         if link_export is not export:
             raise NFSError(Status.XDEV)
+        require(directory, export.policy.identity(context.credentials), WRITE | EXECUTE)
         check_new_name(args.link.name)
         linked = await export.metadata.link(node.fileid, directory.fileid, args.link.name)
         writer = self._ok()
@@ -494,7 +586,7 @@ class NFSv3Program:
 
     async def readdir(self, args: a.ReaddirArgs, context: CallContext) -> XdrWriter:
         """RFC 1813 3.3.16: names and file ids, paged by cookie within ``count`` bytes."""
-        return await self._list(args, plus=False)
+        return await self._list(args, context, plus=False)
 
     async def readdirplus(self, args: a.ReaddirArgs, context: CallContext) -> XdrWriter:
         """RFC 1813 3.3.17: like READDIR, with each entry's attributes and handle.
@@ -502,15 +594,16 @@ class NFSv3Program:
         ``dircount`` bounds the directory information (ids, names, cookies)
         and ``maxcount`` the whole reply.
         """
-        return await self._list(args, plus=True)
+        return await self._list(args, context, plus=True)
 
-    async def _list(self, args: a.ReaddirArgs, plus: bool) -> XdrWriter:
+    async def _list(self, args: a.ReaddirArgs, context: CallContext, plus: bool) -> XdrWriter:
         """Encode one page of a listing: ``.`` (cookie 1), ``..`` (2), then store entries.
 
         NFS cookie *n* > 2 is the store's cookie *n* - 2, so paging resumes in
         the store by bisection and never rescans the directory.
         """
-        export, directory = await self._resolve_dir(args.dir)
+        export, directory = await self._resolve_dir(args.dir, context)
+        require(directory, export.policy.identity(context.credentials), READ)
         verifier = _cookie_verifier(directory)
         if args.cookie and args.verifier not in (verifier, bytes(8)):
             raise NFSError(Status.BAD_COOKIE)
@@ -567,7 +660,7 @@ class NFSv3Program:
 
     async def fsstat(self, args: a.HandleArgs, context: CallContext) -> XdrWriter:
         """RFC 1813 3.3.18: space and file counts, from the content and metadata stores."""
-        export, attributes = await self._resolve(args.fh)
+        export, attributes = await self._resolve(args.fh, context)
         space = await export.content.space()
         counts = await export.metadata.file_counts()
         writer = self._ok()
@@ -583,7 +676,7 @@ class NFSv3Program:
 
     async def fsinfo(self, args: a.HandleArgs, context: CallContext) -> XdrWriter:
         """RFC 1813 3.3.19: transfer sizes and capabilities (1 MiB reads and writes)."""
-        export, attributes = await self._resolve(args.fh)
+        export, attributes = await self._resolve(args.fh, context)
         writer = self._ok()
         encode_post_op_attr(writer, attributes, export.fsid)
         writer.uint(MAX_IO)  # rtmax
@@ -606,7 +699,7 @@ class NFSv3Program:
 
     async def pathconf(self, args: a.HandleArgs, context: CallContext) -> XdrWriter:
         """RFC 1813 3.3.20: POSIX limits: 255-byte names, no truncation, case-preserving."""
-        export, attributes = await self._resolve(args.fh)
+        export, attributes = await self._resolve(args.fh, context)
         writer = self._ok()
         encode_post_op_attr(writer, attributes, export.fsid)
         writer.uint(0xFFFFFFFF)  # linkmax
@@ -625,7 +718,8 @@ class NFSv3Program:
         The whole file is flushed whatever range is named; that is allowed
         and keeps every content store's job simple.
         """
-        export, attributes = await self._resolve_file(args.fh)
+        export, attributes = await self._resolve_file(args.fh, context)
+        require(attributes, export.policy.identity(context.credentials), WRITE, owner_override=True)
         await export.content.commit(attributes.fileid)
         writer = self._ok()
         encode_wcc_data(writer, WccAttributes(attributes, attributes), export.fsid)

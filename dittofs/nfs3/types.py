@@ -101,22 +101,32 @@ def encode_nfstime3(writer: XdrWriter, ns: int) -> None:
     writer.uint(nanoseconds)
 
 
-def _decode_set_time(reader: XdrReader, now: int) -> int | None:
+def _decode_set_time(reader: XdrReader, now: int) -> tuple[int | None, bool]:
     how = reader.enum(_TIME_HOWS)
     if how == TimeHow.SET_TO_CLIENT_TIME:
-        return decode_nfstime3(reader)
+        return decode_nfstime3(reader), True
     if how == TimeHow.SET_TO_SERVER_TIME:
-        return now
-    return None
+        return now, False
+    return None, False
 
 
-def decode_sattr3(reader: XdrReader) -> SetAttributes:
-    """Decode ``sattr3``; "set to server time" becomes the current time now."""
+def decode_sattr3_with_time_source(reader: XdrReader) -> tuple[SetAttributes, bool]:
+    """Decode ``sattr3``, and say whether a time was set to a client-given value.
+
+    POSIX lets anyone with write access set times to "now", but only the
+    owner set them to a chosen value, so SETATTR needs to know which.
+    """
     mode = reader.uint() if reader.boolean() else None
     uid = reader.uint() if reader.boolean() else None
     gid = reader.uint() if reader.boolean() else None
     size = reader.uhyper() if reader.boolean() else None
     now = time.time_ns()
-    atime = _decode_set_time(reader, now)
-    mtime = _decode_set_time(reader, now)
-    return SetAttributes(mode=mode, uid=uid, gid=gid, size=size, atime=atime, mtime=mtime)
+    atime, client_atime = _decode_set_time(reader, now)
+    mtime, client_mtime = _decode_set_time(reader, now)
+    changes = SetAttributes(mode=mode, uid=uid, gid=gid, size=size, atime=atime, mtime=mtime)
+    return changes, client_atime or client_mtime
+
+
+def decode_sattr3(reader: XdrReader) -> SetAttributes:
+    """Decode ``sattr3``; "set to server time" becomes the current time now."""
+    return decode_sattr3_with_time_source(reader)[0]

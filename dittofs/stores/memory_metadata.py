@@ -99,7 +99,7 @@ class MemoryMetadataStore:
         self._generation = secrets.randbits(31) + 1
         self._nodes: dict[int, _Node] = {}
         self._next_fileid = 1
-        self._root = self._new_node(FileType.DIR, 0o755, root_uid, root_uid)
+        self._root = self._new_node(FileType.DIR, rules.ROOT_MODE, root_uid, root_uid)
         self._root.nlink = 2
         self._root.parent = self._root.fileid
 

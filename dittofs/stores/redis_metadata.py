@@ -353,7 +353,7 @@ class RedisMetadataStore:
                 if tx.pipe.hget(meta, "root") is not None:
                     return int(tx.pipe.hget(meta, "root"))
                 root = self._new_inode(
-                    tx, NewNode(type=FileType.DIR, mode=0o755, uid=0, gid=0), now, 2
+                    tx, NewNode(type=FileType.DIR, mode=rules.ROOT_MODE, uid=0, gid=0), now, 2
                 )
                 tx.write().hset(tx.key("i", root), "parent", root)
                 tx.write().hset(meta, "root", root)

@@ -12,6 +12,12 @@ from dittofs.errors import NFSError
 from dittofs.model import Attributes, NewNode
 from dittofs.nfs3.const import CreateMode, FileType, Status
 
+#: Mode of a new filesystem's root directory.  World-writable, as JuiceFS and
+#: rclone create theirs: root is squashed by default, so a root-owned 0755
+#: root would be writable by no client at all.  An unsquashed root client
+#: may chmod it to something stricter.
+ROOT_MODE = 0o777
+
 #: Bytes a directory reports as its size and space used.
 DIRECTORY_SIZE = 4096
 _BLOCK = 4096

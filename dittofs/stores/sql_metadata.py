@@ -316,7 +316,7 @@ class SqlMetadataStore:
             root = int(self._one(cursor, "SELECT value FROM dittofs_meta WHERE key = 'root'")[0])
             return generation, root
         now = self._clock()
-        root_node = NewNode(type=FileType.DIR, mode=0o755, uid=0, gid=0)
+        root_node = NewNode(type=FileType.DIR, mode=rules.ROOT_MODE, uid=0, gid=0)
         root = self._insert_inode(cursor, root_node, now, nlink=2)
         self._execute(cursor, "UPDATE dittofs_inodes SET parent = ? WHERE fileid = ?", root, root)
         generation = secrets.randbits(31) + 1

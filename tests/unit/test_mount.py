@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs.exports import Export, ExportTable
 from dittofs.mount import MountProgram
+from dittofs.policy import AccessPolicy, parse_clients
 from dittofs.rpc.dispatch import RpcDispatcher
 from dittofs.stores.memory_content import MemoryContentStore
 from dittofs.stores.memory_metadata import MemoryMetadataStore
@@ -33,6 +34,8 @@ MNT3ERR_NOENT = 2
 AUTH_NONE, AUTH_SYS = 0, 1
 HOST = "192.0.2.10"
 OTHER_HOST = "192.0.2.11"
+#: The test clients' network, admitted by every export in these tests.
+CLIENTS = AccessPolicy(clients=parse_clients(["192.0.2.0/24"]))
 
 
 class Cursor:
@@ -67,7 +70,7 @@ class MountTests(SynchronousTestCase):
     """MNT, DUMP, UMNT, UMNTALL and EXPORT over one export on memory stores."""
 
     def setUp(self) -> None:
-        self.export = Export(1, b"/export", MemoryMetadataStore(), MemoryContentStore())
+        self.export = Export(1, b"/export", MemoryMetadataStore(), MemoryContentStore(), CLIENTS)
         self.exports = ExportTable([self.export])
         self.successResultOf(self.exports.open())
         self.program = MountProgram(self.exports)
@@ -174,7 +177,7 @@ class MountTests(SynchronousTestCase):
         self.assertEqual(self.dump(), [])
 
     def test_export(self) -> None:
-        """EXPORT lists the export path with an empty group list."""
+        """EXPORT lists the export path with its client list as the groups."""
         reply = self.call(EXPORT)
         self.assertEqual(reply.accept_stat, SUCCESS)
         cursor = Cursor(reply.body)
@@ -186,11 +189,11 @@ class MountTests(SynchronousTestCase):
                 groups.append(cursor.opaque())
             exports.append((path, groups))
         cursor.end()
-        self.assertEqual(exports, [(b"/export", [])])
+        self.assertEqual(exports, [(b"/export", [b"192.0.2.0/24"])])
 
     def test_export_lists_every_export(self) -> None:
         """With several exports, EXPORT lists them all."""
-        second = Export(2, b"/second", MemoryMetadataStore(), MemoryContentStore())
+        second = Export(2, b"/second", MemoryMetadataStore(), MemoryContentStore(), CLIENTS)
         exports = ExportTable([self.export, second])
         dispatcher = RpcDispatcher([MountProgram(exports)])
         result = dispatcher.dispatch(build_call(1, MOUNT_PROGRAM, 3, EXPORT), HOST, 1)
@@ -199,6 +202,8 @@ class MountTests(SynchronousTestCase):
         paths = []
         while cursor.uint():
             paths.append(cursor.opaque())
+            self.assertEqual(cursor.uint(), 1)
+            self.assertEqual(cursor.opaque(), b"192.0.2.0/24")
             self.assertEqual(cursor.uint(), 0)
         cursor.end()
         self.assertEqual(sorted(paths), [b"/export", b"/second"])

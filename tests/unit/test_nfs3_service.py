@@ -31,6 +31,7 @@ from dittofs.nfs3.const import (
 )
 from dittofs.nfs3.handle import FileHandle
 from dittofs.nfs3.service import MAX_IO
+from dittofs.policy import AccessPolicy, Squash
 from dittofs.rpc.message import AcceptStat
 from dittofs.stores import memory_content
 from dittofs.stores.memory_content import MemoryContentStore
@@ -59,7 +60,14 @@ class ServiceTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.metadata = MemoryMetadataStore(clock=Clock())
         self.content = MemoryContentStore(capacity=CAPACITY)
-        self.server = build_server(self.metadata, self.content, write_verifier=WRITE_VERIFIER)
+        # Root keeps its powers here (no_root_squash) so tests can act as root;
+        # squashing and client lists are tested in test_policy.py.
+        self.server = build_server(
+            self.metadata,
+            self.content,
+            write_verifier=WRITE_VERIFIER,
+            policy=AccessPolicy(squash=Squash.NONE),
+        )
         self.addCleanup(self.server.close)
         self.client = self.server.client(uid=1000, gid=1000)
         self.root = self.client.mnt(b"/export")
@@ -233,7 +241,8 @@ class SetattrTests(ServiceTestCase):
     def test_owner(self) -> None:
         """uid and gid change together."""
         fh = self.file(b"a")
-        reply = self.client.setattr(fh, SetAttributes(uid=5, gid=6)).expect_ok()
+        root = self.server.client(0, 0)
+        reply = root.setattr(fh, SetAttributes(uid=5, gid=6)).expect_ok()
         assert reply.wcc.after is not None
         self.assertEqual((reply.wcc.after.uid, reply.wcc.after.gid), (5, 6))
 
@@ -366,9 +375,10 @@ class AccessTests(ServiceTestCase):
 
     def test_directory(self) -> None:
         """On a directory, x is LOOKUP and w brings DELETE."""
+        owned = self.mkdir(b"d", mode=0o700)
+        self.server.client(0, 0).setattr(self.root, SetAttributes(mode=0o755)).expect_ok()
         reply = self.client.access(self.root, ALL_ACCESS).expect_ok()  # root-owned 0o755
         self.assertEqual(reply.access, int(Access.READ | Access.LOOKUP))
-        owned = self.mkdir(b"d", mode=0o700)
         granted = self.client.access(owned, ALL_ACCESS).expect_ok().access
         self.assertEqual(
             granted,
@@ -700,11 +710,14 @@ class MkdirSymlinkMknodTests(ServiceTestCase):
         self.assertEqual(self.client.readlink(reply.handle).target, b"/abs/target")
 
     def test_mknod_devices(self) -> None:
-        """Character and block devices keep their major/minor numbers."""
+        """Character and block devices keep their major/minor numbers; only root makes them."""
+        root = self.server.client(0, 0)
         for kind, rdev in ((FileType.CHR, (4, 64)), (FileType.BLK, (8, 1))):
             before = self.attrs(self.root)
             name = b"dev%d" % kind
-            reply = self.client.mknod(self.root, name, kind, rdev=rdev).expect_ok()
+            refused = self.client.mknod(self.root, name, kind, rdev=rdev)
+            self.assertEqual(refused.status, Status.PERM)
+            reply = root.mknod(self.root, name, kind, rdev=rdev).expect_ok()
             assert reply.attributes is not None
             self.assertEqual((reply.attributes.type, reply.attributes.rdev), (kind, rdev))
             self.assertChanged(reply.dir_wcc, before)

@@ -330,7 +330,7 @@ class MakeServiceTests(TempDirMixin):
         service = self.make(["--export", "/srv", "--listen", "tcp:2049"])
         service.startService()
         ((_port, factory, _backlog, _interface),) = self.reactor.tcpServers
-        peer = IPv4Address("TCP", "192.0.2.3", 800)
+        peer = IPv4Address("TCP", "127.0.0.1", 800)  # loopback: admitted by default
         protocol = factory.buildProtocol(peer)
         transport = StringTransport(peerAddress=peer)
         protocol.makeConnection(transport)

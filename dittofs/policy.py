@@ -1,0 +1,92 @@
+"""Who may use an export, and as whom: client lists, squashing, read-only, secure ports.
+
+An :class:`AccessPolicy` belongs to one export.  It is consulted at MNT and
+again on every NFS call (through the export id inside the file handle), so a
+handle that leaks to a client outside the list is refused.  The defaults are
+the safe ones: loopback clients only, root squashed to the anonymous user.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Iterable
+
+import attrs
+
+from dittofs.nfs3.access import ANONYMOUS_GID, ANONYMOUS_UID
+from dittofs.rpc.message import AuthFlavor, Credentials
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: Ports below this need privileges to bind; "secure" exports demand one.
+PRIVILEGED_PORT_LIMIT = 1024
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+class Squash(enum.Enum):
+    """Which callers lose their identity (as in ``exports(5)``)."""
+
+    ROOT = "root_squash"
+    ALL = "all_squash"
+    NONE = "no_root_squash"
+
+
+def parse_clients(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """Parse addresses and CIDRs (IPv4 and IPv6); ValueError names the bad entry."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or CIDR") from None
+    return tuple(networks)
+
+
+def _host_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@attrs.frozen
+class AccessPolicy:
+    """The access rules of one export."""
+
+    clients: tuple[IPNetwork, ...] = LOOPBACK
+    read_only: bool = False
+    squash: Squash = Squash.ROOT
+    anonuid: int = ANONYMOUS_UID
+    anongid: int = ANONYMOUS_GID
+    secure: bool = False
+
+    def admits(self, host: str, port: int) -> bool:
+        """May a client at *host*:*port* use this export?"""
+        address = _host_address(host)
+        if address is None:
+            return False
+        if self.secure and not 0 < port < PRIVILEGED_PORT_LIMIT:
+            return False
+        return any(address in network for network in self.clients)
+
+    def identity(self, credentials: Credentials) -> Credentials:
+        """The identity the caller acts as on this export, after squashing.
+
+        AUTH_NONE callers are always the anonymous user.
+        """
+        anonymous = Credentials(
+            AuthFlavor.AUTH_NONE, self.anonuid, self.anongid, (), credentials.machine_name
+        )
+        if credentials.uid is None or credentials.gid is None or self.squash == Squash.ALL:
+            return anonymous
+        if self.squash == Squash.ROOT:
+            uid = self.anonuid if credentials.uid == 0 else credentials.uid
+            gid = self.anongid if credentials.gid == 0 else credentials.gid
+            gids = tuple(self.anongid if g == 0 else g for g in credentials.gids)
+            if (uid, gid, gids) != (credentials.uid, credentials.gid, credentials.gids):
+                return attrs.evolve(credentials, uid=uid, gid=gid, gids=gids)
+        return credentials
