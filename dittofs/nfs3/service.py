@@ -15,6 +15,7 @@ import struct
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
+import attrs
 from twisted.logger import Logger
 
 from dittofs import log as dittofs_log
@@ -74,6 +75,14 @@ _READDIR_OVERHEAD = 4 + 4 + 84 + 8 + 4 + 4  # status, dir attrs, verifier, list 
 _DOT_COOKIE = 1
 _DOTDOT_COOKIE = 2
 _STORE_COOKIE_BASE = 2
+
+#: Procedures whose retransmission must get the first reply, not run again (a second
+#: REMOVE would answer NOENT, a second GUARDED CREATE EXIST).  WRITE and COMMIT are
+#: idempotent: running them again gives the same result.
+NON_IDEMPOTENT = frozenset(
+    {Proc.SETATTR, Proc.CREATE, Proc.MKDIR, Proc.SYMLINK, Proc.MKNOD}
+    | {Proc.REMOVE, Proc.RMDIR, Proc.RENAME, Proc.LINK}
+)
 
 FailShape = tuple[tuple[Literal["attr", "wcc"], Callable[[Any], bytes]], ...]
 
@@ -166,7 +175,10 @@ class NFSv3Program:
         ]
         table = {int(Proc.NULL): NULL_PROCEDURE}
         for number, decode, handler, fail_shape in entries:
-            table[int(number)] = self._procedure(number, decode, handler, fail_shape)
+            procedure = self._procedure(number, decode, handler, fail_shape)
+            if number in NON_IDEMPOTENT:
+                procedure = attrs.evolve(procedure, replayable=True)
+            table[int(number)] = procedure
         return table
 
     def _procedure(

@@ -28,6 +28,7 @@ from dittofs.rpc.message import (
     parse_call,
     prog_mismatch_reply,
 )
+from dittofs.rpc.replay import ReplayCache, call_key
 from dittofs.rpc.xdr import XdrError, XdrReader, XdrWriter
 
 Parts = list[bytes]
@@ -56,6 +57,8 @@ class Procedure:
     name: str
     decode: Callable[[XdrReader], Any]
     run: Callable[[Any, CallContext], Coroutine[Any, Any, XdrWriter]]
+    #: Non-idempotent procedures set this: a retransmission replays the first reply.
+    replayable: bool = False
 
 
 class RpcProgram(Protocol):
@@ -84,8 +87,11 @@ NULL_PROCEDURE = Procedure("NULL", _no_args, _null)
 class RpcDispatcher:
     """Dispatch RPC call records to the programs registered with it."""
 
-    def __init__(self, programs: Sequence[RpcProgram]) -> None:
+    def __init__(
+        self, programs: Sequence[RpcProgram], replay_cache: ReplayCache | None = None
+    ) -> None:
         self._programs = {program.number: program for program in programs}
+        self.replay_cache = replay_cache if replay_cache is not None else ReplayCache()
 
     def dispatch(self, record: bytes, client_host: str, client_port: int) -> Deferred[Parts] | None:
         """Serve one call record; return a Deferred of the reply's parts, or None.
@@ -113,6 +119,13 @@ class RpcDispatcher:
             args = procedure.decode(reader)
         except XdrError:
             return succeed(accepted_reply(xid, AcceptStat.GARBAGE_ARGS).parts())
+        key = None
+        if procedure.replayable:
+            arguments = memoryview(record)[header.args_offset :]
+            key = call_key(client_host, client_port, header, arguments)
+            replayed = self.replay_cache.replay(key)
+            if replayed is not None:
+                return replayed
         context = CallContext(xid, header.credentials, client_host, client_port)
         try:
             outcome: Deferred[XdrWriter] = Deferred.fromCoroutine(procedure.run(args, context))
@@ -127,7 +140,10 @@ class RpcDispatcher:
         def failure(reason: Failure) -> Parts:
             return self._system_error(reason, header.program, procedure, xid)
 
-        return outcome.addCallbacks(success, failure)
+        replied = outcome.addCallbacks(success, failure)
+        if key is not None:
+            self.replay_cache.running(key, replied)
+        return replied
 
     @staticmethod
     def _system_error(reason: Failure, program: int, procedure: Procedure, xid: int) -> Parts:
