@@ -12,14 +12,18 @@ from collections.abc import Iterator
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherResults
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from dittofs import log as dittofs_log
 from dittofs.errors import NFSError
 from dittofs.interfaces import IContentStore, IMetadataStore
 from dittofs.model import Attributes
 from dittofs.nfs3.const import Status
 from dittofs.nfs3.handle import FileHandle
 from dittofs.policy import AccessPolicy
+
+log = Logger(observer=dittofs_log.observer)
 
 
 @attrs.define
@@ -84,6 +88,7 @@ class ExportTable:
             await export.metadata.open()
             await export.content.open()
             export.root = await export.metadata.root()
+            await reap_orphans(export)
 
         def first_error(reason: Failure) -> Failure:
             error = reason.value
@@ -100,3 +105,22 @@ class ExportTable:
         """Close every store, even when some of them fail to close."""
         closing = [d for export in self for d in (export.metadata.close(), export.content.close())]
         return DeferredList(closing, consumeErrors=True).addCallback(lambda _: None)
+
+
+async def release_orphan(export: Export, fileid: int) -> None:
+    """Delete an orphan's content, then forget the orphan (in that order, for crashes)."""
+    await export.content.delete(fileid)
+    await export.metadata.release_orphan(fileid)
+
+
+async def reap_orphans(export: Export) -> int:
+    """Finish deleting the content of files removed before a crash; return how many."""
+    orphans = await export.metadata.pending_orphans()
+    for fileid in orphans:
+        await release_orphan(export, fileid)
+    if orphans:
+        log.info(
+            "Deleted the content of {count} files removed before the last stop",
+            count=len(orphans),
+        )
+    return len(orphans)

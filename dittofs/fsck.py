@@ -142,9 +142,15 @@ async def run(
     await content.open()
     try:
         inventory = await IMetadataInventory(metadata).inventory()
+        pending = set(await metadata.pending_orphans())
         content_ids: list[int] = []
         if IContentInventory.providedBy(content):
             content_ids = await IContentInventory(content).content_ids()
+        if pending:
+            # Removed files whose content deletion a stop interrupted: the server
+            # finishes them when it opens the stores, so they are not damage.
+            out.write(f"fsck: {len(pending)} removed files still have content to delete\n")
+            content_ids = [fileid for fileid in content_ids if fileid not in pending]
         total = len(inventory.inodes) + len(inventory.entries)
         with tqdm(total=total, unit="item", disable=not show_progress, file=sys.stderr) as bar:
             report = check(inventory, content_ids, bar.update)

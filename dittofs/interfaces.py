@@ -147,6 +147,19 @@ class IMetadataStore(Interface):
     def file_counts() -> Deferred[FileCounts]:
         """Return a Deferred of ``FileCounts`` for FSSTAT."""
 
+    def pending_orphans() -> Deferred[list[int]]:
+        """File ids whose last link went (``Removed.orphan``/``Renamed.orphan``) but whose
+        content has not been released yet.
+
+        A store records the orphan in the same atomic step that removes the
+        last link, so a crash before the content is deleted leaves a note
+        rather than content nobody owns; the server deletes the content of
+        every pending orphan when it opens the stores.
+        """
+
+    def release_orphan(fileid: int) -> Deferred[None]:
+        """Forget a pending orphan once its content is gone (unknown ids are ignored)."""
+
 
 class IContentStore(Interface):
     """The bytes of regular files, keyed by file id."""

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from dittofs import log as dittofs_log
 from dittofs.errors import NFSError
-from dittofs.exports import Export, ExportTable
+from dittofs.exports import Export, ExportTable, release_orphan
 from dittofs.model import Attributes, NewNode, SetAttributes, WccAttributes
 from dittofs.nfs3 import args as a
 from dittofs.nfs3.access import (
@@ -274,11 +274,15 @@ class NFSv3Program:
         return writer
 
     async def _forget_content(self, export: Export, orphan: int | None) -> None:
-        """Delete the content of a file whose last link is gone; the call already succeeded."""
+        """Delete the content of a file whose last link is gone; the call already succeeded.
+
+        A failure is only logged: the orphan stays pending in the metadata
+        store and is reaped the next time the stores open.
+        """
         if orphan is None:
             return
         try:
-            await export.content.delete(orphan)
+            await release_orphan(export, orphan)
         except Exception:
             log.failure("Could not delete the content of file {fileid}", fileid=orphan)
 

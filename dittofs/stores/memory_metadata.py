@@ -98,6 +98,7 @@ class MemoryMetadataStore:
         self._clock = clock
         self._generation = secrets.randbits(31) + 1
         self._nodes: dict[int, _Node] = {}
+        self._orphans: set[int] = set()
         self._next_fileid = 1
         self._root = self._new_node(FileType.DIR, rules.ROOT_MODE, root_uid, root_uid)
         self._root.nlink = 2
@@ -167,6 +168,7 @@ class MemoryMetadataStore:
         child.ctime = self._clock()
         if child.nlink <= 0:
             del self._nodes[child.fileid]
+            self._orphans.add(child.fileid)
             return child.fileid
         return None
 
@@ -374,6 +376,16 @@ class MemoryMetadataStore:
         node.size = max(node.size, end)
         self._touch(node)
         return WccAttributes(before, self._attributes(node))
+
+    @_guarded
+    def pending_orphans(self) -> list[int]:
+        """See :meth:`IMetadataStore.pending_orphans`."""
+        return sorted(self._orphans)
+
+    @_guarded
+    def release_orphan(self, fileid: int) -> None:
+        """See :meth:`IMetadataStore.release_orphan`."""
+        self._orphans.discard(fileid)
 
     @_guarded
     def file_counts(self) -> FileCounts:

@@ -43,6 +43,7 @@ SCHEMA = (
     " PRIMARY KEY (dir, name))",
     "CREATE UNIQUE INDEX IF NOT EXISTS dittofs_entries_cookie ON dittofs_entries (dir, cookie)",
     "CREATE INDEX IF NOT EXISTS dittofs_entries_fileid ON dittofs_entries (fileid)",
+    "CREATE TABLE IF NOT EXISTS dittofs_orphans (fileid BIGINT PRIMARY KEY)",
 )
 
 DEFAULT_POOL_SIZE = 8

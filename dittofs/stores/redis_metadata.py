@@ -4,7 +4,8 @@ Layout, every key under one prefix (``dittofs:<name>:``, the name from the
 URL's ``prefix`` query parameter, default ``default``):
 
 - ``meta``: hash of ``generation`` and ``root``; ``next_fileid``: a counter
-  (``INCR``), so file ids are never reused; ``files``: how many inodes exist.
+  (``INCR``), so file ids are never reused; ``files``: how many inodes exist;
+  ``orphans``: a set of file ids whose content is still to be deleted.
 - ``i:<fileid>``: hash of an inode's fields.
 - ``d:<dir>``: hash from entry name to ``<cookie>:<fileid>``.
 - ``c:<dir>``: sorted set of entry names scored by cookie, so a READDIR page
@@ -225,11 +226,29 @@ class RedisMetadataStore:
                         pipe.execute()
                 except redis.WatchError:
                     continue
+                except NFSError:
+                    # The refusal may rest on reads from different moments (an entry,
+                    # then its inode already deleted by another gateway).  An empty
+                    # MULTI/EXEC fails exactly when a watched key changed: then the
+                    # refusal is not trustworthy and the operation runs again.
+                    if not tx.writing and self._reads_changed(pipe):
+                        continue
+                    raise
                 else:
                     return result
                 finally:
                     pipe.reset()
         raise NFSError(Status.JUKEBOX, "too much contention; try again")
+
+    @staticmethod
+    def _reads_changed(pipe: Pipeline) -> bool:
+        """True if a key watched by this attempt changed since it was read."""
+        pipe.multi()
+        try:
+            pipe.execute()
+        except redis.WatchError:
+            return True
+        return False
 
     def _run(self, operation: Callable[..., T], *args: Any) -> Deferred[T]:
         return self._in_thread(self._transact, operation, *args)
@@ -296,6 +315,7 @@ class RedisMetadataStore:
                 tx.key("i", child.fileid), tx.key("d", child.fileid), tx.key("c", child.fileid)
             )
             pipe.decr(self._prefix + b"files")
+            pipe.sadd(self._prefix + b"orphans", child.fileid)
             return child.fileid
         pipe.hset(tx.key("i", child.fileid), mapping={"nlink": remaining, "ctime": now})
         return None
@@ -673,6 +693,21 @@ class RedisMetadataStore:
         values = {"size": max(before.size, end), "mtime": now, "ctime": now}
         tx.write().hset(tx.key("i", fileid), mapping=values)
         return WccAttributes(before, self._after(before, **values))
+
+    def pending_orphans(self) -> Deferred[list[int]]:
+        """See :meth:`IMetadataStore.pending_orphans`."""
+        return self._in_thread(
+            lambda: sorted(
+                int(member) for member in self._client.smembers(self._prefix + b"orphans")
+            )
+        )
+
+    def release_orphan(self, fileid: int) -> Deferred[None]:
+        """See :meth:`IMetadataStore.release_orphan`."""
+        return self._in_thread(self._release_orphan, fileid)
+
+    def _release_orphan(self, fileid: int) -> None:
+        self._client.srem(self._prefix + b"orphans", fileid)
 
     def file_counts(self) -> Deferred[FileCounts]:
         """See :meth:`IMetadataStore.file_counts`: a counter kept with every create and delete."""

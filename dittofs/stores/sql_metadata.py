@@ -14,6 +14,8 @@ Schema (version :data:`SCHEMA_VERSION`):
   reused; ``next_cookie`` is the next READDIR cookie of a directory.
 - ``dittofs_entries(dir, name, cookie, fileid)``: unique by (dir, name) and by
   (dir, cookie), so a listing resumes at a cookie through the index.
+- ``dittofs_orphans(fileid)``: files whose last link went and whose content is
+  still to be deleted (written in the same transaction as the unlink).
 """
 
 from __future__ import annotations
@@ -254,6 +256,7 @@ class SqlMetadataStore:
         remaining = child.nlink - rules.links_lost(child.type)
         if remaining <= 0:
             self._execute(cursor, "DELETE FROM dittofs_inodes WHERE fileid = ?", child.fileid)
+            self._execute(cursor, "INSERT INTO dittofs_orphans (fileid) VALUES (?)", child.fileid)
             return child.fileid
         self._execute(
             cursor,
@@ -609,6 +612,18 @@ class SqlMetadataStore:
             fileid,
         )
         return WccAttributes(before, self._inode(cursor, fileid))
+
+    def pending_orphans(self) -> Deferred[list[int]]:
+        """See :meth:`IMetadataStore.pending_orphans`."""
+        return self._run(self._pending_orphans)
+
+    def _pending_orphans(self, cursor: Cursor) -> list[int]:
+        self._execute(cursor, "SELECT fileid FROM dittofs_orphans ORDER BY fileid")
+        return [int(row[0]) for row in cursor.fetchall()]
+
+    def release_orphan(self, fileid: int) -> Deferred[None]:
+        """See :meth:`IMetadataStore.release_orphan`."""
+        return self._run(self._execute, "DELETE FROM dittofs_orphans WHERE fileid = ?", fileid)
 
     def file_counts(self) -> Deferred[FileCounts]:
         """See :meth:`IMetadataStore.file_counts`."""

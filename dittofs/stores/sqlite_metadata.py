@@ -35,6 +35,7 @@ SCHEMA = (
     " PRIMARY KEY (dir, name)) WITHOUT ROWID",
     "CREATE UNIQUE INDEX IF NOT EXISTS dittofs_entries_cookie ON dittofs_entries (dir, cookie)",
     "CREATE INDEX IF NOT EXISTS dittofs_entries_fileid ON dittofs_entries (fileid)",
+    "CREATE TABLE IF NOT EXISTS dittofs_orphans (fileid INTEGER PRIMARY KEY)",
 )
 
 

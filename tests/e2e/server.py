@@ -1,4 +1,6 @@
-"""Run a real DittoFS server (``python -m twisted dittofs``, the same plugin twistd runs) in a subprocess for end-to-end tests.
+"""Run a real DittoFS server in a subprocess for end-to-end tests.
+
+It runs ``python -m twisted dittofs``: the same plugin ``twistd`` runs.
 
 The server listens on a free loopback port; its log is kept in a file so a
 failing test can show it.  Every client in these tests is one nobody here

@@ -709,6 +709,28 @@ class MetadataStoreConformance(_StoreSuite):
         node = self.file(b"a")
         self.assertFailsWith(self.store.readdir(node.fileid, 0, 10, False), Status.NOTDIR)
 
+    # -- orphans ------------------------------------------------------------------------
+
+    def test_last_unlink_leaves_a_pending_orphan(self) -> None:
+        """Removing the last name records the orphan until released; other links do not."""
+        node = self.file(b"a")
+        self.resolve(self.store.link(node.fileid, self.root.fileid, b"b"))
+        self.resolve(self.store.remove(self.root.fileid, b"a", False))
+        self.assertEqual(self.resolve(self.store.pending_orphans()), [])
+        removed = self.resolve(self.store.remove(self.root.fileid, b"b", False))
+        self.assertEqual(self.resolve(self.store.pending_orphans()), [removed.orphan])
+        self.resolve(self.store.release_orphan(node.fileid))
+        self.assertEqual(self.resolve(self.store.pending_orphans()), [])
+        self.resolve(self.store.release_orphan(node.fileid))  # releasing twice is harmless
+
+    def test_rename_over_a_file_leaves_a_pending_orphan(self) -> None:
+        """A file replaced by RENAME is an orphan just like a removed one."""
+        self.file(b"a")
+        target = self.file(b"b")
+        renamed = self.resolve(self.store.rename(self.root.fileid, b"a", self.root.fileid, b"b"))
+        self.assertEqual(renamed.orphan, target.fileid)
+        self.assertEqual(self.resolve(self.store.pending_orphans()), [target.fileid])
+
     # -- readlink -----------------------------------------------------------------------
 
     def test_readlink_of_non_symlink(self) -> None:
