@@ -14,7 +14,9 @@ on stop it stops listening, then closes the stores.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +26,6 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -41,7 +42,7 @@ from dittofs.exports import Export, ExportTable
 from dittofs.mount import MountProgram
 from dittofs.nfs3.service import NFSv3Program
 from dittofs.rpc.dispatch import RpcDispatcher
-from dittofs.rpc.protocol import RpcServerFactory
+from dittofs.rpc.protocol import Limits, RpcServerFactory
 from dittofs.stores import (
     CONTENT_CHOICES,
     METADATA_CHOICES,
@@ -62,6 +63,8 @@ def _default_data_dir() -> str:
     return os.path.join(base, "dittofs")
 
 
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+
 DEFAULTS: dict[str, Any] = {
     "listen": "tcp:12049:interface=127.0.0.1",
     "export": "/export",
@@ -69,10 +72,21 @@ DEFAULTS: dict[str, Any] = {
     "metadata": "sqlite",
     "content": "fs",
     "log-level": "INFO",
+    "shutdown-timeout": DEFAULT_SHUTDOWN_TIMEOUT,
+}
+#: Resource limits: option/config key -> (Limits field, smallest value allowed).
+_LIMITS: dict[str, tuple[str, float]] = {
+    "max-connections": ("max_connections", 1),
+    "max-client-connections": ("max_connections_per_client", 1),
+    "max-in-flight": ("max_in_flight", 1),
+    "max-record": ("max_record", 65536),
+    "idle-timeout": ("idle_timeout", 1),
+    "record-deadline": ("record_deadline", 1),
 }
 #: Keys of the config file and the type each must have there.
-_CONFIG_TYPES: dict[str, type] = {
+_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     **{key: str for key in DEFAULTS},
+    "shutdown-timeout": (int, float),
     "content-path": str,
     "clients": list,
     "squash": str,
@@ -81,6 +95,7 @@ _CONFIG_TYPES: dict[str, type] = {
     "read-only": bool,
     "secure": bool,
     "exports": list,
+    **{key: (int, float) for key in _LIMITS},
 }
 #: Keys that describe the single export given by options (not [[exports]]).
 _EXPORT_OPTION_KEYS = frozenset(
@@ -152,6 +167,13 @@ class Options(usage.Options):
         ["squash", None, None, "root_squash, all_squash or no_root_squash [default: root_squash]."],
         ["anonuid", None, None, "uid squashed callers act as [default: 65534]."],
         ["anongid", None, None, "gid squashed callers act as [default: 65534]."],
+        ["max-connections", None, None, "Connections open at once [default: 4096]."],
+        ["max-client-connections", None, None, "Connections from one address [default: 256]."],
+        ["max-in-flight", None, None, "Calls running per connection [default: 64]."],
+        ["max-record", None, None, "Largest RPC record in bytes [default: 1114112]."],
+        ["idle-timeout", None, None, "Seconds before an idle connection closes [default: 900]."],
+        ["record-deadline", None, None, "Seconds a record may take to arrive [default: 60]."],
+        ["shutdown-timeout", None, None, "Seconds to let calls finish on stop [default: 30]."],
     ]
     optFlags = [
         ["read-only", None, "Refuse every change (NFS3ERR_ROFS)."],
@@ -160,6 +182,7 @@ class Options(usage.Options):
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse, and turn any usage error into one line on stderr and exit status 2."""
+        self._argv = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)
         except usage.UsageError as error:
@@ -199,9 +222,17 @@ class Options(usage.Options):
                 raise usage.UsageError(f"{origin[key]}: {error}") from None
         try:
             self.exports = self._export_specs(merged, origin, command_line)
+            self.limits = _limits(merged, origin)
+            merged["shutdown-timeout"] = _number(merged, origin, "shutdown-timeout", 0)
         except ConfigError as error:
             raise usage.UsageError(str(error)) from None
+        self.argv = list(self._argv)
         self.update(merged)
+
+    def parseArgs(self, *args: str) -> None:
+        """No positional arguments."""
+        if args:
+            raise usage.UsageError(f"unexpected argument {args[0]!r}")
 
     def _export_specs(
         self, merged: dict[str, Any], origin: dict[str, str], command_line: dict[str, Any]
@@ -224,6 +255,27 @@ class Options(usage.Options):
         return [spec]
 
 
+def _number(values: dict[str, Any], origin: dict[str, str], key: str, smallest: float) -> float:
+    value = values[key]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{origin.get(key, '--' + key)}: {value!r} is not a number") from None
+    if number < smallest:
+        raise ConfigError(f"{origin.get(key, '--' + key)}: must be at least {smallest:g}")
+    return number
+
+
+def _limits(values: dict[str, Any], origin: dict[str, str]) -> Limits:
+    """Build the resource limits from option/config values (missing ones keep defaults)."""
+    chosen: dict[str, float] = {}
+    for key, (field, smallest) in _LIMITS.items():
+        if key in values:
+            number = _number(values, origin, key, smallest)
+            chosen[field] = number if field.endswith(("timeout", "deadline")) else int(number)
+    return Limits(**chosen)  # type: ignore[arg-type]
+
+
 def _load_config(path: str) -> dict[str, Any]:
     """Read a TOML config; any problem is a UsageError naming the file (and line or key)."""
     try:
@@ -237,21 +289,37 @@ def _load_config(path: str) -> dict[str, Any]:
         kind = _CONFIG_TYPES.get(key)
         if kind is None:
             raise usage.UsageError(f"config {path}: unknown key '{key}'")
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            name = {"str": "a string", "bool": "a boolean", "int": "an integer"}.get(
-                kind.__name__, f"a {kind.__name__}"
-            )
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            names = {str: "a string", bool: "a boolean", int: "an integer", list: "a list"}
+            name = "a number" if isinstance(kind, tuple) else names[kind]
             raise usage.UsageError(f"config {path}: key '{key}' must be {name}")
     return table
 
 
 class DittoService(MultiService):
-    """Opens the stores before its children (the listener) start; closes them after they stop."""
+    """Opens the stores before its children (the listener) start; closes them after they stop.
 
-    def __init__(self, exports: ExportTable, reactor: IReactorCore) -> None:
+    Stopping (SIGTERM, or the embedding program stopping it) stops listening,
+    lets calls in flight finish for up to ``shutdown_timeout`` seconds, closes
+    the connections, then closes (flushes) the stores.  Under twistd it also
+    owns SIGTERM, so a clean stop exits with status 0 rather than re-raising
+    the signal, and SIGHUP, which re-reads access rules and the log level.
+    """
+
+    def __init__(
+        self,
+        exports: ExportTable,
+        reactor: Any,
+        factory: RpcServerFactory,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        reload: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__()
         self.exports = exports
+        self.factory = factory
+        self.shutdown_timeout = shutdown_timeout
         self._reactor = reactor
+        self._reload = reload
 
     def startService(self) -> None:
         """Open every store, then start listening; a store that cannot open stops the process."""
@@ -270,14 +338,72 @@ class DittoService(MultiService):
             self._reactor.stop()
 
         opened.addCallbacks(start_children, failed)
+        # After the reactor has installed its own handlers (it does so while starting).
+        self._reactor.callWhenRunning(self._take_signals)
+
+    def _take_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        if self._reload is not None:
+            signal.signal(signal.SIGHUP, self._on_sighup)
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        log.info("SIGTERM: finishing calls in flight, then stopping")
+        self._reactor.callFromThread(self._reactor.stop)
+
+    def _on_sighup(self, signum: int, frame: object) -> None:
+        assert self._reload is not None
+        self._reactor.callFromThread(self._reload)
 
     def stopService(self) -> Deferred[None]:
-        """Stop listening (if it ever started), then close the stores."""
+        """Stop listening, let running calls finish (bounded), close connections and stores."""
         self.running = 0
         stopping = [
             maybeDeferred(child.stopService) for child in reversed(list(self)) if child.running
         ]
-        return DeferredList(stopping, consumeErrors=True).addBoth(lambda _: self.exports.close())
+
+        async def stop() -> None:
+            await DeferredList(stopping, consumeErrors=True)
+            await self.factory.drain(self.shutdown_timeout)
+            self.factory.close_all()
+            await self.exports.close()
+            log.info("DittoFS stopped")
+
+        return Deferred.fromCoroutine(stop())
+
+
+def _reloader(config: Options, exports: ExportTable) -> Callable[[], None]:
+    """SIGHUP: re-read the config file; apply new access rules and the log level.
+
+    Stores cannot change under running clients, so an export added, removed or
+    given other stores is reported and waits for a restart.
+    """
+
+    def reload() -> None:
+        fresh = Options()
+        try:
+            fresh.parseOptions(config.argv)
+        except SystemExit:
+            log.error("SIGHUP: the configuration has errors; keeping the running one")
+            return
+        dittofs_log.set_level(fresh["log-level"])
+        specs = {spec.path.rstrip("/") or "/": spec for spec in fresh.exports}
+        for export in exports:
+            spec = specs.pop(export.path.decode().rstrip("/") or "/", None)
+            if spec is None:
+                log.warn(
+                    "SIGHUP: {path} is no longer configured; restart to remove it",
+                    path=export.path.decode(),
+                )
+            elif spec.policy != export.policy:
+                export.policy = spec.policy
+                log.info("SIGHUP: new access rules for {path}", path=export.path.decode())
+        for path in specs:
+            log.warn("SIGHUP: {path} is new; restart to serve it", path=path)
+        log.info("SIGHUP: configuration re-read")
+
+    return reload
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
@@ -301,8 +427,14 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         ]
     )
     dispatcher = RpcDispatcher([MountProgram(exports), NFSv3Program(exports)])
-    factory = RpcServerFactory(dispatcher)
-    service = DittoService(exports, reactor)
+    factory = RpcServerFactory(dispatcher, limits=config.limits, clock=reactor)
+    service = DittoService(
+        exports,
+        reactor,
+        factory,
+        shutdown_timeout=float(config["shutdown-timeout"]),
+        reload=_reloader(config, exports),
+    )
     endpoint = endpoints.serverFromString(reactor, config["listen"])
     listener = StreamServerEndpointService(endpoint, factory)
     listener.setServiceParent(service)

@@ -3,20 +3,31 @@
 Records are framed by :class:`~dittofs.rpc.record.RecordReceiver` and served
 by an :class:`~dittofs.rpc.dispatch.RpcDispatcher`.  Calls on one connection
 run concurrently and their replies go out as they complete (clients match
-them by XID).  When a connection has ``max_in_flight`` calls running, further
-records wait in a queue and the transport stops reading (``pauseProducing``),
-so a client that pipelines without limit cannot make the server buffer
-without limit.
+them by XID).
+
+Every resource a client can make the server hold is bounded (see
+:class:`Limits`): calls in flight per connection (beyond it records queue and
+reading stops), the size of a record, connections in all and per client
+address, how long a connection may sit idle, and how long a record may take
+to arrive (a client trickling bytes, "slow loris", is cut off).  A client
+that does not read its replies fills the transport's buffer; the protocol is
+registered as its producer, so reading from that client stops too and the
+buffer cannot grow without bound.  Limits hit are logged once per client and
+reason per minute, not per packet.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
 
-from twisted.internet.interfaces import IAddress
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from dittofs import log as dittofs_log
 from dittofs.rpc.dispatch import Parts, RpcDispatcher
@@ -28,6 +39,43 @@ log = Logger(observer=dittofs_log.observer)
 DEFAULT_MAX_IN_FLIGHT = 64
 
 
+@attrs.frozen
+class Limits:
+    """What one server allows its clients; all of it configurable."""
+
+    max_record: int = DEFAULT_MAX_RECORD
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    max_connections: int = 4096
+    max_connections_per_client: int = 256
+    #: Seconds a connection with no calls may stay open (Linux reconnects at need).
+    idle_timeout: float = 900.0
+    #: Seconds a started record may take to arrive completely.
+    record_deadline: float = 60.0
+
+
+class LogLimiter:
+    """Say "log it" at most once a minute for each (client, reason)."""
+
+    def __init__(self, clock: Callable[[], float], interval: float = 60.0, size: int = 10_000):
+        self._clock = clock
+        self._interval = interval
+        self._size = size
+        self._last: dict[tuple[str, str], float] = {}
+
+    def allows(self, client: str, reason: str) -> bool:
+        """True if this client's *reason* was not logged within the interval."""
+        now = self._clock()
+        key = (client, reason)
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            return False
+        if len(self._last) >= self._size:
+            self._last = {k: t for k, t in self._last.items() if now - t < self._interval}
+        self._last[key] = now
+        return True
+
+
+@implementer(IPushProducer)
 class RpcServerProtocol(Protocol):
     """One client connection speaking RPC record-marked calls."""
 
@@ -37,38 +85,96 @@ class RpcServerProtocol(Protocol):
         self._receiver: RecordReceiver | None = None
         self._in_flight = 0
         self._waiting: deque[bytes] = deque()
-        self._paused = False
+        self._reading_paused = False
+        self._write_blocked = False
         self._draining = False
         self._closed = False
+        self._idle: IDelayedCall | None = None
+        self._deadline: IDelayedCall | None = None
         self.client_host = ""
         self.client_port = 0
 
+    # -- connection life ---------------------------------------------------------------
+
     def connectionMade(self) -> None:
-        """Set up framing for this connection and note who the client is."""
-        self._receiver = RecordReceiver(self.factory.max_record)
+        """Set up framing, flow control and the idle timer; note who the client is."""
+        limits = self.factory.limits
+        self._receiver = RecordReceiver(limits.max_record)
         peer: IAddress = self.transport.getPeer()  # type: ignore[union-attr]
         self.client_host = getattr(peer, "host", "")
         self.client_port = getattr(peer, "port", 0)
-        log.debug("Connection from {host}:{port}", host=self.client_host, port=self.client_port)
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._idle = self.factory.clock.callLater(limits.idle_timeout, self._idle_expired)
+        self.factory.connection_made(self)
+        log.info("Connection from {host}:{port}", host=self.client_host, port=self.client_port)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Forget queued calls and timers; replies of calls still running are dropped."""
+        self._closed = True
+        self._waiting.clear()
+        for timer in (self._idle, self._deadline):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self.factory.connection_lost(self)
+        log.info(
+            "Connection from {host}:{port} closed", host=self.client_host, port=self.client_port
+        )
+
+    def _close(self, reason: str, detail: str) -> None:
+        """Close for a broken limit, logging it once per client and reason per minute."""
+        self._closed = True
+        self._waiting.clear()
+        if self.factory.log_limiter.allows(self.client_host, reason):
+            log.warn(
+                "Closing connection from {host}:{port}: {detail}",
+                host=self.client_host,
+                port=self.client_port,
+                detail=detail,
+            )
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _idle_expired(self) -> None:
+        if self._in_flight or self._waiting:
+            self._idle = self.factory.clock.callLater(
+                self.factory.limits.idle_timeout, self._idle_expired
+            )
+            return
+        log.debug("Closing idle connection from {host}", host=self.client_host)
+        self._closed = True
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _touch(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.factory.limits.idle_timeout)
+
+    # -- bytes in ------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
         """Frame incoming bytes into records and start or queue each call."""
         assert self._receiver is not None
+        if self._closed:
+            return
+        self._touch()
         try:
             records = self._receiver.feed(data)
         except RecordError as error:
-            self._closed = True
-            log.warn(
-                "Closing connection from {host}:{port}: {error}",
-                host=self.client_host,
-                port=self.client_port,
-                error=str(error),
-            )
-            self._waiting.clear()
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._close("record", str(error))
             return
+        self._watch_record_deadline()
         self._waiting.extend(records)
         self._start_waiting_calls()
+
+    def _watch_record_deadline(self) -> None:
+        assert self._receiver is not None
+        if not self._receiver.partial:
+            if self._deadline is not None and self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+        elif self._deadline is None:
+            deadline = self.factory.limits.record_deadline
+            self._deadline = self.factory.clock.callLater(
+                deadline, self._close, "slow", f"a record took longer than {deadline:g} s to arrive"
+            )
 
     def _start_waiting_calls(self) -> None:
         # A call answered synchronously finishes inside _start_call and calls back
@@ -78,17 +184,31 @@ class RpcServerProtocol(Protocol):
             return
         self._draining = True
         try:
-            limit = self.factory.max_in_flight
-            while self._waiting and self._in_flight < limit and not self._closed:
+            limit = self.factory.limits.max_in_flight
+            while (
+                self._waiting
+                and self._in_flight < limit
+                and not self._write_blocked
+                and not self._closed
+            ):
                 self._start_call(self._waiting.popleft())
         finally:
             self._draining = False
-        if self._waiting and not self._paused:
-            self._paused = True
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read from the client only while calls can start and replies can be written."""
+        if self._closed:
+            return
+        pause = bool(self._waiting) or self._write_blocked
+        if pause and not self._reading_paused:
+            self._reading_paused = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
-        elif not self._waiting and self._paused:
-            self._paused = False
+        elif not pause and self._reading_paused:
+            self._reading_paused = False
             self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    # -- calls and replies ---------------------------------------------------------------
 
     def _start_call(self, record: bytes) -> None:
         reply = self.factory.dispatcher.dispatch(record, self.client_host, self.client_port)
@@ -98,6 +218,7 @@ class RpcServerProtocol(Protocol):
             )
             return
         self._in_flight += 1
+        self.factory.call_started()
         reply.addCallback(self._send_reply)
         reply.addErrback(self._reply_failed)
         reply.addBoth(self._call_finished)
@@ -113,19 +234,33 @@ class RpcServerProtocol(Protocol):
 
     def _call_finished(self, _: object) -> None:
         self._in_flight -= 1
+        self.factory.call_finished()
+        self._touch()
         self._start_waiting_calls()
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """Forget queued calls; replies of calls still running are dropped."""
-        self._closed = True
-        self._waiting.clear()
-        log.debug(
-            "Connection from {host}:{port} closed", host=self.client_host, port=self.client_port
-        )
+    # -- IPushProducer: the transport's write buffer is full or drained again ------------
+
+    def pauseProducing(self) -> None:
+        """The client is not reading its replies: stop reading (and so starting) calls."""
+        self._write_blocked = True
+        self._update_reading()
+
+    def resumeProducing(self) -> None:
+        """The replies drained: serve what is queued and read again."""
+        self._write_blocked = False
+        self._start_waiting_calls()
+
+    def stopProducing(self) -> None:
+        """The connection is going away; connectionLost does the cleaning up."""
 
 
 class RpcServerFactory(Factory):
-    """Builds connections that share one dispatcher (and so one set of stores)."""
+    """Builds connections that share one dispatcher (and so one set of stores).
+
+    It counts connections (in all and per client address) and calls in
+    flight, so it can refuse connections over the limits and, when the
+    server stops, wait for running calls before the stores are closed.
+    """
 
     protocol = RpcServerProtocol  # type: ignore[assignment]
 
@@ -134,7 +269,90 @@ class RpcServerFactory(Factory):
         dispatcher: RpcDispatcher,
         max_record: int = DEFAULT_MAX_RECORD,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        limits: Limits | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
+        if limits is None:
+            limits = Limits(max_record=max_record, max_in_flight=max_in_flight)
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        assert clock is not None
         self.dispatcher = dispatcher
-        self.max_record = max_record
-        self.max_in_flight = max_in_flight
+        self.limits = limits
+        self.clock = clock
+        self.log_limiter = LogLimiter(clock.seconds)
+        self.connections: set[RpcServerProtocol] = set()
+        self.per_client: Counter[str] = Counter()
+        self.in_flight = 0
+        self._idle_waiters: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr: IAddress) -> RpcServerProtocol | None:  # type: ignore[override]
+        """Refuse a connection over the global or per-client limit (Twisted then closes it)."""
+        host = getattr(addr, "host", "")
+        if len(self.connections) >= self.limits.max_connections:
+            reason, detail = "connections", f"{self.limits.max_connections} connections open"
+        elif self.per_client[host] >= self.limits.max_connections_per_client:
+            reason = "client-connections"
+            detail = f"{self.limits.max_connections_per_client} connections from this client"
+        else:
+            return super().buildProtocol(addr)  # type: ignore[return-value]
+        if self.log_limiter.allows(host, reason):
+            log.warn("Refusing a connection from {host}: {detail}", host=host, detail=detail)
+        return None
+
+    def connection_made(self, protocol: RpcServerProtocol) -> None:
+        """Count a new connection."""
+        self.connections.add(protocol)
+        self.per_client[protocol.client_host] += 1
+
+    def connection_lost(self, protocol: RpcServerProtocol) -> None:
+        """Forget a closed connection."""
+        if protocol in self.connections:
+            self.connections.discard(protocol)
+            self.per_client[protocol.client_host] -= 1
+            if self.per_client[protocol.client_host] <= 0:
+                del self.per_client[protocol.client_host]
+
+    def call_started(self) -> None:
+        """Count a call in flight."""
+        self.in_flight += 1
+
+    def call_finished(self) -> None:
+        """Uncount a call; wake whoever waits for the server to be idle."""
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """Fire when no call is running, or after *timeout* seconds, whichever comes first."""
+        if self.in_flight == 0:
+            done: Deferred[None] = Deferred()
+            done.callback(None)
+            return done
+        waiter: Deferred[None] = Deferred()
+        self._idle_waiters.append(waiter)
+        timer = self.clock.callLater(timeout, self._give_up, waiter)
+
+        def stop_timer(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+
+        return waiter.addCallback(stop_timer)
+
+    def _give_up(self, waiter: Deferred[None]) -> None:
+        if waiter in self._idle_waiters:
+            self._idle_waiters.remove(waiter)
+            log.warn(
+                "Stopping with {count} calls still running after the shutdown timeout",
+                count=self.in_flight,
+            )
+            waiter.callback(None)
+
+    def close_all(self) -> None:
+        """Close every connection (after a shutdown has let calls finish)."""
+        for protocol in list(self.connections):
+            protocol.transport.loseConnection()  # type: ignore[union-attr]

@@ -16,13 +16,20 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs.rpc.dispatch import NULL_PROCEDURE, CallContext, Procedure, RpcDispatcher
-from dittofs.rpc.protocol import DEFAULT_MAX_IN_FLIGHT, RpcServerFactory, RpcServerProtocol
+from dittofs.rpc.protocol import (
+    DEFAULT_MAX_IN_FLIGHT,
+    Limits,
+    LogLimiter,
+    RpcServerFactory,
+    RpcServerProtocol,
+)
 from dittofs.rpc.record import DEFAULT_MAX_RECORD
 from dittofs.rpc.xdr import XdrReader, XdrWriter
 from tests.unit.test_message import (
@@ -104,20 +111,32 @@ class ProtocolTestCase(SynchronousTestCase):
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         max_record: int = DEFAULT_MAX_RECORD,
         lenient: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         """Connect a new protocol from a factory with the given limits.
 
         A *lenient* transport tolerates ``resumeProducing`` after
-        ``loseConnection``, as real TCP transports do.
+        ``loseConnection``, as real TCP transports do.  Timers run on
+        ``self.clock``.
         """
         self.program = ControlledProgram()
-        factory = RpcServerFactory(
-            RpcDispatcher([self.program]), max_record=max_record, max_in_flight=max_in_flight
+        self.clock = Clock()
+        self.factory = RpcServerFactory(
+            RpcDispatcher([self.program]),
+            limits=limits or Limits(max_record=max_record, max_in_flight=max_in_flight),
+            clock=self.clock,
         )
-        self.protocol = factory.buildProtocol(PEER)
-        assert isinstance(self.protocol, RpcServerProtocol)
-        self.transport = StringTransport(peerAddress=PEER, lenient=lenient)
-        self.protocol.makeConnection(self.transport)
+        self.protocol, self.transport = self.open_connection(lenient)
+
+    def open_connection(
+        self, lenient: bool = False, peer: IPv4Address = PEER
+    ) -> tuple[RpcServerProtocol, StringTransport]:
+        """One more connection to the same factory."""
+        protocol = self.factory.buildProtocol(peer)
+        assert isinstance(protocol, RpcServerProtocol)
+        transport = StringTransport(peerAddress=peer, lenient=lenient)
+        protocol.makeConnection(transport)
+        return protocol, transport
 
     def replies(self) -> list[Reply]:
         """Parse and clear everything written so far."""
@@ -315,3 +334,109 @@ class ConnectionErrorTests(ProtocolTestCase):
             self.program.pending[0].callback(None)
         self.assertEqual(self.transport.value(), b"")
         self.assertEqual(failures(list(events)), [])
+
+
+class LimitTests(ProtocolTestCase):
+    """Every resource a client can make the server hold is bounded."""
+
+    def test_connection_limits(self) -> None:
+        """Beyond the global or per-client limit connections are refused (and logged once)."""
+        self.connect(limits=Limits(max_connections=3, max_connections_per_client=2))
+        self.open_connection()
+        with capturedLogs() as events:
+            self.assertIsNone(self.factory.buildProtocol(PEER))
+            self.assertIsNone(self.factory.buildProtocol(PEER))
+        self.assertEqual(len([e for e in events if "Refusing" in e.get("log_format", "")]), 1)
+        other = IPv4Address("TCP", "192.0.2.6", 902)
+        self.open_connection(peer=other)
+        self.assertIsNone(self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 903)))
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(self.factory.buildProtocol(PEER))
+
+    def test_idle_connection_is_closed(self) -> None:
+        """A connection with no calls for the idle timeout is closed; activity keeps it open."""
+        self.connect(limits=Limits(idle_timeout=100))
+        self.clock.advance(60)
+        self.protocol.dataReceived(call(1, ECHO, xdr_opaque(b"hi")))
+        self.clock.advance(60)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(41)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_busy_connection_is_not_idle(self) -> None:
+        """A call still running keeps its connection open past the idle timeout."""
+        self.connect(limits=Limits(idle_timeout=10))
+        self.protocol.dataReceived(call(1, WAIT))
+        self.clock.advance(30)
+        self.assertFalse(self.transport.disconnecting)
+        self.program.pending[0].callback(None)
+        self.clock.advance(11)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_slow_loris_is_cut_off(self) -> None:
+        """A record trickling in slower than the deadline closes the connection."""
+        self.connect(limits=Limits(record_deadline=30))
+        record = call(1, ECHO, xdr_opaque(b"x" * 100))
+        for index in range(20):
+            self.protocol.dataReceived(record[index : index + 1])
+            self.clock.advance(1)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(10)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_complete_records_reset_the_deadline(self) -> None:
+        """Only a record that is started and not finished is timed."""
+        self.connect(limits=Limits(record_deadline=30))
+        for xid in range(5):
+            self.protocol.dataReceived(call(xid, ECHO, xdr_opaque(b"ok")))
+            self.clock.advance(20)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(len(self.replies()), 5)
+
+    def test_client_that_does_not_read_stops_being_read(self) -> None:
+        """When the transport's buffer is full, reading stops and calls wait; then resume."""
+        self.connect()
+        self.protocol.pauseProducing()  # what the transport does when its buffer fills
+        self.assertEqual(self.transport.producerState, "paused")
+        self.protocol.dataReceived(call(1, ECHO, xdr_opaque(b"a")))
+        self.assertEqual(self.replies(), [])
+        self.protocol.resumeProducing()
+        self.assertEqual(len(self.replies()), 1)
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_drain_waits_for_calls(self) -> None:
+        """Shutdown waits for running calls, and gives up after its timeout."""
+        self.connect()
+        self.protocol.dataReceived(call(1, WAIT))
+        drained = self.factory.drain(30)
+        self.assertNoResult(drained)
+        self.program.pending[0].callback(None)
+        self.successResultOf(drained)
+        self.protocol.dataReceived(call(2, WAIT))
+        stuck = self.factory.drain(30)
+        self.clock.advance(31)
+        self.successResultOf(stuck)
+
+
+class LogLimiterTests(SynchronousTestCase):
+    """Limits hit are logged once per client and reason per minute, not per packet."""
+
+    def test_once_a_minute(self) -> None:
+        """A second report of the same client and reason within a minute is dropped."""
+        clock = Clock()
+        limiter = LogLimiter(clock.seconds)
+        self.assertTrue(limiter.allows("a", "slow"))
+        self.assertFalse(limiter.allows("a", "slow"))
+        self.assertTrue(limiter.allows("a", "record"))
+        self.assertTrue(limiter.allows("b", "slow"))
+        clock.advance(61)
+        self.assertTrue(limiter.allows("a", "slow"))
+
+    def test_bounded(self) -> None:
+        """Many clients cannot make the limiter's memory grow without bound."""
+        clock = Clock()
+        limiter = LogLimiter(clock.seconds, size=100)
+        for index in range(1000):
+            limiter.allows(f"client{index}", "slow")
+            clock.advance(1)
+        self.assertLessEqual(len(limiter._last), 100)
