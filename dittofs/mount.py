@@ -86,6 +86,7 @@ def _no_args(reader: XdrReader) -> None:
 class MountProgram:
     """RPC program 100005, versions 1 to 3, over the same exports as the NFS program."""
 
+    name = "mount"
     number = MOUNT_PROGRAM
     low_version = MOUNT_V1
     high_version = MOUNT_V3

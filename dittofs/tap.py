@@ -28,6 +28,7 @@ from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.web.server import Site
 
 from dittofs import log as dittofs_log
 from dittofs.config import (
@@ -39,9 +40,11 @@ from dittofs.config import (
     policy_from,
 )
 from dittofs.exports import Export, ExportTable
+from dittofs.interfaces import IContentStore, IMetadataStore
+from dittofs.metrics import Metrics, metered, web_root
 from dittofs.mount import MountProgram
 from dittofs.nfs3.service import NFSv3Program
-from dittofs.rpc.dispatch import RpcDispatcher
+from dittofs.rpc.dispatch import RpcDispatcher, RpcProgram
 from dittofs.rpc.protocol import Limits, RpcServerFactory
 from dittofs.stores import (
     CONTENT_CHOICES,
@@ -73,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "content": "fs",
     "log-level": "INFO",
     "shutdown-timeout": DEFAULT_SHUTDOWN_TIMEOUT,
+    "metrics": None,
 }
 #: Resource limits: option/config key -> (Limits field, smallest value allowed).
 _LIMITS: dict[str, tuple[str, float]] = {
@@ -87,6 +91,7 @@ _LIMITS: dict[str, tuple[str, float]] = {
 _CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     **{key: str for key in DEFAULTS},
     "shutdown-timeout": (int, float),
+    "metrics": str,
     "content-path": str,
     "clients": list,
     "squash": str,
@@ -123,6 +128,11 @@ def _check_listen(value: str) -> None:
         raise ValueError(f"port {port} is out of range")
 
 
+def _check_metrics(value: str | None) -> None:
+    if value is not None:
+        _check_listen(value)
+
+
 def _check_data_dir(value: str) -> None:
     if not value:
         raise ValueError("must name a directory")
@@ -135,6 +145,7 @@ _CHECKS: dict[str, Callable[[str], None]] = {
     "metadata": check_metadata_spec,
     "content": check_content_spec,
     "log-level": _check_log_level,
+    "metrics": _check_metrics,
 }
 
 
@@ -174,6 +185,7 @@ class Options(usage.Options):
         ["idle-timeout", None, None, "Seconds before an idle connection closes [default: 900]."],
         ["record-deadline", None, None, "Seconds a record may take to arrive [default: 60]."],
         ["shutdown-timeout", None, None, "Seconds to let calls finish on stop [default: 30]."],
+        ["metrics", None, None, "Endpoint for /metrics, /health and /ready [default: off]."],
     ]
     optFlags = [
         ["read-only", None, "Refuse every change (NFS3ERR_ROFS)."],
@@ -414,20 +426,32 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         reactor = default_reactor
     dittofs_log.set_level(config["log-level"])
     data_dir = Path(config["data-dir"])
+    metrics = Metrics()
     exports = ExportTable(
         [
             Export(
                 export_id=spec.export_id,
                 path=spec.path.encode(),
-                metadata=metadata_store(spec.metadata, data_dir, reactor),
-                content=content_store(spec.content, data_dir, reactor),
+                metadata=metered(
+                    metadata_store(spec.metadata, data_dir, reactor),
+                    IMetadataStore,
+                    "metadata",
+                    metrics,
+                ),
+                content=metered(
+                    content_store(spec.content, data_dir, reactor),
+                    IContentStore,
+                    "content",
+                    metrics,
+                ),
                 policy=spec.policy,
             )
             for spec in config.exports
         ]
     )
-    dispatcher = RpcDispatcher([MountProgram(exports), NFSv3Program(exports)])
-    factory = RpcServerFactory(dispatcher, limits=config.limits, clock=reactor)
+    programs: list[RpcProgram] = [MountProgram(exports), NFSv3Program(exports, metrics=metrics)]
+    dispatcher = RpcDispatcher(programs, metrics=metrics)
+    factory = RpcServerFactory(dispatcher, limits=config.limits, clock=reactor, metrics=metrics)
     service = DittoService(
         exports,
         reactor,
@@ -438,4 +462,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     endpoint = endpoints.serverFromString(reactor, config["listen"])
     listener = StreamServerEndpointService(endpoint, factory)
     listener.setServiceParent(service)
+    if config["metrics"]:
+        site = Site(web_root(metrics, exports, reactor))
+        web = endpoints.serverFromString(reactor, config["metrics"])
+        StreamServerEndpointService(web, site).setServiceParent(service)
     return service

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from dittofs import log as dittofs_log
 from dittofs.errors import NFSError
 from dittofs.exports import Export, ExportTable, release_orphan
+from dittofs.metrics import Metrics
 from dittofs.model import Attributes, NewNode, SetAttributes, WccAttributes
 from dittofs.nfs3 import args as a
 from dittofs.nfs3.access import (
@@ -123,8 +124,16 @@ class NFSv3Program:
     low_version = NFS_V3
     high_version = NFS_V3
 
-    def __init__(self, exports: ExportTable, write_verifier: bytes | None = None) -> None:
+    name = "nfs"
+
+    def __init__(
+        self,
+        exports: ExportTable,
+        write_verifier: bytes | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.exports = exports
+        self.metrics = metrics if metrics is not None else Metrics()
         #: Changes on every start, so clients know to resend uncommitted writes.
         self.write_verifier = write_verifier or os.urandom(8)
         self._table = self._build_table()
@@ -188,9 +197,11 @@ class NFSv3Program:
         handler: Callable[[Any, CallContext], Awaitable[XdrWriter]],
         fail_shape: FailShape,
     ) -> Procedure:
+        replies = self.metrics.nfs_replies
+
         async def run(args: Any, context: CallContext) -> XdrWriter:
             try:
-                return await handler(args, context)
+                reply = await handler(args, context)
             except NFSError as error:
                 status = error.status
                 if status in (Status.IO, Status.SERVERFAULT):
@@ -200,6 +211,10 @@ class NFSv3Program:
             except Exception:
                 log.failure("{procedure} failed in a store", procedure=number.name)
                 status = Status.IO
+            else:
+                replies.labels(number.name, "OK").inc()
+                return reply
+            replies.labels(number.name, status.name).inc()
             return await self._failure(status, args, fail_shape, context)
 
         return Procedure(number.name, decode, run)
@@ -378,6 +393,7 @@ class NFSv3Program:
             if len(data) < wanted:
                 data = bytes(data) + bytes(wanted - len(data))
         eof = args.offset + len(data) >= attributes.size
+        self.metrics.read_bytes.inc(len(data))
         writer = self._ok()
         encode_post_op_attr(writer, attributes, export.fsid)
         writer.uint(len(data))
@@ -409,6 +425,7 @@ class NFSv3Program:
         else:
             # Writing nothing changes nothing, wherever the offset points (as pwrite).
             wcc = WccAttributes(attributes, attributes)
+        self.metrics.written_bytes.inc(len(data))
         writer = self._ok()
         encode_wcc_data(writer, wcc, export.fsid)
         writer.uint(len(data))

@@ -11,6 +11,7 @@ never costs a client its connection.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from dittofs import log as dittofs_log
+from dittofs.metrics import Metrics
 from dittofs.rpc.message import (
     AcceptStat,
     CallRejected,
@@ -88,10 +90,18 @@ class RpcDispatcher:
     """Dispatch RPC call records to the programs registered with it."""
 
     def __init__(
-        self, programs: Sequence[RpcProgram], replay_cache: ReplayCache | None = None
+        self,
+        programs: Sequence[RpcProgram],
+        replay_cache: ReplayCache | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._programs = {program.number: program for program in programs}
         self.replay_cache = replay_cache if replay_cache is not None else ReplayCache()
+        self.metrics = metrics if metrics is not None else Metrics()
+
+    def _answered(self, status: str, reply: XdrWriter) -> Deferred[Parts]:
+        self.metrics.rpc_replies.labels(status).inc()
+        return succeed(reply.parts())
 
     def dispatch(self, record: bytes, client_host: str, client_port: int) -> Deferred[Parts] | None:
         """Serve one call record; return a Deferred of the reply's parts, or None.
@@ -104,21 +114,21 @@ class RpcDispatcher:
         except XdrError:
             return None
         except CallRejected as rejected:
-            return succeed(rejected.reply.parts())
+            return self._answered("REJECTED", rejected.reply)
         xid = header.xid
         program = self._programs.get(header.program)
         if program is None:
-            return succeed(accepted_reply(xid, AcceptStat.PROG_UNAVAIL).parts())
+            return self._answered("PROG_UNAVAIL", accepted_reply(xid, AcceptStat.PROG_UNAVAIL))
         if not program.low_version <= header.version <= program.high_version:
             reply = prog_mismatch_reply(xid, program.low_version, program.high_version)
-            return succeed(reply.parts())
+            return self._answered("PROG_MISMATCH", reply)
         procedure = program.procedures(header.version).get(header.procedure)
         if procedure is None:
-            return succeed(accepted_reply(xid, AcceptStat.PROC_UNAVAIL).parts())
+            return self._answered("PROC_UNAVAIL", accepted_reply(xid, AcceptStat.PROC_UNAVAIL))
         try:
             args = procedure.decode(reader)
         except XdrError:
-            return succeed(accepted_reply(xid, AcceptStat.GARBAGE_ARGS).parts())
+            return self._answered("GARBAGE_ARGS", accepted_reply(xid, AcceptStat.GARBAGE_ARGS))
         key = None
         if procedure.replayable:
             arguments = memoryview(record)[header.args_offset :]
@@ -127,17 +137,24 @@ class RpcDispatcher:
             if replayed is not None:
                 return replayed
         context = CallContext(xid, header.credentials, client_host, client_port)
+        labels = (getattr(program, "name", str(program.number)), procedure.name)
+        self.metrics.calls.labels(*labels).inc()
+        started = time.perf_counter()
         try:
             outcome: Deferred[XdrWriter] = Deferred.fromCoroutine(procedure.run(args, context))
         except Exception:
+            self.metrics.rpc_replies.labels("SYSTEM_ERR").inc()
             return succeed(self._system_error(Failure(), header.program, procedure, xid))
 
         def success(results: XdrWriter) -> Parts:
+            self.metrics.call_seconds.labels(*labels).observe(time.perf_counter() - started)
+            self.metrics.rpc_replies.labels("SUCCESS").inc()
             parts = accepted_reply(xid).parts()
             parts.extend(results.parts())
             return parts
 
         def failure(reason: Failure) -> Parts:
+            self.metrics.rpc_replies.labels("SYSTEM_ERR").inc()
             return self._system_error(reason, header.program, procedure, xid)
 
         replied = outcome.addCallbacks(success, failure)

@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dittofs import log as dittofs_log
+from dittofs.metrics import Metrics
 from dittofs.rpc.dispatch import Parts, RpcDispatcher
 from dittofs.rpc.record import DEFAULT_MAX_RECORD, RecordError, RecordReceiver, record_header
 
@@ -269,8 +270,10 @@ class RpcServerFactory(Factory):
         dispatcher: RpcDispatcher,
         max_record: int = DEFAULT_MAX_RECORD,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        *,
         limits: Limits | None = None,
         clock: IReactorTime | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if limits is None:
             limits = Limits(max_record=max_record, max_in_flight=max_in_flight)
@@ -282,6 +285,7 @@ class RpcServerFactory(Factory):
         self.dispatcher = dispatcher
         self.limits = limits
         self.clock = clock
+        self.metrics = metrics if metrics is not None else dispatcher.metrics
         self.log_limiter = LogLimiter(clock.seconds)
         self.connections: set[RpcServerProtocol] = set()
         self.per_client: Counter[str] = Counter()
@@ -298,6 +302,7 @@ class RpcServerFactory(Factory):
             detail = f"{self.limits.max_connections_per_client} connections from this client"
         else:
             return super().buildProtocol(addr)  # type: ignore[return-value]
+        self.metrics.connections_refused.labels(reason).inc()
         if self.log_limiter.allows(host, reason):
             log.warn("Refusing a connection from {host}: {detail}", host=host, detail=detail)
         return None
@@ -306,11 +311,14 @@ class RpcServerFactory(Factory):
         """Count a new connection."""
         self.connections.add(protocol)
         self.per_client[protocol.client_host] += 1
+        self.metrics.connections.inc()
+        self.metrics.connections_open.inc()
 
     def connection_lost(self, protocol: RpcServerProtocol) -> None:
         """Forget a closed connection."""
         if protocol in self.connections:
             self.connections.discard(protocol)
+            self.metrics.connections_open.dec()
             self.per_client[protocol.client_host] -= 1
             if self.per_client[protocol.client_host] <= 0:
                 del self.per_client[protocol.client_host]
@@ -318,10 +326,12 @@ class RpcServerFactory(Factory):
     def call_started(self) -> None:
         """Count a call in flight."""
         self.in_flight += 1
+        self.metrics.calls_in_flight.inc()
 
     def call_finished(self) -> None:
         """Uncount a call; wake whoever waits for the server to be idle."""
         self.in_flight -= 1
+        self.metrics.calls_in_flight.dec()
         if self.in_flight == 0:
             waiters, self._idle_waiters = self._idle_waiters, []
             for waiter in waiters:

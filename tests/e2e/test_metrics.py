@@ -1,0 +1,139 @@
+"""The metrics endpoint, scraped after known calls; /ready following the database.
+
+The server runs in a subprocess with ``--metrics``; its PostgreSQL metadata
+goes through a loopback proxy the test can cut, so /ready can be watched
+turning 503 while the database is unreachable and 200 when it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psycopg
+
+from tests.e2e.server import RunningServer, dittofs_server, free_port
+from tests.unit.backends import POSTGRES
+from tests.unit.test_postgres_outage import CuttableProxy
+
+
+def fetch(url: str) -> tuple[int, str]:
+    """GET a URL; return the status code and body (also for error statuses)."""
+    try:
+        with urllib.request.urlopen(url, timeout=15) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample, 0 when absent."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
+        if match and ",".join(sorted((match.group(1) or "").split(","))) == wanted:
+            return float(match.group(2))
+    return 0.0
+
+
+def test_metrics_count_known_calls(tmp_path: Path) -> None:
+    """After one copy in and one read, the counters and histograms moved by what was done."""
+    metrics_port = free_port()
+    with dittofs_server(
+        tmp_path, "--metadata", "memory", "--content", "memory",
+        "--metrics", f"tcp:{metrics_port}:interface=127.0.0.1",
+    ) as server:  # fmt: skip
+        base = f"http://127.0.0.1:{metrics_port}"
+        _, before = fetch(f"{base}/metrics")
+        data = tmp_path / "data"
+        data.write_bytes(b"m" * 100_000)
+        copy = subprocess.run(
+            ["nfs-cp", str(data), server.url("m")], check=False, capture_output=True, timeout=60
+        )
+        assert copy.returncode == 0, copy.stderr
+        out = tmp_path / "out"
+        back = subprocess.run(
+            ["nfs-cp", server.url("m"), str(out)], check=False, capture_output=True, timeout=60
+        )
+        assert back.returncode == 0, back.stderr
+        assert out.read_bytes() == data.read_bytes()
+        status, after = fetch(f"{base}/metrics")
+        assert status == 200
+        assert (
+            sample(after, "dittofs_written_bytes_total")
+            - sample(before, "dittofs_written_bytes_total")
+            == 100_000
+        )
+        assert sample(after, "dittofs_read_bytes_total") >= 100_000
+        assert sample(after, "dittofs_nfs_replies_total", procedure="CREATE", status="OK") == 1
+        assert sample(after, "dittofs_rpc_calls_total", program="mount", procedure="MNT") == 2
+        writes = sample(
+            after, "dittofs_rpc_call_duration_seconds_count", program="nfs", procedure="WRITE"
+        )
+        assert writes >= 1
+        assert (
+            sample(
+                after,
+                "dittofs_rpc_call_duration_seconds_bucket",
+                program="nfs",
+                procedure="WRITE",
+                le="+Inf",
+            )
+            == writes
+        )
+        assert sample(after, "dittofs_connections_total") >= 2
+        assert (
+            sample(
+                after,
+                "dittofs_store_operation_duration_seconds_count",
+                kind="content",
+                backend="memory",
+                operation="write",
+            )
+            >= 1
+        )
+        assert fetch(f"{base}/health") == (
+            200,
+            json.dumps({"status": "serving", "checks": {"process": "ok"}}),
+        )
+
+
+def test_ready_follows_postgresql(tmp_path: Path) -> None:
+    """/ready is 503 naming the metadata store while PostgreSQL is unreachable, 200 when back."""
+    proxy = CuttableProxy(("127.0.0.1", 5432))
+    proxy.start()
+    schema = f"dittofs_ready_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    metrics_port = free_port()
+    url = f"postgresql://postgres@127.0.0.1:{proxy.port}/test?options=-csearch_path%3D{schema}"
+    try:
+        with dittofs_server(
+            tmp_path, "--metadata", url, "--content", "memory",
+            "--metrics", f"tcp:{metrics_port}:interface=127.0.0.1",
+        ):  # fmt: skip
+            ready = f"http://127.0.0.1:{metrics_port}/ready"
+            assert fetch(ready)[0] == 200
+            proxy.cut()
+            status, body = fetch(ready)
+            assert status == 503, body
+            checks = json.loads(body)["checks"]
+            assert checks["/export metadata (postgresql)"].startswith("failed"), checks
+            proxy.start()
+            deadline = time.monotonic() + 30
+            while fetch(ready)[0] != 200:
+                assert time.monotonic() < deadline, "/ready did not recover"
+                time.sleep(0.5)
+    finally:
+        proxy.cut()
+        with psycopg.connect(POSTGRES, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+__all__ = ["RunningServer"]
