@@ -28,6 +28,18 @@ _predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
 observer = FilteringLogObserver(globalLogPublisher, [_predicate])
 
 
+
+class _Switches:
+    """Flags hot paths test before building a log event nobody will see."""
+
+    debugging = False
+
+
+switches = _Switches()
+
+
 def set_level(name: str) -> None:
     """Set the lowest level of DittoFS message that is logged (DEBUG ... CRITICAL)."""
-    _predicate.setLogLevelForNamespace("", LEVELS[name.upper()])
+    level = LEVELS[name.upper()]
+    _predicate.setLogLevelForNamespace("", level)
+    switches.debugging = level == LogLevel.debug

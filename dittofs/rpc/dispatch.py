@@ -147,7 +147,18 @@ class RpcDispatcher:
             return succeed(self._system_error(Failure(), header.program, procedure, xid))
 
         def success(results: XdrWriter) -> Parts:
-            self.metrics.call_seconds.labels(*labels).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.metrics.call_seconds.labels(*labels).observe(elapsed)
+            if dittofs_log.switches.debugging:
+                log.debug(
+                    "{host} xid {xid} {program} {procedure}: status {status} in {ms:.3f} ms",
+                    host=client_host,
+                    xid=xid,
+                    program=labels[0],
+                    procedure=labels[1],
+                    status=results.first_uint(),
+                    ms=elapsed * 1000,
+                )
             self.metrics.rpc_replies.labels("SUCCESS").inc()
             parts = accepted_reply(xid).parts()
             parts.extend(results.parts())

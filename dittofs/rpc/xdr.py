@@ -195,6 +195,11 @@ class XdrWriter:
         for item in items:
             encode(self, item)
 
+    def first_uint(self) -> int | None:
+        """The first 32-bit word written (a procedure's status), without joining parts."""
+        head = self._parts[0] if self._parts else self._buf
+        return _UINT.unpack_from(head)[0] if len(head) >= 4 else None
+
     def _flush(self) -> None:
         if self._buf:
             self._parts.append(bytes(self._buf))
