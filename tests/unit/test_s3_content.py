@@ -1,0 +1,527 @@
+"""The S3 content store against a real SeaweedFS: the shared contract, then what is S3's own.
+
+The store's blocking work runs in its real thread pools and talks SigV4 to a
+real S3 server (``tests/e2e/seaweedfs.py``, started once per test process);
+nothing is faked.  The tests stay ``SynchronousTestCase`` (no global reactor,
+same under trial and pytest): the store is given :class:`ThreadCallsReactor`,
+whose ``callFromThread`` queues calls that :meth:`resolve` runs on the test's
+thread until the Deferred at hand fires.  Each test uses its own bucket
+prefix and cache directory.
+
+Crashes are played by closing a store with S3 unreachable (so nothing has
+been uploaded and only the cache's journal holds the data) and opening a new
+store on the same cache directory: the same code path a restart after
+``kill -9`` takes, which the end-to-end tests check with a real kill.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from dittofs.interfaces import IContentInventory, IContentStore
+from dittofs.nfs3.const import Status
+from dittofs.stores.s3_content import S3ContentStore
+from dittofs.stores.s3_gc import collect_garbage
+from dittofs.stores.s3_objects import Manifest
+from dittofs.stores.s3_settings import parse_s3_spec
+from tests.e2e.seaweedfs import credentials_env, shared_seaweedfs
+from tests.e2e.server import free_port
+from tests.unit.conformance import ContentStoreConformance
+
+BUCKET = "dittofs-unit"
+BLOCK = 256 * 1024
+RESOLVE_SECONDS = 60.0
+
+
+@implementer(IReactorFromThreads)
+class ThreadCallsReactor:
+    """``callFromThread`` into a queue that the test thread drains while it waits."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Any]] = (
+            queue.SimpleQueue()
+        )
+
+    def callFromThread(self, callable: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Queue *callable* for the test thread."""
+        self._calls.put((callable, args, kwargs))
+
+    def run_until(self, deferred: Deferred[Any], timeout: float = RESOLVE_SECONDS) -> None:
+        """Run queued calls until *deferred* has fired (or fail after *timeout* seconds)."""
+        fired: list[bool] = []
+
+        def note(result: object) -> object:
+            fired.append(True)
+            return result
+
+        deferred.addBoth(note)
+        deadline = time.monotonic() + timeout
+        while not fired:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{deferred!r} did not fire within {timeout}s")
+            try:
+                callable, args, kwargs = self._calls.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                continue
+            callable(*args, **kwargs)
+
+
+def dead_endpoint() -> str:
+    """An http endpoint on loopback where nothing listens: S3 "unreachable", refused at once."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+class CuttableProxy:
+    """A loopback TCP relay to SeaweedFS whose link can be cut and restored, to play an outage.
+
+    A store is pointed at the relay; :meth:`cut` closes the listening socket
+    and every relayed connection (new ones are refused, as from a dead host),
+    :meth:`restore` listens again on the same port.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    @property
+    def endpoint(self) -> str:
+        """The relay's URL, to use as the store's S3 endpoint."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def restore(self) -> None:
+        """Listen (again) and relay each connection to SeaweedFS."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            doomed, self._sockets = self._sockets, []
+        if listener is not None:
+            listener.close()
+        for sock in doomed:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(100_000):
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), 5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:
+                    client.close()
+                    upstream.close()
+                    return
+                self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            for _ in range(10_000_000):
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+class S3Harness:
+    """Builds stores on the shared SeaweedFS for one test: a prefix, cache dirs, credentials."""
+
+    def __init__(self, case: SynchronousTestCase) -> None:
+        self.case = case
+        self.server = shared_seaweedfs()
+        self.server.create_bucket(BUCKET)
+        patcher = mock.patch.dict(os.environ, credentials_env())
+        patcher.start()
+        case.addCleanup(patcher.stop)
+        self.prefix = f"unit-{secrets.token_hex(6)}"
+        self.reactor = ThreadCallsReactor()
+        self.scratch = Path(tempfile.mkdtemp(prefix="dittofs-s3-unit-"))
+        case.addCleanup(shutil.rmtree, self.scratch, True)
+        self.client = self.server.client()
+
+    def proxy(self) -> CuttableProxy:
+        """A relay to the server that the test can cut (closed when the test ends)."""
+        relay = CuttableProxy(self.server.ports["s3"])
+        self.case.addCleanup(relay.cut)
+        return relay
+
+    def spec(self, cache: str = "cache", endpoint: str | None = None, **options: object) -> str:
+        """A spec for this test's prefix with test-sized defaults (small blocks, quick flushes)."""
+        values: dict[str, object] = {
+            "cache_dir": self.scratch / cache,
+            "cache_size": "64MiB",
+            "block_size": "256KiB",
+            "flush_delay": "0.05s",
+            "timeout": "5s",
+            "attempts": 1,
+            "close_timeout": "20s",
+            **options,
+        }
+        spec = self.server.spec(BUCKET, self.prefix, **values)
+        if endpoint is not None:
+            spec = spec.replace(self.server.endpoint, endpoint)
+        return spec
+
+    def store(
+        self, cache: str = "cache", endpoint: str | None = None, **options: object
+    ) -> S3ContentStore:
+        """A new, unopened store."""
+        settings = parse_s3_spec(self.spec(cache, endpoint, **options))
+        return S3ContentStore(settings, self.reactor)
+
+    def resolve(self, deferred: Deferred[Any]) -> Any:
+        """Wait for *deferred* (running the store's reactor calls) and return its result."""
+        self.reactor.run_until(deferred)
+        return self.case.successResultOf(deferred)
+
+    def failure(self, deferred: Deferred[Any]) -> Failure:
+        """Wait for *deferred* and return its failure."""
+        self.reactor.run_until(deferred)
+        return self.case.failureResultOf(deferred)
+
+    def opened(
+        self, cache: str = "cache", endpoint: str | None = None, **options: object
+    ) -> S3ContentStore:
+        """A store, opened, closed again when the test ends (unless the test closed it)."""
+        store = self.store(cache, endpoint, **options)
+        self.resolve(store.open())
+        closed: list[bool] = []
+        self.case.addCleanup(lambda: closed or self.resolve(store.close()))
+        store.close = _closing(store.close, closed)  # type: ignore[method-assign]
+        return store
+
+    def keys(self, folder: str) -> list[str]:
+        """Object keys below ``prefix/folder``."""
+        response = self.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{self.prefix}/{folder}")
+        return sorted(item["Key"] for item in response.get("Contents", []))
+
+    def manifest(self, fileid: int) -> Manifest:
+        """A file's manifest, read straight from S3."""
+        key = f"{self.prefix}/manifests/{fileid:016x}"
+        return Manifest.decode(self.client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+def _closing(
+    close: Callable[[], Deferred[None]], closed: list[bool]
+) -> Callable[[], Deferred[None]]:
+    def wrapper() -> Deferred[None]:
+        closed.append(True)
+        return close()
+
+    return wrapper
+
+
+class S3ContentStoreTests(ContentStoreConformance, SynchronousTestCase):
+    """The S3 store keeps the whole content contract (local durability, 256 KiB blocks)."""
+
+    def make_store(self) -> IContentStore:
+        """A store on a fresh prefix of the shared SeaweedFS."""
+        self.harness = S3Harness(self)
+        return self.harness.store()
+
+    def resolve(self, deferred: Deferred[Any]) -> Any:
+        """Wait for the store's threads, running its reactor calls here."""
+        return self.harness.resolve(deferred)
+
+
+class S3RemoteDurabilityTests(ContentStoreConformance, SynchronousTestCase):
+    """The contract holds with ``durability=remote`` too (every stable write waits for S3)."""
+
+    def make_store(self) -> IContentStore:
+        """A store that acknowledges stable writes only once S3 has them."""
+        self.harness = S3Harness(self)
+        return self.harness.store(durability="remote", cache_size="16MiB")
+
+    def resolve(self, deferred: Deferred[Any]) -> Any:
+        """Wait for the store's threads, running its reactor calls here."""
+        return self.harness.resolve(deferred)
+
+
+class S3StoreBehaviourTests(SynchronousTestCase):
+    """What the S3 store promises beyond the shared contract."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.h = S3Harness(self)
+
+    def write(
+        self, store: S3ContentStore, fileid: int, offset: int, data: bytes, stable: bool = True
+    ) -> None:
+        """Write and wait."""
+        self.h.resolve(store.write(fileid, offset, data, stable))
+
+    def read(
+        self, store: S3ContentStore, fileid: int, offset: int = 0, count: int = 1 << 30
+    ) -> bytes:
+        """Read and wait."""
+        return bytes(self.h.resolve(store.read(fileid, offset, count)))
+
+    def test_interfaces(self) -> None:
+        """The store provides the content contract and the inventory fsck uses."""
+        store = self.h.opened()
+        self.assertTrue(verifyObject(IContentStore, store))
+        self.assertTrue(verifyObject(IContentInventory, store))
+
+    def test_layout_blocks_and_manifest(self) -> None:
+        """Content becomes immutable block objects plus one manifest naming them."""
+        store = self.h.opened(durability="remote")
+        data = os.urandom(3 * BLOCK + 100)
+        self.write(store, 7, 0, data)
+        manifest = self.h.manifest(7)
+        self.assertEqual(manifest.size, len(data))
+        self.assertEqual(sorted(manifest.blocks), [0, 1, 2, 3])
+        self.assertEqual(len(self.h.keys("blocks/")), 4)
+        for key in self.h.keys("blocks/"):
+            self.assertTrue(key.startswith(f"{self.h.prefix}/blocks/{7:016x}/"))
+
+    def test_data_is_in_s3_not_just_the_cache(self) -> None:
+        """After a remote COMMIT a store with an empty cache reads every byte back from S3."""
+        store = self.h.opened(durability="remote")
+        data = os.urandom(5 * BLOCK + 12345)
+        self.write(store, 1, 0, data, stable=False)
+        self.h.resolve(store.commit(1))
+        other = self.h.opened(cache="other-cache", readahead=2)
+        self.assertEqual(self.read(other, 1), data)
+        self.assertEqual(self.read(other, 1, BLOCK - 10, 20), data[BLOCK - 10 : BLOCK + 10])
+
+    def test_random_write_replaces_one_block(self) -> None:
+        """A 4 KiB overwrite inside a big file uploads one block, and the old one is deleted."""
+        store = self.h.opened(durability="remote")
+        data = bytearray(os.urandom(8 * BLOCK))
+        self.write(store, 3, 0, bytes(data))
+        before = self.h.manifest(3).blocks
+        patch = os.urandom(4096)
+        self.write(store, 3, 5 * BLOCK + 1000, patch)
+        data[5 * BLOCK + 1000 : 5 * BLOCK + 1000 + 4096] = patch
+        after = self.h.manifest(3).blocks
+        changed = [index for index in before if before[index] != after[index]]
+        self.assertEqual(changed, [5])
+        self.assertEqual(len(self.h.keys("blocks/")), 8)
+        other = self.h.opened(cache="fresh")
+        self.assertEqual(self.read(other, 3), bytes(data))
+
+    def test_random_write_into_an_evicted_block(self) -> None:
+        """Overwriting part of a block that is only in S3 fetches it first: nothing else changes."""
+        store = self.h.opened(durability="remote")
+        data = bytearray(os.urandom(4 * BLOCK))
+        self.write(store, 4, 0, bytes(data))
+        self.h.resolve(store.close())
+        again = self.h.opened(cache="second", durability="remote")
+        self.write(again, 4, BLOCK + 17, b"XYZ")
+        data[BLOCK + 17 : BLOCK + 20] = b"XYZ"
+        third = self.h.opened(cache="third")
+        self.assertEqual(self.read(third, 4), bytes(data))
+
+    def test_crash_recovery_uploads_the_journal(self) -> None:
+        """Stable data that reached only the cache is uploaded by the next store on that cache."""
+        relay = self.h.proxy()
+        down = self.h.opened(endpoint=relay.endpoint, close_timeout="0s")
+        self.assertEqual(self.read(down, 11), b"")  # known while S3 answers...
+        self.assertEqual(self.read(down, 12), b"")
+        relay.cut()  # ...then S3 goes away
+        data = os.urandom(2 * BLOCK + 5)
+        self.write(down, 11, 0, data)  # durability=local: fsynced in the cache only
+        self.write(down, 12, 0, b"unstable then committed", stable=False)
+        self.h.resolve(down.commit(12))
+        self.h.resolve(down.close())
+        self.assertEqual(self.h.keys("manifests/"), [])
+        recovered = self.h.opened()
+        self.assertEqual(self.read(recovered, 11), data)
+        self.h.resolve(recovered.close())  # drains the journal to S3
+        fresh = self.h.opened(cache="fresh")
+        self.assertEqual(self.read(fresh, 11), data)
+        self.assertEqual(self.read(fresh, 12), b"unstable then committed")
+
+    def test_cuts_and_deletes_during_an_outage_survive_a_restart(self) -> None:
+        """A truncate and a delete journaled while S3 is down outlive its old manifests."""
+        store = self.h.opened(durability="remote")
+        data = os.urandom(3 * BLOCK)
+        self.write(store, 5, 0, data)
+        self.write(store, 8, 0, data)
+        self.h.resolve(store.close())
+        relay = self.h.proxy()
+        down = self.h.opened(cache="cache2", endpoint=relay.endpoint, close_timeout="0s")
+        self.assertEqual(self.read(down, 5), data)  # every block of file 5 now cached
+        relay.cut()
+        self.h.resolve(down.truncate(5, BLOCK + 10))  # mid-block, served by the cache
+        self.h.resolve(down.delete(8))  # file 8 was never loaded: a delete needs nothing from S3
+        self.h.resolve(down.close())
+        self.assertEqual(self.h.manifest(5).size, 3 * BLOCK)  # S3 has not heard yet
+        recovered = self.h.opened(cache="cache2")
+        self.assertEqual(self.read(recovered, 5), data[: BLOCK + 10])
+        self.assertEqual(self.read(recovered, 8), b"")
+        self.h.resolve(recovered.close())
+        fresh = self.h.opened(cache="fresh")
+        self.assertEqual(self.read(fresh, 5), data[: BLOCK + 10])
+        self.assertEqual(self.h.keys("manifests/"), [f"{self.h.prefix}/manifests/{5:016x}"])
+
+    def test_truncate_of_an_uncached_block_during_an_outage_is_jukebox(self) -> None:
+        """Cutting a block only S3 has needs S3: JUKEBOX, and the file is left as it was."""
+        store = self.h.opened(durability="remote")
+        data = os.urandom(3 * BLOCK)
+        self.write(store, 9, 0, data)
+        self.h.resolve(store.close())
+        down = self.h.opened(cache="cache2", endpoint=dead_endpoint(), close_timeout="0s")
+        self.assertEqual(self.h.failure(down.truncate(9, BLOCK + 10)).value.status, Status.JUKEBOX)
+        self.h.resolve(down.close())
+        again = self.h.opened(cache="cache2")
+        self.assertEqual(self.read(again, 9), data)
+
+    def test_truncate_then_restart_keeps_the_cut(self) -> None:
+        """After truncate and a restart on the same cache, the cut bytes stay gone."""
+        store = self.h.opened(durability="remote")
+        data = os.urandom(3 * BLOCK)
+        self.write(store, 6, 0, data)
+        self.h.resolve(store.truncate(6, BLOCK + 10))
+        self.h.resolve(store.truncate(6, 3 * BLOCK))
+        self.h.resolve(store.close())
+        again = self.h.opened()
+        expected = data[: BLOCK + 10]
+        got = self.read(again, 6)
+        self.assertEqual(got[: BLOCK + 10], expected)
+        self.assertEqual(got[BLOCK + 10 :], bytes(len(got) - BLOCK - 10))
+
+    def test_outage_cache_fills_then_jukebox(self) -> None:
+        """With S3 down, writes go on into the cache; once it is full they get JUKEBOX."""
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        relay = self.h.proxy()
+        store = self.h.opened(endpoint=relay.endpoint, close_timeout="0s", cache_size="6MiB")
+        self.assertEqual(self.read(store, 21), b"")
+        relay.cut()
+        chunk = os.urandom(BLOCK)
+        statuses = []
+        for index in range(40):
+            deferred = store.write(21, index * BLOCK, chunk, False)
+            self.h.reactor.run_until(deferred)
+            outcome: list[object] = []
+            deferred.addBoth(outcome.append)
+            if isinstance(outcome[0], Failure):
+                statuses.append(outcome[0].value.status)
+                break
+            statuses.append(Status.OK)
+        self.assertEqual(statuses[-1], Status.JUKEBOX)
+        self.assertGreaterEqual(statuses.count(Status.OK), 15)  # most of 6 MiB was taken
+        self.assertEqual(self.read(store, 21, 0, BLOCK), chunk)  # the cache still serves
+        self.h.resolve(store.space())  # runs the log calls queued so far
+        outages = [e for e in events if "unreachable" in (formatEvent(e) or "")]
+        self.assertEqual(len(outages), 1, "an outage is logged once, not per block")
+
+    def test_outage_reads_jukebox_then_io(self) -> None:
+        """Reads of data only S3 has: JUKEBOX during an outage, IO once it has lasted too long."""
+        store = self.h.opened(durability="remote")
+        self.write(store, 31, 0, os.urandom(2 * BLOCK))
+        self.h.resolve(store.close())
+        down = self.h.opened(cache="other", endpoint=dead_endpoint(), close_timeout="0s")
+        self.assertEqual(self.h.failure(down.read(31, 0, 10)).value.status, Status.JUKEBOX)
+        impatient = self.h.opened(
+            cache="third", endpoint=dead_endpoint(), close_timeout="0s", io_error_after="0s"
+        )
+        self.assertEqual(self.h.failure(impatient.read(31, 0, 10)).value.status, Status.IO)
+
+    def test_backpressure_waits_for_uploads(self) -> None:
+        """Writing far more than the cache holds succeeds: writers wait for uploads."""
+        store = self.h.opened(cache_size="6MiB", uploads=4)
+        data = os.urandom(24 * BLOCK * 2)  # 12 MiB through a 6 MiB cache
+        peak = 0
+        deferreds = []
+        for at in range(0, len(data), 128 * 1024):
+            deferreds.append(store.write(41, at, data[at : at + 128 * 1024], False))
+        for deferred in deferreds:
+            self.h.resolve(deferred)
+            peak = max(peak, store._cache.used)
+        self.h.resolve(store.commit(41))
+        self.assertLessEqual(peak, store.settings.cache_size + BLOCK)
+        self.assertEqual(self.read(store, 41), data)
+
+    def test_gc_collects_only_old_unreferenced_blocks(self) -> None:
+        """gc spares referenced and young blocks and deletes old unreferenced ones."""
+        store = self.h.opened(durability="remote")
+        self.write(store, 51, 0, os.urandom(2 * BLOCK))
+        stray = f"{self.h.prefix}/blocks/{51:016x}/00000009-{'0' * 16}"
+        orphan = f"{self.h.prefix}/blocks/{52:016x}/00000000-{'1' * 16}"
+        for key in (stray, orphan):
+            self.h.client.put_object(Bucket=BUCKET, Key=key, Body=b"junk")
+        young = self.h.resolve(store.gc(3600.0))
+        self.assertEqual((young.deleted, young.spared, young.referenced), (0, 2, 2))
+        later = datetime.now(UTC) + timedelta(hours=2)
+        report = collect_garbage(store.s3, store.settings, 3600.0, now=later)
+        self.assertEqual((report.deleted, report.referenced), (2, 2))
+        self.assertNotIn(stray, self.h.keys("blocks/"))
+        self.assertEqual(len(self.read(store, 51)), 2 * BLOCK)
+
+    def test_content_ids(self) -> None:
+        """The inventory lists files with content (in S3 or the cache), not deleted ones."""
+        store = self.h.opened(durability="remote")
+        self.write(store, 61, 0, b"in s3")
+        self.write(store, 62, 0, b"gone")
+        self.h.resolve(store.delete(62))
+        self.assertEqual(self.h.resolve(store.content_ids()), [61])
+        down = self.h.opened(cache="down", endpoint=dead_endpoint(), close_timeout="0s")
+        self.assertEqual(self.h.failure(down.content_ids()).value.status, Status.JUKEBOX)
+
+    def test_cache_dir_of_another_prefix_is_refused(self) -> None:
+        """A cache directory remembers its prefix, so a journal never goes to the wrong one."""
+        self.h.resolve(self.h.opened().close())
+        other = S3Harness(self)
+        settings = parse_s3_spec(other.spec(cache_dir=self.h.scratch / "cache"))
+        store = S3ContentStore(settings, other.reactor)
+        self.assertIn("belongs to", str(other.failure(store.open()).value))
+        other.resolve(store.close())
+
+    def test_concurrent_writers_and_readers(self) -> None:
+        """Many files written and read at once through the pools come back intact."""
+        store = self.h.opened(uploads=8)
+        files = {fileid: os.urandom(BLOCK + fileid * 1000) for fileid in range(100, 120)}
+        deferreds = [store.write(fid, 0, data, False) for fid, data in files.items()]
+        for deferred in deferreds:
+            self.h.resolve(deferred)
+        reads = {fid: store.read(fid, 0, 1 << 22) for fid in files}
+        for fid, deferred in reads.items():
+            self.assertEqual(bytes(self.h.resolve(deferred)), files[fid])
+        self.assertLess(threading.active_count(), 200)
