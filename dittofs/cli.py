@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import react
+from twisted.internet.threads import deferToThread
 from twisted.python import usage
 
 from dittofs import fsck
@@ -31,16 +32,27 @@ class FsckOptions(ServerOptions):
     ]
 
 
+class GcOptions(ServerOptions):
+    """Options of ``dittofs gc``: the server's store options plus the grace period."""
+
+    synopsis = "[--config FILE] [--content s3://BUCKET/PREFIX?...] [--grace SECONDS]"
+    longdesc = "Delete S3 blocks no file points to any more (safe beside a running gateway)."
+    optParameters = [["grace", None, "3600", "Spare unreferenced blocks younger than this (s)."]]
+
+
 class CommandOptions(usage.Options):
     """``dittofs COMMAND``."""
 
     synopsis = "COMMAND [options]"
-    subCommands = [["fsck", None, FsckOptions, "Check (and repair) a filesystem's stores."]]
+    subCommands = [
+        ["fsck", None, FsckOptions, "Check (and repair) a filesystem's stores."],
+        ["gc", None, GcOptions, "Collect S3 blocks no file points to."],
+    ]
 
     def postOptions(self) -> None:
         """A command is required."""
         if self.subCommand is None:
-            raise usage.UsageError("name a command: fsck")
+            raise usage.UsageError("name a command: fsck or gc")
 
 
 def _fsck(reactor: Any, options: FsckOptions) -> Deferred[int]:
@@ -51,6 +63,33 @@ def _fsck(reactor: Any, options: FsckOptions) -> Deferred[int]:
         metadata, content, repair=bool(options["repair"]), show_progress=not options["quiet"]
     )
     return Deferred.fromCoroutine(run)
+
+
+def _gc(reactor: Any, options: GcOptions) -> Deferred[int]:
+    """Collect garbage in an S3 content store; other stores have none to collect."""
+    spec = options["content"]
+    if not spec.startswith("s3:"):
+        sys.stdout.write(
+            f"gc: the {spec.split(':')[0]} content store keeps no unreferenced blocks\n"
+        )
+        return succeed(0)
+    from dittofs.stores.s3_gc import collect_garbage
+    from dittofs.stores.s3_objects import ObjectStore
+    from dittofs.stores.s3_settings import parse_s3_spec
+
+    settings = parse_s3_spec(spec, Path(options["data-dir"]))
+    grace = float(options["grace"])
+
+    def collect() -> int:
+        report = collect_garbage(ObjectStore(settings, 16), settings, grace)
+        sys.stdout.write(
+            f"gc: {report.manifests} manifests, {report.blocks} blocks, "
+            f"{report.referenced} in use, {report.deleted} deleted ({report.deleted_bytes} bytes), "
+            f"{report.spared} spared as younger than {grace:g} s\n"
+        )
+        return 0
+
+    return deferToThread(collect)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,6 +107,11 @@ def main(argv: list[str] | None = None) -> None:
             if status:
                 raise SystemExit(status)
 
-        return _fsck(reactor, sub).addCallback(finish)
+        command = _gc if options.subCommand == "gc" else _fsck
+        return command(reactor, sub).addCallback(finish)
 
     react(command)
+
+
+if __name__ == "__main__":
+    main()
