@@ -288,6 +288,12 @@ class NFSv3Program:
         writer.uint(Status.OK)
         return writer
 
+    async def _delete_content(self, export: Export, fileid: int) -> None:
+        try:
+            await export.content.delete(fileid)
+        except Exception:
+            log.failure("Could not delete the content of file {fileid}", fileid=fileid)
+
     async def _forget_content(self, export: Export, orphan: int | None) -> None:
         """Delete the content of a file whose last link is gone; the call already succeeded.
 
@@ -419,9 +425,17 @@ class NFSv3Program:
         stable = args.stable != StableHow.UNSTABLE
         if data:
             await export.content.write(attributes.fileid, args.offset, data, stable)
-            wcc: WccAttributes = await export.metadata.record_write(
-                attributes.fileid, args.offset + len(data)
-            )
+            try:
+                wcc: WccAttributes = await export.metadata.record_write(
+                    attributes.fileid, args.offset + len(data)
+                )
+            except NFSError as error:
+                if error.status == Status.STALE:
+                    # Removed (by another client or gateway) while this write ran: the
+                    # content just written may outlive the REMOVE's delete.  File ids are
+                    # never reused, so deleting it again is always safe.
+                    await self._delete_content(export, attributes.fileid)
+                raise
         else:
             # Writing nothing changes nothing, wherever the offset points (as pwrite).
             wcc = WccAttributes(attributes, attributes)

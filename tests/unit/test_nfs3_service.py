@@ -1180,3 +1180,27 @@ class StoreFailureTests(SynchronousTestCase):
         attributes = self.client.getattr(fh).expect_ok().attributes
         assert attributes is not None
         self.assertEqual(attributes.size, 0)
+
+
+class WriteRemoveRaceTests(SynchronousTestCase):
+    """A WRITE racing a REMOVE never leaves content that no file owns."""
+
+    def test_write_finishing_after_remove_deletes_its_content(self) -> None:
+        """A WRITE whose data lands after the file was removed drops that data."""
+        metadata = MemoryMetadataStore(clock=Clock())
+        content = MemoryContentStore()
+        server = build_server(metadata, content, policy=AccessPolicy(squash=Squash.NONE))
+        client = server.client(0, 0)
+        root = client.mnt(b"/export")
+        handle = client.write_file(root, b"f", b"old")
+        real_write = content.write
+
+        def write_then_lose_race(*args: object) -> object:
+            written = real_write(*args)  # type: ignore[arg-type]
+            client.remove(root, b"f").expect_ok()  # another client's REMOVE lands now...
+            real_write(*args)  # type: ignore[arg-type]  # ...and this write's data reappears
+            return written
+
+        content.write = write_then_lose_race  # type: ignore[method-assign]
+        self.assertEqual(client.write(handle, 0, b"new data").status, Status.STALE)
+        self.assertEqual(self.successResultOf(content.content_ids()), [])
