@@ -9,6 +9,7 @@ the safe ones: loopback clients only, root squashed to the anonymous user.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -43,7 +44,9 @@ def parse_clients(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+@functools.lru_cache(maxsize=4096)
 def _host_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Parse a client address once (it is asked on every call of every connection)."""
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:

@@ -105,6 +105,11 @@ class RpcServerProtocol(Protocol):
         self.client_host = getattr(peer, "host", "")
         self.client_port = getattr(peer, "port", 0)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        # Replies are whole records: Nagle's algorithm would only hold small ones back
+        # waiting for an ACK (random 4 KiB READs ran 6x slower with it).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self._idle = self.factory.clock.callLater(limits.idle_timeout, self._idle_expired)
         self.factory.connection_made(self)
         log.info("Connection from {host}:{port}", host=self.client_host, port=self.client_port)

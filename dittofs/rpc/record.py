@@ -52,44 +52,61 @@ class RecordReceiver:
         Raises :class:`RecordError` for a record larger than ``max_record``;
         fragment headers count towards that size, so a stream of empty
         non-final fragments is caught by the same bound.
+
+        When nothing is buffered (the usual case: a chunk starts at a record
+        boundary) records are cut straight from *data*, so each byte is copied
+        once; only an unfinished tail is kept in the buffer.
         """
-        self._buffer += data
-        records: list[bytes] = []
-        buf = self._buffer
-        while True:
-            available = len(buf) - self._offset
-            if available < 4:
-                break
-            (header,) = _HEADER.unpack_from(buf, self._offset)
-            length = header & _LENGTH_MASK
-            if self._record_size + length > self.max_record:
-                raise RecordError(
-                    f"record of at least {self._record_size + length} bytes exceeds "
-                    f"the limit of {self.max_record}"
-                )
-            if available < 4 + length:
-                break
-            start = self._offset + 4
-            self._offset = start + length
-            fragment = bytes(buf[start : self._offset])
-            if header & _LAST_FRAGMENT:
-                if self._fragments:
-                    self._fragments.append(fragment)
-                    fragment = b"".join(self._fragments)
-                    self._fragments = []
-                self._record_size = 0
-                records.append(fragment)
+        if self._offset == len(self._buffer):
+            records, consumed = self._parse(data, 0)
+            if consumed < len(data):
+                self._buffer = bytearray(memoryview(data)[consumed:])
+                self._offset = 0
             else:
-                self._fragments.append(fragment)
-                # Count the header too, so endless empty fragments are bounded as well.
-                self._record_size += 4 + length
+                self._buffer.clear()
+                self._offset = 0
+            return records
+        self._buffer += data
+        records, self._offset = self._parse(self._buffer, self._offset)
+        buf = self._buffer
         if self._offset == len(buf):
-            del buf[:]
+            buf.clear()
             self._offset = 0
         elif self._offset > 65536 and self._offset * 2 > len(buf):
             del buf[: self._offset]
             self._offset = 0
         return records
+
+    def _parse(self, source: bytes | bytearray, position: int) -> tuple[list[bytes], int]:
+        """Cut complete fragments from *source* at *position*; return records and new position."""
+        records: list[bytes] = []
+        end = len(source)
+        with memoryview(source) as view:
+            while end - position >= 4:
+                (header,) = _HEADER.unpack_from(view, position)
+                length = header & _LENGTH_MASK
+                if self._record_size + length > self.max_record:
+                    raise RecordError(
+                        f"record of at least {self._record_size + length} bytes exceeds "
+                        f"the limit of {self.max_record}"
+                    )
+                if end - position < 4 + length:
+                    break
+                start = position + 4
+                position = start + length
+                fragment = bytes(view[start:position])
+                if header & _LAST_FRAGMENT:
+                    if self._fragments:
+                        self._fragments.append(fragment)
+                        fragment = b"".join(self._fragments)
+                        self._fragments = []
+                    self._record_size = 0
+                    records.append(fragment)
+                else:
+                    self._fragments.append(fragment)
+                    # Count the header too, so endless empty fragments are bounded as well.
+                    self._record_size += 4 + length
+        return records, position
 
 
 def record_header(length: int) -> bytes:

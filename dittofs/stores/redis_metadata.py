@@ -24,6 +24,7 @@ logs a warning when Redis keeps no append-only file.
 
 from __future__ import annotations
 
+import random
 import secrets
 import time
 from collections.abc import Callable
@@ -218,7 +219,11 @@ class RedisMetadataStore:
     def _transact(self, operation: Callable[..., T], *args: Any) -> T:
         """Run *operation* until its watched reads still hold at EXEC (blocking)."""
         with self._client.pipeline(transaction=True) as pipe:
-            for _ in range(MAX_RETRIES):
+            for attempt in range(MAX_RETRIES):
+                if attempt:
+                    # Back off a little, at random, so gateways colliding on one directory
+                    # stop colliding instead of exhausting their retries together.
+                    time.sleep(random.uniform(0, min(0.0005 * 2**attempt, 0.05)))
                 tx = _Transaction(pipe, self._prefix, self._generation)
                 try:
                     result = operation(tx, *args)
