@@ -88,6 +88,12 @@ NON_IDEMPOTENT = frozenset(
 FailShape = tuple[tuple[Literal["attr", "wcc"], Callable[[Any], bytes]], ...]
 
 
+def check_size(attributes: SetAttributes) -> None:
+    """A size past FSINFO's maxfilesize is FBIG (and could not be reported in fattr3)."""
+    if attributes.size is not None and attributes.size > MAX_FILE_SIZE:
+        raise NFSError(Status.FBIG)
+
+
 def check_name(name: bytes) -> None:
     """Reject names no file may have (RFC 1813 section 3.3.8 and friends)."""
     if not name:
@@ -328,6 +334,7 @@ class NFSv3Program:
         caller = export.policy.identity(context.credentials)
         if args.attributes.size is not None and attributes.type == FileType.DIR:
             raise NFSError(Status.ISDIR)
+        check_size(args.attributes)
         changes = check_setattr(attributes, args.attributes, args.client_times, caller)
         wcc: WccAttributes = await export.metadata.setattr(
             attributes.fileid, changes, args.guard_ctime
@@ -468,6 +475,7 @@ class NFSv3Program:
         caller = export.policy.identity(context.credentials)
         require(directory, caller, WRITE | EXECUTE)
         check_new_name(where.name)
+        check_size(attributes)
         uid, gid, _ = caller_ids(caller)
         if not is_root(caller) and (
             (attributes.uid is not None and attributes.uid != uid)

@@ -1204,3 +1204,18 @@ class WriteRemoveRaceTests(SynchronousTestCase):
         content.write = write_then_lose_race  # type: ignore[method-assign]
         self.assertEqual(client.write(handle, 0, b"new data").status, Status.STALE)
         self.assertEqual(self.successResultOf(content.content_ids()), [])
+
+
+class HugeSizeTests(ServiceTestCase):
+    """Sizes past maxfilesize are refused, so no file ever holds a size fattr3 cannot carry."""
+
+    def test_setattr_and_create_beyond_maxfilesize_are_fbig(self) -> None:
+        """SETATTR and CREATE with a size near 2**64 answer FBIG and leave the file readable."""
+        fh = self.file(b"a")
+        self.assertEqual(self.client.setattr(fh, SetAttributes(size=2**64 - 1)).status, Status.FBIG)
+        self.assertEqual(
+            self.client.create(self.root, b"b", attributes=SetAttributes(size=2**63)).status,
+            Status.FBIG,
+        )
+        self.client.getattr(fh).expect_ok()
+        self.client.readdirplus(self.root).expect_ok()
