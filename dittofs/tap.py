@@ -378,7 +378,7 @@ class DittoService(MultiService):
         async def stop() -> None:
             await DeferredList(stopping, consumeErrors=True)
             await self.factory.drain(self.shutdown_timeout)
-            self.factory.close_all()
+            await self.factory.close_all()
             await self.exports.close()
             log.info("DittoFS stopped")
 

@@ -367,7 +367,27 @@ class RpcServerFactory(Factory):
             )
             waiter.callback(None)
 
-    def close_all(self) -> None:
-        """Close every connection (after a shutdown has let calls finish)."""
+    def close_all(self, grace: float = 1.0) -> Deferred[None]:
+        """Close every connection (after a shutdown has let calls finish).
+
+        Each gets *grace* seconds to flush its replies; a client that keeps
+        the connection busy after that is cut off, so it cannot hold the
+        shutdown open.
+        """
         for protocol in list(self.connections):
+            protocol._closed = True
             protocol.transport.loseConnection()  # type: ignore[union-attr]
+        done: Deferred[None] = Deferred()
+
+        def abort_stragglers() -> None:
+            for protocol in list(self.connections):
+                abort = getattr(protocol.transport, "abortConnection", None)
+                if abort is not None:
+                    abort()
+            done.callback(None)
+
+        if self.connections:
+            self.clock.callLater(grace, abort_stragglers)
+        else:
+            done.callback(None)
+        return done

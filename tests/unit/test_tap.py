@@ -342,7 +342,10 @@ class MakeServiceTests(TempDirMixin):
         self.assertEqual((mnt.xid, mnt.accept_stat), (1, SUCCESS))
         self.assertEqual(mnt.body[:4], b"\0\0\0\0")  # MNT3_OK
         self.assertEqual((null.xid, null.accept_stat, null.body), (2, SUCCESS, b""))
-        self.successResultOf(service.stopService())
+        stopped = service.stopService()
+        self.assertTrue(transport.disconnecting)  # open connections are closed on stop...
+        self.reactor.advance(1)  # ...and, after a grace period, cut if still open
+        self.successResultOf(stopped)
 
     def test_stores_open_before_listening_and_close_after(self) -> None:
         """Stores are opened before the port listens and closed when the service stops."""
