@@ -1,0 +1,1 @@
+"""Benchmarks: DittoFS against nfs-ganesha on loopback (``python benchmarks/run``)."""

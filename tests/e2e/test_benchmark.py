@@ -1,0 +1,26 @@
+"""The benchmark runs in CI in its quick mode, so it cannot rot (the full mode is run by hand)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_benchmark_against_ganesha() -> None:
+    """benchmarks/run --quick runs every workload against DittoFS and nfs-ganesha."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+    assert "ratio DittoFS/ganesha" in run.stdout
+    for workload in ("seq write", "seq read", "random read", "create", "REMOVE", "32 clients"):
+        assert workload in run.stdout, workload
+    print(run.stdout[run.stdout.index("| workload") :])
