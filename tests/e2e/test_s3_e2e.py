@@ -8,7 +8,8 @@ random writes, COMMIT and the retries on NFS3ERR_JUKEBOX a kernel client
 would do.  "It is in S3" is always checked by reading through a server whose
 cache directory is new and empty.
 
-``DITTOFS_E2E_FULL=1`` raises the large file from 256 MiB to 1 GiB.
+``DITTOFS_E2E_FULL=1`` raises the large file from 256 MiB to 1 GiB and the
+randomly overwritten one from 24 MiB to 256 MiB.
 """
 
 from __future__ import annotations
@@ -156,9 +157,12 @@ def test_large_file_round_trip(weed: SeaweedFS, tmp_path: Path) -> None:
 
 
 def test_random_overwrites(weed: SeaweedFS, tmp_path: Path) -> None:
-    """Random 4 KiB overwrites inside a file read back exactly, from the cache and from S3."""
+    """Random 4 KiB overwrites inside a file read back exactly, from the cache and from S3.
+
+    The file is 24 MiB in CI and 256 MiB with ``DITTOFS_E2E_FULL=1``.
+    """
     rng = random.Random(1813)
-    size = 24 * MiB
+    size = (256 if FULL else 24) * MiB
     model = bytearray(rng.randbytes(size))
     port = free_port()
 
