@@ -163,7 +163,7 @@ def test_random_overwrites(weed: SeaweedFS, tmp_path: Path) -> None:
     """
     rng = random.Random(1813)
     size = (256 if FULL else 24) * MiB
-    model = bytearray(rng.randbytes(size))
+    model = bytearray(b"".join(rng.randbytes(MiB) for _ in range(size // MiB)))
     port = free_port()
 
     async def scenario(server: RunningServer) -> None:
