@@ -1,10 +1,10 @@
 """Shared pieces of the survival and multi-gateway tests: stores, fsck, tree walks, a storm.
 
-Nothing here imports ``dittofs``: the servers run as subprocesses, the
-client is anfs (through :class:`tests.e2e.clients.AnfsNfs3`) and ``dittofs
-fsck`` runs as the console command users run.  Every PostgreSQL schema and
-Redis prefix made here is new and is removed again, so runs never see each
-other's files.
+The servers run as subprocesses, the client is anfs (through
+:class:`tests.e2e.clients.AnfsNfs3`) and ``dittofs fsck`` runs as the console
+command users run.  Every PostgreSQL schema and Redis prefix is new (from
+``tests.unit.backends``) and is removed again, so runs never see each other's
+files.
 
 :func:`shared_storm` is a bounded storm of namespace operations from several
 clients of several gateways at once, all on one small pool of names so that
@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import os
 import random
-import secrets
 import subprocess
 import sys
 import time
@@ -28,22 +27,12 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import attrs
-import psycopg
-import redis
 
 from tests.e2e.clients import FILE_SYNC, GUARDED, NFS3_OK, AnfsNfs3, entries, sattr
 from tests.e2e.server import RunningServer
-
-POSTGRES = os.environ.get(
-    "DITTOFS_TEST_POSTGRES", "host=127.0.0.1 port=5432 dbname=test user=postgres"
-)
-POSTGRES_URL = os.environ.get(
-    "DITTOFS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-REDIS = os.environ.get("DITTOFS_TEST_REDIS", "redis://127.0.0.1:6379/0")
+from tests.unit import backends
 
 # nfsstat3 values (RFC 1813 2.6) the storms meet.
 NOENT, IO, EXIST, NOTDIR, ISDIR, INVAL = 2, 5, 17, 20, 21, 22
@@ -60,44 +49,17 @@ LOG_TAIL = 6000
 
 
 @contextlib.contextmanager
-def postgres_schema() -> Iterator[str]:
-    """A new, empty schema of the test database, as a ``--metadata`` URL; dropped afterwards."""
-    schema = f"dittofs_e2e_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES, autocommit=True) as connection:
-        connection.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{POSTGRES_URL}?options={quote(f'-csearch_path={schema}', safe='')}"
-    finally:
-        with psycopg.connect(POSTGRES, autocommit=True) as connection:
-            connection.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-@contextlib.contextmanager
-def redis_prefix() -> Iterator[str]:
-    """A new Redis key prefix, as a ``--metadata`` URL; its keys deleted afterwards."""
-    prefix = f"e2e-{secrets.token_hex(6)}"
-    try:
-        yield f"{REDIS}?prefix={prefix}"
-    finally:
-        client = redis.Redis.from_url(REDIS)
-        try:
-            keys = list(client.scan_iter(match=f"dittofs:{prefix}:*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
-
-
-@contextlib.contextmanager
 def metadata_spec(kind: str, workdir: Path) -> Iterator[str]:
     """A fresh metadata store of *kind* (``sqlite``, ``postgresql`` or ``redis``)."""
     if kind == "sqlite":
         yield f"sqlite:{workdir / 'metadata.db'}"
     elif kind == "postgresql":
-        with postgres_schema() as url:
+        with backends.postgres_schema("e2e") as schema:
+            url = backends.postgres_url(schema)
             yield url
     elif kind == "redis":
-        with redis_prefix() as url:
+        with backends.redis_prefix("e2e") as prefix:
+            url = f"{backends.REDIS}?prefix={prefix}"
             yield url
     else:
         raise ValueError(kind)

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-import psycopg
-
 from tests.e2e.server import RunningServer, dittofs_server, free_port
-from tests.unit.backends import POSTGRES
+from tests.unit.backends import postgres_schema, postgres_url
 from tests.unit.test_postgres_outage import CuttableProxy
 
 
@@ -108,32 +105,27 @@ def test_ready_follows_postgresql(tmp_path: Path) -> None:
     """/ready is 503 naming the metadata store while PostgreSQL is unreachable, 200 when back."""
     proxy = CuttableProxy(("127.0.0.1", 5432))
     proxy.start()
-    schema = f"dittofs_ready_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES, autocommit=True) as connection:
-        connection.execute(f"CREATE SCHEMA {schema}")
     metrics_port = free_port()
-    url = f"postgresql://postgres@127.0.0.1:{proxy.port}/test?options=-csearch_path%3D{schema}"
-    try:
-        with dittofs_server(
-            tmp_path, "--metadata", url, "--content", "memory",
-            "--metrics", f"tcp:{metrics_port}:interface=127.0.0.1",
-        ):  # fmt: skip
-            ready = f"http://127.0.0.1:{metrics_port}/ready"
-            assert fetch(ready)[0] == 200
+    with postgres_schema("ready") as schema:
+        try:
+            with dittofs_server(
+                tmp_path, "--metadata", postgres_url(schema, proxy.port), "--content", "memory",
+                "--metrics", f"tcp:{metrics_port}:interface=127.0.0.1",
+            ):  # fmt: skip
+                ready = f"http://127.0.0.1:{metrics_port}/ready"
+                assert fetch(ready)[0] == 200
+                proxy.cut()
+                status, body = fetch(ready)
+                assert status == 503, body
+                checks = json.loads(body)["checks"]
+                assert checks["/export metadata (postgresql)"].startswith("failed"), checks
+                proxy.start()
+                deadline = time.monotonic() + 30
+                while fetch(ready)[0] != 200:
+                    assert time.monotonic() < deadline, "/ready did not recover"
+                    time.sleep(0.5)
+        finally:
             proxy.cut()
-            status, body = fetch(ready)
-            assert status == 503, body
-            checks = json.loads(body)["checks"]
-            assert checks["/export metadata (postgresql)"].startswith("failed"), checks
-            proxy.start()
-            deadline = time.monotonic() + 30
-            while fetch(ready)[0] != 200:
-                assert time.monotonic() < deadline, "/ready did not recover"
-                time.sleep(0.5)
-    finally:
-        proxy.cut()
-        with psycopg.connect(POSTGRES, autocommit=True) as connection:
-            connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 __all__ = ["RunningServer"]

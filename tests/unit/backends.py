@@ -12,13 +12,15 @@ pytest.  PostgreSQL (127.0.0.1:5432, database ``test``) and Redis
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import psycopg
 import redis
@@ -35,6 +37,8 @@ POSTGRES = os.environ.get(
     "DITTOFS_TEST_POSTGRES", "host=127.0.0.1 port=5432 dbname=test user=postgres"
 )
 REDIS = os.environ.get("DITTOFS_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+T = TypeVar("T")
 
 
 class SynchronousReactor(SynchronousReactorThreads):
@@ -66,20 +70,54 @@ def sqlite_store(case: SynchronousTestCase) -> SqliteMetadataStore:
     return SqliteMetadataStore(directory / "metadata.db", synchronous_threads(case), TickingClock())
 
 
+@contextlib.contextmanager
+def postgres_schema(label: str = "test") -> Iterator[str]:
+    """A new, empty schema of the test database; dropped afterwards."""
+    schema = f"dittofs_{label}_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(POSTGRES, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def postgres_url(schema: str, port: int = 5432) -> str:
+    """A ``--metadata`` URL for *schema* of the test database (through *port*)."""
+    options = quote(f"-csearch_path={schema}", safe="")
+    return f"postgresql://postgres@127.0.0.1:{port}/test?options={options}"
+
+
+@contextlib.contextmanager
+def redis_prefix(label: str = "test") -> Iterator[str]:
+    """A new Redis key prefix; its keys are deleted afterwards."""
+    prefix = f"{label}-{secrets.token_hex(6)}"
+    try:
+        yield prefix
+    finally:
+        client = redis.Redis.from_url(REDIS)
+        try:
+            keys = list(client.scan_iter(match=f"dittofs:{prefix}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
+def entered(manager: contextlib.AbstractContextManager[T], add_cleanup: Callable[..., object]) -> T:
+    """Enter *manager* now and leave it at clean-up (trial's addCleanup, pytest's addfinalizer)."""
+    value = manager.__enter__()
+    add_cleanup(manager.__exit__, None, None, None)
+    return value
+
+
 def postgres_store(case: SynchronousTestCase, host: str | None = None) -> PostgresMetadataStore:
     """A PostgreSQL store in a new schema of the test database (dropped afterwards).
 
     *host* overrides where the store connects (e.g. a proxy: ``"127.0.0.1 port=N"``).
     """
-    schema = f"dittofs_test_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES, autocommit=True) as connection:
-        connection.execute(f"CREATE SCHEMA {schema}")
-
-    def drop() -> None:
-        with psycopg.connect(POSTGRES, autocommit=True) as connection:
-            connection.execute(f"DROP SCHEMA {schema} CASCADE")
-
-    case.addCleanup(drop)
+    schema = entered(postgres_schema(), case.addCleanup)
     conninfo = f"{POSTGRES} options='-c search_path={schema}'"
     if host is not None:
         conninfo += f" host={host}"
@@ -88,16 +126,7 @@ def postgres_store(case: SynchronousTestCase, host: str | None = None) -> Postgr
 
 def redis_store(case: SynchronousTestCase) -> RedisMetadataStore:
     """A Redis store under a new key prefix (its keys deleted afterwards)."""
-    prefix = f"test-{secrets.token_hex(6)}"
-    client = redis.Redis.from_url(REDIS)
-
-    def drop() -> None:
-        keys = list(client.scan_iter(match=f"dittofs:{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
-
-    case.addCleanup(drop)
+    prefix = entered(redis_prefix(), case.addCleanup)
     return RedisMetadataStore(
         f"{REDIS}?prefix={prefix}", synchronous_threads(case), clock=TickingClock()
     )
