@@ -1,0 +1,259 @@
+"""The Linux kernel's NFSv3 client, in a QEMU guest, against DittoFS: one test per scenario.
+
+For each store pairing a DittoFS process starts, libnfs on the host writes a
+file into the export, and one guest boots and runs every scenario of
+``scenarios.sh`` against the mount (about four minutes under TCG).  Each
+test here then asserts its scenario's ``SCENARIO ... PASS`` line; a failure
+shows the scenario's own log, the guest console and the server log.  After
+the guest is gone, libnfs (a second client) checks what the guest left.
+
+Run it alone with ``python -m pytest tests/e2e/linux -m linux_guest``; see
+docs/testing-linux.md.  ``DITTOFS_E2E_FULL=1`` selects the long variant
+(a 1 GiB file instead of 256 MiB); ``DITTOFS_E2E_SCENARIOS="cp_tree tar"``
+runs only those scenarios (the others are then skipped, saying so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+from tests.e2e.linux import guest
+from tests.e2e.server import RunningServer, dittofs_server
+from tests.unit import backends
+
+pytestmark = pytest.mark.linux_guest
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE / "scenarios.sh"
+FULL = os.environ.get("DITTOFS_E2E_FULL") == "1"
+SELECTED = os.environ.get("DITTOFS_E2E_SCENARIOS", "").split()
+#: Host-side bound on one boot: the guest normally needs about 5 minutes, FULL about 8.
+BOOT_TIMEOUT = 1800.0 if FULL else 600.0
+LOG_TAIL = 12_000
+
+#: Store pairings: server options given a scratch directory and the test request
+#: (for the clean-up of a database schema, a Redis prefix or an S3 server).
+PAIRINGS: dict[str, Callable[[Path, pytest.FixtureRequest], tuple[str, ...]]] = {
+    "memory+memory": lambda workdir, request: ("--metadata", "memory", "--content", "memory"),
+    "memory+fs": lambda workdir, request: ("--metadata", "memory", "--content", f"fs:{workdir}"),
+    "sqlite+fs": lambda workdir, request: ("--metadata", "sqlite", "--content", f"fs:{workdir}"),
+    "postgresql+fs": lambda workdir, request: (
+        "--metadata", _postgres_schema(request), "--content", f"fs:{workdir}",
+    ),
+    "redis+fs": lambda workdir, request: (
+        "--metadata", _redis_prefix(request), "--content", f"fs:{workdir}",
+    ),
+    # Not yet: sqlite+s3 passes every scenario but df, because the S3 store reports a
+    # fixed nominal capacity that writes never reduce (see the issue note).
+}  # fmt: skip
+
+
+def _postgres_schema(request: pytest.FixtureRequest) -> str:
+    """A fresh schema of the test database, dropped after the pairing's tests."""
+    return backends.postgres_url(
+        backends.entered(backends.postgres_schema("linux"), request.addfinalizer)
+    )
+
+
+def _redis_prefix(request: pytest.FixtureRequest) -> str:
+    """A fresh key prefix in the local Redis, deleted after the pairing's tests."""
+    prefix = backends.entered(backends.redis_prefix("linux"), request.addfinalizer)
+    return f"{backends.REDIS}?prefix={prefix}"
+
+
+def _scenario_names() -> list[str]:
+    """The scenarios in the order the script runs them, read from the script itself."""
+    block = re.search(r'^SCENARIOS="(.*?)"$', SCRIPT.read_text(), re.MULTILINE | re.DOTALL)
+    assert block, f"no SCENARIOS list in {SCRIPT}"
+    names = [line.split(":")[0] for line in block.group(1).split("\n") if line.strip()]
+    return ["mount", *names, "umount"]
+
+
+SCENARIOS = _scenario_names()
+
+
+@attrs.frozen
+class Booted:
+    """A server and what one guest run against it produced."""
+
+    pairing: str
+    server: RunningServer
+    run: guest.GuestRun
+
+
+def _tail(text: str, limit: int = LOG_TAIL) -> str:
+    return text if len(text) <= limit else "[...]\n" + text[-limit:]
+
+
+def _libnfs(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(list(args), capture_output=True, timeout=300, check=False)
+
+
+def _require_libnfs() -> None:
+    missing = [tool for tool in ("nfs-cp", "nfs-cat", "nfs-ls") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} missing: apt-get install -y libnfs-utils")
+
+
+@pytest.fixture(scope="module", params=sorted(PAIRINGS))
+def booted(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Booted]:
+    """Serve one pairing, put a file in with libnfs, and boot the guest once against it."""
+    pairing: str = request.param
+    guest.require_host_tools()
+    _require_libnfs()
+    workdir = tmp_path_factory.mktemp(f"linux-{pairing.replace('+', '-')}")
+    content = workdir / "content"
+    content.mkdir()
+    # The scenarios run as root and check that chown, mknod and cp -a keep owners,
+    # so root keeps its powers (root squashing is the server's default).
+    options = (*PAIRINGS[pairing](content, request), "--squash", "no_root_squash")
+    with dittofs_server(workdir, *options) as server:
+        data = os.urandom(300_000) + b"written by libnfs on the host\n"
+        local = workdir / "from-host.bin"
+        local.write_bytes(data)
+        copied = _libnfs("nfs-cp", str(local), server.url("from-host.bin"))
+        assert copied.returncode == 0, copied.stderr.decode(errors="replace")
+        settings = {
+            "DITTOFS_E2E_FULL": "1" if FULL else "0",
+            "DITTOFS_E2E_SCENARIOS": " ".join(SELECTED),
+            "DITTOFS_E2E_HOST_FILE": "from-host.bin",
+            "DITTOFS_E2E_HOST_SIZE": str(len(data)),
+            "DITTOFS_E2E_HOST_SHA256": hashlib.sha256(data).hexdigest(),
+        }
+        if "fs:" in " ".join(options):
+            stat = os.statvfs(content)
+            settings["DITTOFS_E2E_EXPECT_TOTAL"] = str(stat.f_blocks * stat.f_frsize)
+        run = guest.boot(
+            SCRIPT,
+            server.port,
+            workdir / "guest",
+            export=server.export,
+            settings=settings,
+            timeout=BOOT_TIMEOUT,
+        )
+        print(f"\n[{pairing}] {run.summary()}")
+        yield Booted(pairing, server, run)
+
+
+def _explain(booted: Booted, scenario_log: str = "") -> str:
+    run = booted.run
+    parts = [
+        f"pairing {booted.pairing}",
+        run.summary(),
+        f"--- scenario log ---\n{_tail(scenario_log)}" if scenario_log else "",
+        f"--- guest console ---\n{_tail(run.console)}",
+        f"--- DittoFS log ---\n{_tail(booted.server.log())}",
+    ]
+    return "\n".join(part for part in parts if part)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_scenario(booted: Booted, scenario: str) -> None:
+    """The scenario ran in the guest and every check in it held (see scenarios.sh)."""
+    if SELECTED and scenario not in (*SELECTED, "mount", "umount"):
+        pytest.skip(f"DITTOFS_E2E_SCENARIOS={' '.join(SELECTED)!r} leaves {scenario} out")
+    result = booted.run.results.get(scenario)
+    if result is None:
+        pytest.fail(f"{scenario} never reported\n{_explain(booted)}", pytrace=False)
+    if not result.passed:
+        pytest.fail(f"{scenario}: {result.detail}\n{_explain(booted, result.log)}", pytrace=False)
+
+
+def test_guest_finished(booted: Booted) -> None:
+    """The guest ran the whole script and powered off by itself, within the time bound."""
+    run = booted.run
+    assert not run.timed_out, f"the guest was killed after {BOOT_TIMEOUT}s\n{_explain(booted)}"
+    assert run.status == 0, f"the scenario script exited {run.status}\n{_explain(booted)}"
+
+
+def test_server_log_clean(booted: Booted) -> None:
+    """Nothing the kernel client sent made the server log a traceback, and it is still up."""
+    log = booted.server.log()
+    assert booted.server.process.poll() is None, f"DittoFS exited\n{_tail(log)}"
+    assert "Traceback" not in log, f"DittoFS logged a traceback\n{_tail(log)}"
+
+
+@attrs.frozen
+class Entry:
+    """One line of ``nfs-ls -R``."""
+
+    mode: str
+    nlink: int
+    size: int
+
+
+def _listing(server: RunningServer) -> dict[str, Entry]:
+    """The whole export as libnfs lists it, by path relative to the export."""
+    listed = _libnfs("nfs-ls", "-R", server.url())
+    assert listed.returncode == 0, listed.stderr.decode(errors="replace")
+    entries: dict[str, Entry] = {}
+    for line in listed.stdout.decode(errors="replace").splitlines():
+        if line.strip():
+            mode, nlink, _uid, _gid, size, path = line.split(None, 5)
+            entries[path] = Entry(mode, int(nlink), int(size))
+    return entries
+
+
+def _digest(server: RunningServer, name: str, algorithm: str) -> str:
+    """Stream a top-level file through nfs-cat into a hash, never holding it whole."""
+    digest = hashlib.new(algorithm)
+    with subprocess.Popen(["nfs-cat", server.url(name)], stdout=subprocess.PIPE) as cat:
+        assert cat.stdout is not None
+        while block := cat.stdout.read(1 << 20):
+            digest.update(block)
+    assert cat.returncode == 0, f"nfs-cat {name} exited {cat.returncode}"
+    return digest.hexdigest()
+
+
+def _mode_bits(mode: str) -> str:
+    """``-rw-r-----`` as ``640``."""
+    bits = mode[-9:]
+    return "".join(
+        str(
+            sum(
+                value for char, value in zip(bits[i : i + 3], (4, 2, 1), strict=True) if char != "-"
+            )
+        )
+        for i in (0, 3, 6)
+    )
+
+
+def test_host_sees_guest_changes(booted: Booted) -> None:
+    """libnfs on the host, a second client, sees what the guest wrote, renamed and linked."""
+    requests = [line.split()[1:] for line in booted.run.extra if line.startswith("XCHECK ")]
+    if not requests:
+        pytest.fail(f"the guest asked for no cross-client checks\n{_explain(booted)}")
+    listing = _listing(booted.server)
+    problems = []
+    for kind, path, *wanted in requests:
+        expected = wanted
+        if kind in ("md5", "sha256"):
+            got = _digest(booted.server, path, kind)
+        elif kind == "count":
+            got = str(sum(1 for name in listing if name.startswith(f"{path}/")))
+        elif kind == "names":
+            got = " ".join(
+                sorted(n.split("/")[-1] for n in listing if n.rpartition("/")[0] == path)
+            )
+            expected = [" ".join(sorted(wanted))]
+        elif kind == "mode":
+            got = _mode_bits(listing[path].mode) if path in listing else "absent"
+        elif kind == "nlink":
+            got = str(listing[path].nlink) if path in listing else "absent"
+        else:
+            problems.append(f"unknown check {kind}")
+            continue
+        if [got] != expected:
+            problems.append(f"{kind} {path}: the guest saw {' '.join(expected)}, libnfs sees {got}")
+    assert not problems, "\n".join(problems) + "\n" + _explain(booted)
