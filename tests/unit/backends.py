@@ -108,7 +108,7 @@ def redis_prefix(label: str = "test") -> Iterator[str]:
 def entered(manager: contextlib.AbstractContextManager[T], add_cleanup: Callable[..., object]) -> T:
     """Enter *manager* now and leave it at clean-up (trial's addCleanup, pytest's addfinalizer)."""
     value = manager.__enter__()
-    add_cleanup(manager.__exit__, None, None, None)
+    add_cleanup(lambda: manager.__exit__(None, None, None))
     return value
 
 
