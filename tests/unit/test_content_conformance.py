@@ -125,6 +125,19 @@ class FilesystemContentStoreSpecificTests(SynchronousTestCase):
         self.assertEqual(failure.value.status, Status.IO)
         self.assertIn("Input/output error", str(failure.value))
 
+    def test_descriptors_stay_open_until_delete_or_close(self) -> None:
+        """Files stay open between calls; a delete or close lets go, so no unlinked file is held."""
+        for fileid in (1, 2):
+            self.successResultOf(self.store.write(fileid, 0, b"data", False))
+            self.successResultOf(self.store.read(fileid, 0, 4))
+        self.assertEqual(len(self.store._files), 2)
+        self.successResultOf(self.store.delete(1))
+        self.assertEqual(len(self.store._files), 1)
+        self.successResultOf(self.store.close())
+        self.assertEqual(len(self.store._files), 0)
+        self.successResultOf(self.store.open())  # the cleanup closes it again
+        self.assertEqual(self.successResultOf(self.store.read(2, 0, 4)), b"data")
+
     def test_close_stops_the_pool(self) -> None:
         """Closing drains and stops the I/O threads."""
         pool = self.store._pool
