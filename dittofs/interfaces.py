@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from dittofs.model import (
         Attributes,
+        CacheStatistics,
         Created,
         DirPage,
         FileCounts,
@@ -224,3 +225,22 @@ class IContentInventory(Interface):
 
     def content_ids() -> Deferred[list[int]]:
         """Return a Deferred of the file ids that have stored content."""
+
+
+class IReadinessProbe(Interface):
+    """Optional: lets ``/ready`` ask a store whether its backing service answers now.
+
+    For stores whose ordinary calls can succeed without that service (an S3
+    store answers from its cache); other stores are probed with an ordinary
+    call.
+    """
+
+    def probe() -> Deferred[None]:
+        """Return a Deferred that fires with None if the service answers, else fails."""
+
+
+class ICacheStatistics(Interface):
+    """Optional: a content store with a local cache reports it to the metrics endpoint."""
+
+    def cache_statistics() -> CacheStatistics:
+        """Return the cache's figures now (cheap and non-blocking: called on each scrape)."""

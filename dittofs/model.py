@@ -158,6 +158,20 @@ class SpaceUsage:
 
 
 @attrs.frozen
+class CacheStatistics:
+    """A content store's local cache, as the metrics endpoint shows it."""
+
+    used_bytes: int
+    capacity_bytes: int
+    #: Bytes written but not yet uploaded, and the files they belong to.
+    pending_upload_bytes: int
+    pending_upload_files: int
+    #: Blocks read from the cache, and blocks that had to be fetched.
+    hits: int
+    misses: int
+
+
+@attrs.frozen
 class InodeRecord:
     """What ``fsck`` needs to know about one inode."""
 

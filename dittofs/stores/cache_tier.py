@@ -110,6 +110,9 @@ class CacheTier:
         self.dirty_bytes = 0
         #: Writers waiting for room; the uploader treats every dirty block as due then.
         self.waiters = 0
+        #: Block reads served from the cache, and those that had to fetch the block.
+        self.hits = 0
+        self.misses = 0
         self._dirty_dir_unsynced = False
 
     # -- paths -------------------------------------------------------------------------

@@ -52,14 +52,19 @@ from zope.interface import implementer
 
 from dittofs import log as dittofs_log
 from dittofs.errors import NFSError
-from dittofs.interfaces import IContentInventory, IContentStore
-from dittofs.model import SpaceUsage
+from dittofs.interfaces import (
+    ICacheStatistics,
+    IContentInventory,
+    IContentStore,
+    IReadinessProbe,
+)
+from dittofs.model import CacheStatistics, SpaceUsage
 from dittofs.nfs3.const import Status
 from dittofs.stores.cache_tier import CacheFull, CacheTier, fsync_path
 from dittofs.stores.s3_gc import DEFAULT_GRACE, GcReport, collect_garbage
 from dittofs.stores.s3_objects import ObjectStore, S3Failure, S3NotFound, S3Unavailable
 from dittofs.stores.s3_settings import DURABILITY_REMOTE, S3Settings
-from dittofs.stores.s3_state import FileState, FileTable, Health, load_state
+from dittofs.stores.s3_state import FileState, FileTable, Health, StoredBytes, load_state
 from dittofs.stores.s3_uploader import Uploader
 
 T = TypeVar("T")
@@ -84,7 +89,7 @@ def _disk_error(error: OSError) -> NFSError:
     return NFSError(Status.IO, str(error))
 
 
-@implementer(IContentStore, IContentInventory)
+@implementer(IContentStore, IContentInventory, IReadinessProbe, ICacheStatistics)
 class S3ContentStore:
     """File contents as block objects in an S3 bucket, written back through a local cache."""
 
@@ -104,6 +109,7 @@ class S3ContentStore:
         self._cache = CacheTier(settings.cache_dir, settings.cache_size)
         self._table = FileTable()
         self._health = Health(self._report)
+        self._stored = StoredBytes(settings.usage_interval)
         self._s3: ObjectStore | None = None
         self._uploader: Uploader | None = None
         self._fetches: ThreadPoolExecutor | None = None
@@ -202,9 +208,11 @@ class S3ContentStore:
             table=self._table,
             s3=self._s3,
             health=self._health,
+            stored=self._stored,
             report=self._report,
         )
         self._uploader.start()
+        self._recount_if_due()
 
     def _check_cache_owner(self) -> None:
         """Refuse a cache directory of another bucket or prefix (its journal would go astray)."""
@@ -319,6 +327,10 @@ class S3ContentStore:
                 version = state.blocks.get(index)
                 if entry is not None and (entry.dirty or entry.version == version):
                     fd = cache.open_for_read(entry)
+                if fd is not None:
+                    cache.hits += 1
+                elif version is not None:
+                    cache.misses += 1
             if fd is not None:
                 try:
                     data = os.pread(fd, high - low, low)
@@ -648,9 +660,55 @@ class S3ContentStore:
     # -- FSSTAT, inventory, gc ------------------------------------------------------------
 
     def space(self) -> Deferred[SpaceUsage]:
-        """Object storage has no fixed size: report the configured ``capacity`` as free."""
+        """The configured ``capacity`` (object storage has no size) less what the prefix holds.
+
+        What it holds is the block objects in S3 (see :class:`StoredBytes`)
+        plus the cache's data not yet uploaded.
+        """
+        return self._run(self._space)
+
+    def _space(self) -> SpaceUsage:
+        self._recount_if_due()
+        with self._cache.cv:
+            pending = self._cache.dirty_bytes
         capacity = self.settings.capacity
-        return self._run(lambda: SpaceUsage(capacity, capacity))
+        return SpaceUsage(capacity, max(capacity - self._stored.total - pending, 0))
+
+    def _recount_if_due(self) -> None:
+        """List the block objects again in the background if the last count is old."""
+        if self._fetches is None or not self._stored.claim_listing():
+            return
+        with contextlib.suppress(RuntimeError):  # shut down by close
+            self._fetches.submit(self._recount)
+
+    def _recount(self) -> None:
+        try:
+            self._stored.recount(self.s3.list(self.settings.block_key_prefix()))
+        except S3Unavailable as error:
+            self._health.failure(error)
+        except S3Failure as error:
+            self._health.failure(error, permanent=True)
+
+    def probe(self) -> Deferred[None]:
+        """See :meth:`IReadinessProbe.probe`: S3 answers a HEAD of the bucket."""
+        return self._run(self._probe)
+
+    def _probe(self) -> None:
+        self.s3.probe()
+        self._health.success()
+
+    def cache_statistics(self) -> CacheStatistics:
+        """See :meth:`ICacheStatistics.cache_statistics`."""
+        cache = self._cache
+        with cache.cv:
+            return CacheStatistics(
+                used_bytes=cache.used,
+                capacity_bytes=cache.capacity,
+                pending_upload_bytes=cache.dirty_bytes,
+                pending_upload_files=len(self._table.active),
+                hits=cache.hits,
+                misses=cache.misses,
+            )
 
     def content_ids(self) -> Deferred[list[int]]:
         """See :meth:`IContentInventory.content_ids`: manifests in S3, adjusted by the cache."""

@@ -101,6 +101,8 @@ class S3Settings:
     close_timeout: float = 10.0
     #: What FSSTAT reports as the filesystem's size: object storage has no natural one.
     capacity: int = 1024 * 1024 * GiB
+    #: How often, at most, the block objects are listed to recount the space used.
+    usage_interval: float = 300.0
     #: Seconds before an S3 request is given up (connect and read each).
     timeout: float = 10.0
     #: Tries per S3 request (botocore's "standard" retries, with backoff) before it fails.
@@ -140,9 +142,21 @@ _OPTIONS = {
     "io_error_after",
     "close_timeout",
     "capacity",
+    "usage_interval",
     "timeout",
     "attempts",
 }
+
+
+#: Options given as durations (``30s``, ``5m``).
+_DURATIONS = (
+    "flush_delay",
+    "write_wait",
+    "io_error_after",
+    "close_timeout",
+    "usage_interval",
+    "timeout",
+)
 
 
 def _int_option(text: str, what: str, low: int, high: int) -> int:
@@ -186,7 +200,7 @@ def parse_s3_spec(spec: str, data_dir: Path | None = None) -> S3Settings:
     for name in ("cache_size", "block_size", "capacity"):
         if name in options:
             values[name] = parse_size(options[name], name)
-    for name in ("flush_delay", "write_wait", "io_error_after", "close_timeout", "timeout"):
+    for name in _DURATIONS:
         if name in options:
             values[name] = parse_duration(options[name], name)
     if "durability" in options:

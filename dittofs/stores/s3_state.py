@@ -18,12 +18,18 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import attrs
 
 from dittofs.stores.cache_tier import CacheTier
-from dittofs.stores.s3_objects import Manifest, ObjectStore, S3Failure, S3NotFound
+from dittofs.stores.s3_objects import (
+    ListedObject,
+    Manifest,
+    ObjectStore,
+    S3Failure,
+    S3NotFound,
+)
 from dittofs.stores.s3_settings import S3Settings
 
 #: File states kept in memory when idle; more are dropped least recently used first.
@@ -152,6 +158,70 @@ class Health:
         """How long the current outage has lasted (0 when there is none)."""
         since = self.down_since
         return 0.0 if since is None else time.monotonic() - since
+
+
+class StoredBytes:
+    """Bytes the prefix's block objects take in S3, for FSSTAT's used space.
+
+    Object storage reports no used or free space, and summing it means
+    listing every block object, which is far too slow for each FSSTAT (``df``
+    asks often).  So the sum of a listing is kept and refreshed in the
+    background at most every ``interval`` seconds, and each block uploaded
+    in between is added as it goes, so written data shows at once; space
+    freed by deletes shows at the next listing, as on a log-structured file
+    system.  Overwritten blocks count twice until then too.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._listed = 0
+        self._uploaded = 0
+        self._listed_at: float | None = None
+        self._listing = False
+
+    @property
+    def total(self) -> int:
+        """The last listing's sum plus every block uploaded since it began."""
+        with self._lock:
+            return self._listed + self._uploaded
+
+    def uploaded(self, size: int) -> None:
+        """Count a block object just stored (any thread)."""
+        with self._lock:
+            self._uploaded += size
+
+    def claim_listing(self) -> bool:
+        """True, once, when a listing is due and none is running: the caller then lists."""
+        with self._lock:
+            if self._listing:
+                return False
+            if self._listed_at is not None and time.monotonic() - self._listed_at < self.interval:
+                return False
+            self._listing = True
+            return True
+
+    def recount(self, objects: Iterable[ListedObject]) -> None:
+        """Replace the sum with a fresh listing's (after :meth:`claim_listing`; blocking).
+
+        Blocks uploaded while the listing runs may be counted twice, until
+        the next listing: overstating use briefly beats hiding it.  A listing
+        that fails keeps the old sum and waits ``interval`` before the next.
+        """
+        with self._lock:
+            before = self._uploaded
+        try:
+            listed = sum(item.size for item in objects)
+        except BaseException:
+            with self._lock:
+                self._listing = False
+                self._listed_at = time.monotonic()
+            raise
+        with self._lock:
+            self._listed = listed
+            self._uploaded -= before
+            self._listing = False
+            self._listed_at = time.monotonic()
 
 
 def read_manifest(s3: ObjectStore, settings: S3Settings, fileid: int) -> Manifest | None:

@@ -33,7 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dittofs.stores.cache_tier import CacheTier
 from dittofs.stores.s3_objects import Manifest, ObjectStore, S3Failure, S3Unavailable
 from dittofs.stores.s3_settings import S3Settings
-from dittofs.stores.s3_state import FileState, FileTable, Health, load_state
+from dittofs.stores.s3_state import FileState, FileTable, Health, StoredBytes, load_state
 
 #: Seconds between probes of an unreachable S3, and before a failed round is retried.
 PROBE_INTERVAL = 1.0
@@ -68,6 +68,7 @@ class Uploader:
         table: FileTable,
         s3: ObjectStore,
         health: Health,
+        stored: StoredBytes,
         report: Callable[[str, str], None],
     ) -> None:
         self._settings = settings
@@ -75,6 +76,7 @@ class Uploader:
         self._table = table
         self._s3 = s3
         self._health = health
+        self._stored = stored
         self._report = report
         self._blocks = ThreadPoolExecutor(settings.uploads, thread_name_prefix="dittofs-s3-put")
         self._rounds = ThreadPoolExecutor(settings.uploads, thread_name_prefix="dittofs-s3-round")
@@ -281,6 +283,7 @@ class Uploader:
             with cache.cv:
                 self.in_flight.discard(key)
             raise
+        self._stored.uploaded(len(data))
         return index, version, generation, epoch
 
     def _commit_round(

@@ -39,12 +39,18 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from dittofs.interfaces import IContentInventory, IContentStore
+from dittofs.interfaces import (
+    ICacheStatistics,
+    IContentInventory,
+    IContentStore,
+    IReadinessProbe,
+)
 from dittofs.nfs3.const import Status
 from dittofs.stores.s3_content import S3ContentStore
 from dittofs.stores.s3_gc import collect_garbage
-from dittofs.stores.s3_objects import Manifest
+from dittofs.stores.s3_objects import ListedObject, Manifest, S3Unavailable
 from dittofs.stores.s3_settings import parse_s3_spec
+from dittofs.stores.s3_state import StoredBytes
 from tests.e2e.seaweedfs import credentials_env, shared_seaweedfs
 from tests.e2e.server import free_port
 from tests.unit.conformance import ContentStoreConformance
@@ -305,6 +311,8 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         store = self.h.opened()
         self.assertTrue(verifyObject(IContentStore, store))
         self.assertTrue(verifyObject(IContentInventory, store))
+        self.assertTrue(verifyObject(IReadinessProbe, store))
+        self.assertTrue(verifyObject(ICacheStatistics, store))
 
     def test_layout_blocks_and_manifest(self) -> None:
         """Content becomes immutable block objects plus one manifest naming them."""
@@ -514,6 +522,75 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         self.assertIn("belongs to", str(other.failure(store.open()).value))
         other.resolve(store.close())
 
+    def free_bytes(self, store: S3ContentStore) -> int:
+        """What FSSTAT would report as free."""
+        return int(self.h.resolve(store.space()).free_bytes)
+
+    def settled_free_bytes(self, store: S3ContentStore, expected: int) -> int:
+        """Ask FSSTAT until the background listing has caught up with *expected* (10 s at most)."""
+        deadline = time.monotonic() + 10
+        free = self.free_bytes(store)
+        while free != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+            free = self.free_bytes(store)
+        return free
+
+    def test_space_counts_what_the_prefix_holds(self) -> None:
+        """FSSTAT's free space drops by what is written at once, and a listing recounts it.
+
+        Written data shows as soon as it is in the cache; a new store counts
+        the block objects by listing them; a deleted file's space shows free
+        once a listing runs after the delete.
+        """
+        store = self.h.opened(durability="remote", capacity="1GiB", usage_interval="0s")
+        capacity = 1 << 30
+        self.assertEqual(self.settled_free_bytes(store, capacity), capacity)
+        self.write(store, 71, 0, os.urandom(3 * BLOCK + 10), stable=False)
+        self.assertLessEqual(self.free_bytes(store), capacity - 3 * BLOCK)
+        self.h.resolve(store.commit(71))
+        held = sum(
+            item["Size"]
+            for item in self.h.client.list_objects_v2(
+                Bucket=BUCKET, Prefix=f"{self.h.prefix}/blocks/"
+            )["Contents"]
+        )
+        self.assertEqual(held, 3 * BLOCK + 10)
+        other = self.h.opened(cache="other", capacity="1GiB", usage_interval="1h")
+        self.assertEqual(self.settled_free_bytes(other, capacity - held), capacity - held)
+        self.h.resolve(store.delete(71))
+        self.assertEqual(self.settled_free_bytes(store, capacity), capacity)
+        self.assertEqual(self.free_bytes(other), capacity - held, "other lists once an hour")
+
+    def test_readiness_probe_asks_s3(self) -> None:
+        """The probe succeeds while S3 answers and fails, asking to retry, while it does not."""
+        self.assertIsNone(self.h.resolve(self.h.opened().probe()))
+        down = self.h.opened(cache="down", endpoint=dead_endpoint(), close_timeout="0s")
+        self.assertEqual(self.h.failure(down.probe()).value.status, Status.JUKEBOX)
+
+    def test_cache_statistics(self) -> None:
+        """Hits, misses and data waiting for upload are counted as reads and writes happen."""
+        store = self.h.opened(durability="remote")
+        self.write(store, 81, 0, os.urandom(2 * BLOCK))
+        self.read(store, 81)
+        figures = store.cache_statistics()
+        self.assertEqual((figures.hits, figures.misses), (2, 0))
+        self.assertEqual(figures.capacity_bytes, 64 << 20)
+        self.assertGreaterEqual(figures.used_bytes, 2 * BLOCK)
+        cold = self.h.opened(cache="cold")
+        self.read(cold, 81, 0, 10)
+        self.read(cold, 81, 0, 10)
+        self.assertEqual((cold.cache_statistics().hits, cold.cache_statistics().misses), (1, 1))
+        relay = self.h.proxy()
+        down = self.h.opened(
+            cache="down", endpoint=relay.endpoint, durability="remote", close_timeout="0s"
+        )
+        self.write(down, 82, 0, b"uploaded")
+        relay.cut()
+        self.write(down, 82, 0, os.urandom(BLOCK + 5), stable=False)
+        figures = down.cache_statistics()
+        self.assertEqual(figures.pending_upload_bytes, BLOCK + 5)
+        self.assertEqual(figures.pending_upload_files, 1)
+
     def test_concurrent_writers_and_readers(self) -> None:
         """Many files written and read at once through the pools come back intact."""
         store = self.h.opened(uploads=8)
@@ -525,3 +602,51 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         for fid, deferred in reads.items():
             self.assertEqual(bytes(self.h.resolve(deferred)), files[fid])
         self.assertLess(threading.active_count(), 200)
+
+
+class StoredBytesTests(SynchronousTestCase):
+    """The used-space count behind FSSTAT, without S3: listings and uploads between them."""
+
+    def listing(self, *sizes: int, during: Callable[[], None] = lambda: None) -> Any:
+        """Listed objects of *sizes*, calling *during* half way, as uploads race a listing."""
+        now = datetime.now(UTC)
+        for number, size in enumerate(sizes):
+            if number == len(sizes) // 2:
+                during()
+            yield ListedObject(f"blocks/{number}", size, now)
+
+    def test_uploads_between_listings_are_added(self) -> None:
+        """Uploads show at once; the next listing replaces them with what it found."""
+        stored = StoredBytes(interval=0)
+        self.assertTrue(stored.claim_listing())
+        self.assertFalse(stored.claim_listing(), "one listing at a time")
+        stored.recount(self.listing(100, 200))
+        stored.uploaded(50)
+        self.assertEqual(stored.total, 350)
+        self.assertTrue(stored.claim_listing())
+        stored.recount(self.listing(100, 200, 50))
+        self.assertEqual(stored.total, 350)
+
+    def test_an_upload_during_a_listing_is_never_lost(self) -> None:
+        """An upload the listing may have missed still counts (twice at worst, never zero)."""
+        stored = StoredBytes(interval=0)
+        stored.claim_listing()
+        stored.recount(self.listing(10, 20, during=lambda: stored.uploaded(5)))
+        self.assertEqual(stored.total, 35)
+
+    def test_a_failed_listing_keeps_the_count_and_waits(self) -> None:
+        """S3 failing mid-listing leaves the last sum, and the next try waits ``interval``."""
+
+        def failing() -> Any:
+            yield ListedObject("blocks/0", 7, datetime.now(UTC))
+            raise S3Unavailable("cut")
+
+        for interval, again in ((0, True), (3600, False)):
+            stored = StoredBytes(interval)
+            stored.claim_listing()
+            stored.recount(self.listing(1000))
+            stored._listed_at = None  # due now, whatever the interval
+            self.assertTrue(stored.claim_listing())
+            self.assertRaises(S3Unavailable, stored.recount, failing())
+            self.assertEqual(stored.total, 1000)
+            self.assertEqual(stored.claim_listing(), again)

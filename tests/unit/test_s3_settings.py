@@ -36,7 +36,7 @@ class S3SpecTests(SynchronousTestCase):
             "s3://b-1/some/prefix/?endpoint=http://127.0.0.1:8333&region=eu-west-1"
             "&cache_dir=/c&cache_size=2GiB&block_size=8MiB&durability=remote&uploads=32"
             "&readahead=8&flush_delay=500ms&write_wait=1m&io_error_after=2m"
-            "&close_timeout=5s&capacity=10TiB&timeout=3&attempts=2"
+            "&close_timeout=5s&capacity=10TiB&timeout=3&attempts=2&usage_interval=1h"
         )
         self.assertEqual(settings.prefix, "some/prefix/")
         self.assertEqual(settings.endpoint, "http://127.0.0.1:8333")
@@ -51,6 +51,7 @@ class S3SpecTests(SynchronousTestCase):
         self.assertEqual(
             (settings.capacity, settings.timeout, settings.attempts), (10 * 1024 * GiB, 3.0, 2)
         )
+        self.assertEqual(settings.usage_interval, 3600.0)
 
     def test_keys(self) -> None:
         """Manifests and blocks live under the prefix, named by hex file id and index."""

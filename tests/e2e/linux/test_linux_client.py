@@ -27,6 +27,7 @@ import attrs
 import pytest
 
 from tests.e2e.linux import guest
+from tests.e2e.seaweedfs import credentials_env, shared_seaweedfs
 from tests.e2e.server import RunningServer, dittofs_server
 from tests.unit import backends
 
@@ -39,6 +40,7 @@ SELECTED = os.environ.get("DITTOFS_E2E_SCENARIOS", "").split()
 #: Host-side bound on one boot: the guest normally needs about 5 minutes, FULL about 8.
 BOOT_TIMEOUT = 1800.0 if FULL else 600.0
 LOG_TAIL = 12_000
+S3_BUCKET = "dittofs-linux"
 
 #: Store pairings: server options given a scratch directory and the test request
 #: (for the clean-up of a database schema, a Redis prefix or an S3 server).
@@ -52,8 +54,9 @@ PAIRINGS: dict[str, Callable[[Path, pytest.FixtureRequest], tuple[str, ...]]] = 
     "redis+fs": lambda workdir, request: (
         "--metadata", _redis_prefix(request), "--content", f"fs:{workdir}",
     ),
-    # Not yet: sqlite+s3 passes every scenario but df, because the S3 store reports a
-    # fixed nominal capacity that writes never reduce (see the issue note).
+    "sqlite+s3": lambda workdir, request: (
+        "--metadata", "sqlite", "--content", _s3_spec(workdir, request),
+    ),
 }  # fmt: skip
 
 
@@ -68,6 +71,17 @@ def _redis_prefix(request: pytest.FixtureRequest) -> str:
     """A fresh key prefix in the local Redis, deleted after the pairing's tests."""
     prefix = backends.entered(backends.redis_prefix("linux"), request.addfinalizer)
     return f"{backends.REDIS}?prefix={prefix}"
+
+
+def _s3_spec(cache: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh prefix of the test process's SeaweedFS, with its credentials in the environment."""
+    patch = pytest.MonkeyPatch()
+    request.addfinalizer(patch.undo)
+    for key, value in credentials_env().items():
+        patch.setenv(key, value)
+    weed = shared_seaweedfs()
+    weed.create_bucket(S3_BUCKET)
+    return weed.spec(S3_BUCKET, cache.parent.name, cache_dir=cache, cache_size="512MiB")
 
 
 def _scenario_names() -> list[str]:
