@@ -16,12 +16,10 @@ store on the same cache directory: the same code path a restart after
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import secrets
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -53,6 +51,7 @@ from dittofs.stores.s3_settings import parse_s3_spec
 from dittofs.stores.s3_state import StoredBytes
 from tests.e2e.seaweedfs import credentials_env, shared_seaweedfs
 from tests.e2e.server import free_port
+from tests.proxy import CuttableProxy
 from tests.unit.conformance import ContentStoreConformance
 
 BUCKET = "dittofs-unit"
@@ -97,80 +96,6 @@ class ThreadCallsReactor:
 def dead_endpoint() -> str:
     """An http endpoint on loopback where nothing listens: S3 "unreachable", refused at once."""
     return f"http://127.0.0.1:{free_port()}"
-
-
-class CuttableProxy:
-    """A loopback TCP relay to SeaweedFS whose link can be cut and restored, to play an outage.
-
-    A store is pointed at the relay; :meth:`cut` closes the listening socket
-    and every relayed connection (new ones are refused, as from a dead host),
-    :meth:`restore` listens again on the same port.
-    """
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._listener: socket.socket | None = None
-        self.restore()
-
-    @property
-    def endpoint(self) -> str:
-        """The relay's URL, to use as the store's S3 endpoint."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def restore(self) -> None:
-        """Listen (again) and relay each connection to SeaweedFS."""
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def cut(self) -> None:
-        """Refuse new connections and drop the open ones."""
-        with self._lock:
-            listener, self._listener = self._listener, None
-            doomed, self._sockets = self._sockets, []
-        if listener is not None:
-            listener.close()
-        for sock in doomed:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        for _ in range(100_000):
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), 5)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                if self._listener is not listener:
-                    client.close()
-                    upstream.close()
-                    return
-                self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            for _ in range(10_000_000):
-                data = source.recv(65536)
-                if not data:
-                    break
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
 
 
 class S3Harness:
