@@ -11,12 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.task import react
 from twisted.internet.threads import deferToThread
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from dittofs import fsck
+from dittofs.log import redact
 from dittofs.stores import content_store, metadata_store
 from dittofs.tap import Options as ServerOptions
 
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         options.parseOptions(sys.argv[1:] if argv is None else argv)
     except usage.UsageError as error:
-        sys.stderr.write(f"dittofs: {error}\n")
+        sys.stderr.write(f"dittofs: {redact(str(error))}\n")
         raise SystemExit(2) from None
     sub = options.subOptions
 
@@ -107,8 +109,13 @@ def main(argv: list[str] | None = None) -> None:
             if status:
                 raise SystemExit(status)
 
+        def failed(reason: Failure) -> None:
+            # Written here rather than by react: a store's error may quote its URL.
+            sys.stderr.write(redact(reason.getTraceback()))
+            raise SystemExit(1)
+
         command = _gc if options.subCommand == "gc" else _fsck
-        return command(reactor, sub).addCallback(finish)
+        return maybeDeferred(command, reactor, sub).addCallbacks(finish, failed)
 
     react(command)
 

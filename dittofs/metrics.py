@@ -11,18 +11,30 @@ it.  :func:`web_root` builds the ``twisted.web`` tree served on the
 from __future__ import annotations
 
 import json
+import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import Interface
 
 from dittofs.exports import ExportTable
+from dittofs.interfaces import ICacheStatistics, IReadinessProbe
+from dittofs.log import redact
 
 #: Latency buckets from 100 µs (a cached GETATTR) to 10 s (a stalled store).
 LATENCY_BUCKETS = (
@@ -31,6 +43,9 @@ LATENCY_BUCKETS = (
 )
 #: Seconds /ready waits for each store before calling it unready.
 READY_TIMEOUT = 5.0
+
+#: What :func:`observed` carries from the start of a call to its end.
+_State = TypeVar("_State")
 
 
 class Metrics:
@@ -73,6 +88,15 @@ class Metrics:
             "dittofs_connections_refused", "Connections refused by a limit", ["reason"], registry=r
         )
         self.calls_in_flight = Gauge("dittofs_calls_in_flight", "Calls being served", registry=r)
+        # Memory, for leak hunting: the process's RSS (and CPU, fds) as Prometheus
+        # names them, and the interpreter's allocated blocks, which grow with any
+        # leaked Python object whatever its size and cost nothing to read.
+        ProcessCollector(registry=r)
+        Gauge(
+            "dittofs_python_allocated_blocks",
+            "Memory blocks the Python interpreter has allocated (sys.getallocatedblocks)",
+            registry=r,
+        ).set_function(sys.getallocatedblocks)
         self.store_seconds = Histogram(
             "dittofs_store_operation_duration_seconds",
             "Store operation latency",
@@ -87,26 +111,89 @@ class Metrics:
             registry=r,
         )
 
+    def watch_caches(self, exports: ExportTable) -> None:
+        """Report the cache of every export whose content store has one, read at each scrape."""
+        self.registry.register(_CacheCollector(exports))
+
+
+class _CacheCollector:
+    """Cache figures taken from the stores when scraped, so reads and writes pay nothing."""
+
+    def __init__(self, exports: ExportTable) -> None:
+        self._exports = exports
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["export"]
+        gauges = {
+            "used_bytes": GaugeMetricFamily(
+                "dittofs_cache_used_bytes", "Bytes in the local cache", labels=labels
+            ),
+            "capacity_bytes": GaugeMetricFamily(
+                "dittofs_cache_capacity_bytes", "The local cache's size bound", labels=labels
+            ),
+            "pending_upload_bytes": GaugeMetricFamily(
+                "dittofs_cache_pending_upload_bytes",
+                "Bytes written to the cache and not yet uploaded",
+                labels=labels,
+            ),
+            "pending_upload_files": GaugeMetricFamily(
+                "dittofs_cache_pending_upload_files",
+                "Files with changes not yet uploaded",
+                labels=labels,
+            ),
+        }
+        counters = {
+            "hits": CounterMetricFamily(
+                "dittofs_cache_hits", "Block reads served by the local cache", labels=labels
+            ),
+            "misses": CounterMetricFamily(
+                "dittofs_cache_misses", "Block reads that fetched the block", labels=labels
+            ),
+        }
+        for export in self._exports:
+            if not ICacheStatistics.providedBy(export.content):
+                continue
+            figures = export.content.cache_statistics()
+            path = [export.path.decode()]
+            for field, gauge in gauges.items():
+                gauge.add_metric(path, getattr(figures, field))
+            for field, counter in counters.items():
+                counter.add_metric(path, getattr(figures, field))
+        yield from gauges.values()
+        yield from counters.values()
+
 
 def metered(store: Any, interface: type[Interface], kind: str, metrics: Metrics) -> Any:
-    """Wrap a store so each of *interface*'s methods records its latency and errors.
+    """Wrap a store so each of *interface*'s methods records its latency and errors."""
+    backend = getattr(store, "name", type(store).__name__)
+    return wrap_methods(
+        store, interface, lambda name, method: _timed(method, metrics, kind, backend, name)
+    )
 
-    The wrapper provides the same interface, so it can stand wherever the
-    store stood; attributes outside the interface pass through untouched.
+
+def wrap_methods(
+    store: Any,
+    interface: type[Interface],
+    wrap: Callable[[str, Callable[..., Any]], Callable[..., Any]],
+) -> Any:
+    """A stand-in for *store* whose *interface* methods are ``wrap(name, method)``.
+
+    The stand-in provides whatever the store provides, so it can stand wherever
+    the store stood; attributes outside the interface pass through untouched.
+    Metrics (:func:`metered`) and tracing (:mod:`dittofs.tracing`) wrap stores
+    this way.
     """
     from zope.interface import directlyProvides, providedBy
 
-    backend = getattr(store, "name", type(store).__name__)
-
-    class Metered:
+    class Wrapped:
         def __getattr__(self, name: str) -> Any:
             return getattr(store, name)
 
-    wrapper = Metered()
+    wrapper = Wrapped()
     for name in interface.names(all=True):
         attribute = getattr(store, name, None)
         if callable(attribute):
-            setattr(wrapper, name, _timed(attribute, metrics, kind, backend, name))
+            setattr(wrapper, name, wrap(name, attribute))
     directlyProvides(wrapper, providedBy(store))
     return wrapper
 
@@ -117,32 +204,45 @@ def _timed(
     histogram = metrics.store_seconds.labels(kind, backend, name)
     errors = metrics.store_errors.labels(kind, backend, name)
 
+    def finish(started: float, failure: Failure | None) -> None:
+        histogram.observe(time.perf_counter() - started)
+        if failure is not None:
+            errors.inc()
+
+    return observed(method, time.perf_counter, finish)
+
+
+def observed(
+    method: Callable[..., Any],
+    start: Callable[[], _State],
+    finish: Callable[[_State, Failure | None], None],
+) -> Callable[..., Any]:
+    """Wrap *method*: ``start()`` runs before each call, ``finish`` once the call is over.
+
+    A store method may raise, return a value or return a Deferred; whichever it
+    does, ``finish(state, failure)`` runs exactly once, when the outcome is
+    known, with what ``start`` returned (a start time, a span) and the failure,
+    or None on success.  The outcome itself passes through unchanged.
+    """
+
     def call(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        state = start()
         try:
             result = method(*args, **kwargs)
         except Exception:
-            errors.inc()
+            finish(state, Failure())
             raise
         if not isinstance(result, Deferred):
-            histogram.observe(time.perf_counter() - started)
+            finish(state, None)
             return result
 
         def done(outcome: Any) -> Any:
-            histogram.observe(time.perf_counter() - started)
-            if not _is_success(outcome):
-                errors.inc()
+            finish(state, outcome if isinstance(outcome, Failure) else None)
             return outcome
 
         return result.addBoth(done)
 
     return call
-
-
-def _is_success(outcome: Any) -> bool:
-    from twisted.python.failure import Failure
-
-    return not isinstance(outcome, Failure)
 
 
 class _Metrics(Resource):
@@ -182,10 +282,10 @@ class _Ready(Resource):
         for export in self._exports:
             path = export.path.decode()
             checks[f"{path} metadata ({export.metadata.name})"] = await self._probe(
-                export.metadata.root
+                _probe_of(export.metadata, export.metadata.root)
             )
             checks[f"{path} content ({export.content.name})"] = await self._probe(
-                export.content.space
+                _probe_of(export.content, export.content.space)
             )
         ready = all(result == "ok" for result in checks.values())
         request.setResponseCode(200 if ready else 503)
@@ -200,8 +300,13 @@ class _Ready(Resource):
             probe.addTimeout(READY_TIMEOUT, self._clock)
             await probe
         except Exception as error:
-            return f"failed: {type(error).__name__}: {error}"
+            return redact(f"failed: {type(error).__name__}: {error}")
         return "ok"
+
+
+def _probe_of(store: Any, ordinary: Callable[[], Deferred[Any]]) -> Callable[[], Deferred[Any]]:
+    """The store's own readiness probe if it has one, else an *ordinary* call that needs it."""
+    return store.probe if IReadinessProbe.providedBy(store) else ordinary
 
 
 def web_root(metrics: Metrics, exports: ExportTable, clock: Any) -> Resource:

@@ -13,6 +13,7 @@ on stop it stops listening, then closes the stores.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -29,8 +30,10 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
+from zope.interface import Interface
 
 from dittofs import log as dittofs_log
+from dittofs import tracing as dittofs_tracing
 from dittofs.config import (
     ConfigError,
     ExportSpec,
@@ -75,6 +78,7 @@ DEFAULTS: dict[str, Any] = {
     "metadata": "sqlite",
     "content": "fs",
     "log-level": "INFO",
+    "log-format": "text",
     "shutdown-timeout": DEFAULT_SHUTDOWN_TIMEOUT,
     "metrics": None,
 }
@@ -114,6 +118,11 @@ def _check_log_level(value: str) -> None:
         raise ValueError(f"must be one of {', '.join(dittofs_log.LEVELS)}, got {value!r}")
 
 
+def _check_log_format(value: str) -> None:
+    if value.lower() not in dittofs_log.FORMATS:
+        raise ValueError(f"must be one of {', '.join(dittofs_log.FORMATS)}, got {value!r}")
+
+
 def _check_listen(value: str) -> None:
     from twisted.internet import reactor
 
@@ -145,6 +154,7 @@ _CHECKS: dict[str, Callable[[str], None]] = {
     "metadata": check_metadata_spec,
     "content": check_content_spec,
     "log-level": _check_log_level,
+    "log-format": _check_log_format,
     "metrics": _check_metrics,
 }
 
@@ -169,6 +179,7 @@ class Options(usage.Options):
         ["content", None, None, f"Content store: {CONTENT_CHOICES} [default: fs]."],
         ["content-path", None, None, "Keep content in this directory (same as --content fs:PATH)."],
         ["log-level", None, None, "DEBUG, INFO, WARN or ERROR [default: INFO]."],
+        ["log-format", None, None, "text, or json for one JSON object a line [default: text]."],
         [
             "clients",
             None,
@@ -198,7 +209,7 @@ class Options(usage.Options):
         try:
             super().parseOptions(options)
         except usage.UsageError as error:
-            sys.stderr.write(f"dittofs: {error}\n")
+            sys.stderr.write(f"dittofs: {dittofs_log.redact(str(error))}\n")
             raise SystemExit(2) from None
 
     def postOptions(self) -> None:
@@ -238,6 +249,11 @@ class Options(usage.Options):
             merged["shutdown-timeout"] = _number(merged, origin, "shutdown-timeout", 0)
         except ConfigError as error:
             raise usage.UsageError(str(error)) from None
+        try:
+            # twistd and twist start logging after parsing, from their own options.
+            dittofs_log.configure_runner(self.parent, merged["log-level"], merged["log-format"])
+        except ValueError as error:
+            raise usage.UsageError(f"{origin['log-format']}: {error}") from None
         self.argv = list(self._argv)
         self.update(merged)
 
@@ -308,12 +324,25 @@ def _load_config(path: str) -> dict[str, Any]:
     return table
 
 
+def _exit_failed() -> None:
+    """Leave with status 1 once the reactor has shut down, so systemd or a shell sees the failure.
+
+    twistd and twist exit 0 whenever the reactor stops and offer no way to say
+    otherwise, so the process leaves here, its output flushed, before they do.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(1)
+
+
 class DittoService(MultiService):
     """Opens the stores before its children (the listener) start; closes them after they stop.
 
     Stopping (SIGTERM, or the embedding program stopping it) stops listening,
     lets calls in flight finish for up to ``shutdown_timeout`` seconds, closes
-    the connections, then closes (flushes) the stores.  Under twistd it also
+    the connections, then closes (flushes) the stores and exports the last
+    spans if tracing is on.  Under twistd it also
     owns SIGTERM, so a clean stop exits with status 0 rather than re-raising
     the signal, and SIGHUP, which re-reads access rules and the log level.
     """
@@ -325,6 +354,8 @@ class DittoService(MultiService):
         factory: RpcServerFactory,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         reload: Callable[[], None] | None = None,
+        *,
+        tracing: dittofs_tracing.Tracing = dittofs_tracing.DISABLED,
     ) -> None:
         super().__init__()
         self.exports = exports
@@ -332,6 +363,8 @@ class DittoService(MultiService):
         self.shutdown_timeout = shutdown_timeout
         self._reactor = reactor
         self._reload = reload
+        self.tracing = tracing
+        factory.hold_calls()  # until the stores are open, whenever the listener starts
 
     def startService(self) -> None:
         """Open every store, then start listening; a store that cannot open stops the process."""
@@ -341,12 +374,14 @@ class DittoService(MultiService):
         def start_children(_: None) -> None:
             for service in self:
                 service.startService()
+            self.factory.serve_calls()
             log.info(
                 "DittoFS is serving {exports}", exports=[e.path.decode() for e in self.exports]
             )
 
         def failed(reason: Any) -> None:
             log.failure("Could not open the stores", reason)
+            self._reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
             self._reactor.stop()
 
         opened.addCallbacks(start_children, failed)
@@ -380,6 +415,7 @@ class DittoService(MultiService):
             await self.factory.drain(self.shutdown_timeout)
             await self.factory.close_all()
             await self.exports.close()
+            self.tracing.shutdown()
             log.info("DittoFS stopped")
 
         return Deferred.fromCoroutine(stop())
@@ -427,30 +463,30 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     dittofs_log.set_level(config["log-level"])
     data_dir = Path(config["data-dir"])
     metrics = Metrics()
+    tracing = dittofs_tracing.from_environment()
+
+    def instrumented(store: Any, interface: type[Interface], kind: str) -> Any:
+        return tracing.store(metered(store, interface, kind, metrics), interface, kind)
+
     exports = ExportTable(
         [
             Export(
                 export_id=spec.export_id,
                 path=spec.path.encode(),
-                metadata=metered(
-                    metadata_store(spec.metadata, data_dir, reactor),
-                    IMetadataStore,
-                    "metadata",
-                    metrics,
+                metadata=instrumented(
+                    metadata_store(spec.metadata, data_dir, reactor), IMetadataStore, "metadata"
                 ),
-                content=metered(
-                    content_store(spec.content, data_dir, reactor),
-                    IContentStore,
-                    "content",
-                    metrics,
+                content=instrumented(
+                    content_store(spec.content, data_dir, reactor), IContentStore, "content"
                 ),
                 policy=spec.policy,
             )
             for spec in config.exports
         ]
     )
+    metrics.watch_caches(exports)
     programs: list[RpcProgram] = [MountProgram(exports), NFSv3Program(exports, metrics=metrics)]
-    dispatcher = RpcDispatcher(programs, metrics=metrics)
+    dispatcher = tracing.dispatcher(RpcDispatcher(programs, metrics=metrics))
     factory = RpcServerFactory(dispatcher, limits=config.limits, clock=reactor, metrics=metrics)
     service = DittoService(
         exports,
@@ -458,6 +494,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         factory,
         shutdown_timeout=float(config["shutdown-timeout"]),
         reload=_reloader(config, exports),
+        tracing=tracing,
     )
     endpoint = endpoints.serverFromString(reactor, config["listen"])
     listener = StreamServerEndpointService(endpoint, factory)

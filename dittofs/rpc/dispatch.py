@@ -99,6 +99,11 @@ class RpcDispatcher:
         self.replay_cache = replay_cache if replay_cache is not None else ReplayCache()
         self.metrics = metrics if metrics is not None else Metrics()
 
+    @property
+    def programs(self) -> Sequence[RpcProgram]:
+        """The programs served, so that tracing can name calls after their procedures."""
+        return tuple(self._programs.values())
+
     def _answered(self, status: str, reply: XdrWriter) -> Deferred[Parts]:
         self.metrics.rpc_replies.labels(status).inc()
         return succeed(reply.parts())

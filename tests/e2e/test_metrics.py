@@ -1,13 +1,15 @@
-"""The metrics endpoint, scraped after known calls; /ready following the database.
+"""The metrics endpoint, scraped after known calls; /ready following the database and S3.
 
 The server runs in a subprocess with ``--metrics``; its PostgreSQL metadata
-goes through a loopback proxy the test can cut, so /ready can be watched
-turning 503 while the database is unreachable and 200 when it returns.
+(or its S3 content) goes through a loopback proxy the test can cut, so
+/ready can be watched turning 503 while the service is unreachable and 200
+when it returns.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -15,9 +17,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from tests.e2e.seaweedfs import credentials_env, shared_seaweedfs
 from tests.e2e.server import RunningServer, dittofs_server, free_port
+from tests.proxy import CuttableProxy
 from tests.unit.backends import postgres_schema, postgres_url
-from tests.unit.test_postgres_outage import CuttableProxy
 
 
 def fetch(url: str) -> tuple[int, str]:
@@ -103,8 +108,7 @@ def test_metrics_count_known_calls(tmp_path: Path) -> None:
 
 def test_ready_follows_postgresql(tmp_path: Path) -> None:
     """/ready is 503 naming the metadata store while PostgreSQL is unreachable, 200 when back."""
-    proxy = CuttableProxy(("127.0.0.1", 5432))
-    proxy.start()
+    proxy = CuttableProxy(5432)
     metrics_port = free_port()
     with postgres_schema("ready") as schema:
         try:
@@ -119,13 +123,74 @@ def test_ready_follows_postgresql(tmp_path: Path) -> None:
                 assert status == 503, body
                 checks = json.loads(body)["checks"]
                 assert checks["/export metadata (postgresql)"].startswith("failed"), checks
-                proxy.start()
+                proxy.restore()
                 deadline = time.monotonic() + 30
                 while fetch(ready)[0] != 200:
                     assert time.monotonic() < deadline, "/ready did not recover"
                     time.sleep(0.5)
         finally:
             proxy.cut()
+
+
+def wait_ready(url: str, seconds: float = 30) -> None:
+    """Poll /ready until it answers 200 (bounded)."""
+    deadline = time.monotonic() + seconds
+    while fetch(url)[0] != 200:
+        assert time.monotonic() < deadline, f"{url} did not turn 200"
+        time.sleep(0.5)
+
+
+def test_ready_follows_s3_and_cache_metrics_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/ready is 503 naming the content store while S3 is cut off; the cache metrics count use.
+
+    The S3 store answers ordinary calls from its cache, so /ready must ask
+    S3 itself.  A copy in and a read back move the cache's hit counter and
+    used bytes.
+    """
+    for key, value in credentials_env().items():
+        monkeypatch.setenv(key, value)
+    weed = shared_seaweedfs()
+    weed.create_bucket("dittofs-metrics")
+    relay = CuttableProxy(weed.ports["s3"])
+    metrics_port = free_port()
+    spec = weed.spec(
+        "dittofs-metrics", tmp_path.name, cache_dir=tmp_path / "cache", cache_size="64MiB"
+    ).replace(weed.endpoint, relay.endpoint)
+    try:
+        with dittofs_server(
+            tmp_path, "--metadata", "memory", "--content", spec,
+            "--metrics", f"tcp:{metrics_port}:interface=127.0.0.1",
+        ) as server:  # fmt: skip
+            base = f"http://127.0.0.1:{metrics_port}"
+            wait_ready(f"{base}/ready")
+            data = tmp_path / "data"
+            data.write_bytes(os.urandom(3_000_000))
+            back = tmp_path / "back"
+            for source, target in ((str(data), server.url("c")), (server.url("c"), str(back))):
+                copy = subprocess.run(
+                    ["nfs-cp", source, target], check=False, capture_output=True, timeout=60
+                )
+                assert copy.returncode == 0, copy.stderr
+            assert back.read_bytes() == data.read_bytes()
+            _, text = fetch(f"{base}/metrics")
+            assert sample(text, "dittofs_cache_capacity_bytes", export="/export") == 64 << 20
+            assert sample(text, "dittofs_cache_used_bytes", export="/export") >= 3_000_000
+            assert sample(text, "dittofs_cache_hits_total", export="/export") >= 1
+            assert sample(text, "dittofs_cache_misses_total", export="/export") == 0
+            assert "dittofs_cache_pending_upload_bytes{" in text
+            assert "dittofs_cache_pending_upload_files{" in text
+            relay.cut()
+            status, body = fetch(f"{base}/ready")
+            assert status == 503, body
+            checks = json.loads(body)["checks"]
+            assert checks["/export content (s3)"].startswith("failed"), checks
+            assert checks["/export metadata (memory)"] == "ok", checks
+            relay.restore()
+            wait_ready(f"{base}/ready")
+    finally:
+        relay.cut()
 
 
 __all__ = ["RunningServer"]

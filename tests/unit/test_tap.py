@@ -373,6 +373,39 @@ class MakeServiceTests(TempDirMixin):
         self.assertEqual(len(logged), 1)
         self.assertIn("disk on fire", logged[0]["log_failure"].getTraceback())
         self.flushLoggedErrors()
+        # twistd would exit 0 once the reactor stops: the process leaves with 1 after shutdown.
+        ((exit_after_shutdown, args, _),) = self.reactor.triggers["after"]["shutdown"]
+        statuses: list[int] = []
+        self.patch(os, "_exit", statuses.append)
+        exit_after_shutdown(*args)
+        self.assertEqual(statuses, [1])
+
+    def test_calls_wait_until_the_stores_are_open(self) -> None:
+        """A connection accepted before the stores open (twistd listens early) is read only after.
+
+        twistd calls privilegedStartService, which starts the listener, before
+        startService opens the stores; a call read then would find no export.
+        """
+        store = MemoryMetadataStore()
+        opening: Deferred[None] = Deferred()
+        self.patch(store, "open", lambda: opening)
+        self.patch(tap, "metadata_store", lambda *args, **kwargs: store)
+        service = self.make(["--listen", "tcp:2049"])
+        service.privilegedStartService()
+        ((_port, factory, _backlog, _interface),) = self.reactor.tcpServers
+        early = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 800))
+        factory.buildProtocol(early.getPeer()).makeConnection(early)
+        self.assertEqual(early.producerState, "paused")
+        service.startService()
+        self.assertEqual(early.producerState, "paused")
+        opening.callback(None)
+        self.assertEqual(early.producerState, "producing")
+        late = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 801))
+        factory.buildProtocol(late.getPeer()).makeConnection(late)
+        self.assertEqual(late.producerState, "producing")
+        stopped = service.stopService()
+        self.reactor.advance(1)  # the grace period for open connections
+        self.successResultOf(stopped)
 
     def test_log_level_applied(self) -> None:
         """``--log-level ERROR`` silences DittoFS warnings but keeps its errors."""
