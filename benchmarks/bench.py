@@ -14,6 +14,10 @@ so neither server's root squashing comes into play.
 ``--stores memory,sqlite,postgresql,redis`` instead compares DittoFS's
 metadata stores (with fs content) on the metadata workload.
 
+``--soak SECONDS`` instead runs every workload on DittoFS alone, cycle after
+cycle for that long, and reports whether its memory stayed flat
+(:mod:`benchmarks.soak`).
+
 Exit status 0 on success; 1 when anything failed (a server did not start or
 died, logged a traceback, a client call failed or returned wrong data), with
 the servers' log tails on stderr.
@@ -41,6 +45,7 @@ from typing import Any
 from benchmarks.client import BenchError, Client, build
 from benchmarks.profile import pyspy, summarise
 from benchmarks.servers import DittoServer, GaneshaServer
+from benchmarks.soak import report, soak, verdict
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -542,6 +547,28 @@ def run_stores(args: argparse.Namespace, sizes: Sizes, client: Client, work: Pat
 _SHOW_LOGS: list[Any] = []
 
 
+#: Cycles a soak runs at most, whatever its duration: a bound on the loop.
+SOAK_MAX_CYCLES = 10_000
+
+
+def run_soak(args: argparse.Namespace, sizes: Sizes, client: Client, work: Path) -> None:
+    """Cycle every workload on DittoFS alone for ``--soak`` seconds; print its memory."""
+    started = time.monotonic()
+    with DittoServer(
+        work / "dittofs", "memory", f"fs:{work / 'dittofs' / 'content'}", metrics=True
+    ) as ditto:
+        _SHOW_LOGS.append(ditto)
+        samples = soak(client, ditto, sizes, args.soak, SOAK_MAX_CYCLES)
+    print(
+        f"\nDittoFS (memory metadata + fs content) soak, {sizes.name} sizes per cycle, "
+        f"{len(samples)} cycles in {time.monotonic() - started:.0f}s; {os.cpu_count()} CPUs, "
+        f"load average {_load()} after.\n"
+    )
+    print(report(samples))
+    if not verdict(samples)[0]:
+        raise BenchError("DittoFS's memory grew during the soak")
+
+
 def _workloads(text: str) -> list[str]:
     chosen = [item.strip() for item in text.split(",") if item.strip()]
     for item in chosen:
@@ -568,6 +595,12 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"compare DittoFS metadata stores instead, e.g. {','.join(STORES)}",
     )
     parser.add_argument("--profile", metavar="DIR", help="py-spy DittoFS afterwards, into DIR")
+    parser.add_argument(
+        "--soak",
+        type=float,
+        metavar="SECONDS",
+        help="instead, cycle every workload on DittoFS alone this long and watch its memory",
+    )
     parser.add_argument("--uid", type=int, default=1000, help="client AUTH_SYS uid")
     parser.add_argument("--gid", type=int, default=1000, help="client AUTH_SYS gid")
     parser.add_argument("--workdir", help="where scratch directories go (default: $TMPDIR)")
@@ -575,6 +608,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rounds is not None and not 1 <= args.rounds <= 100:
         parser.error("--rounds must be between 1 and 100")
+    if args.soak is not None and not 0 < args.soak <= 24 * 3600:
+        parser.error("--soak must be between 0 and 86400 seconds")
     return args
 
 
@@ -592,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, _terminate)
     work = Path(tempfile.mkdtemp(prefix="dittofs-bench-", dir=args.workdir))
     runner: Callable[[argparse.Namespace, Sizes, Client, Path], None]
-    runner = run_stores if args.stores else run_comparison
+    runner = run_soak if args.soak else run_stores if args.stores else run_comparison
     try:
         client = Client(build(), args.uid, args.gid, sizes.client_timeout)
         runner(args, sizes, client, work)

@@ -125,12 +125,22 @@ class DittoServer:
 
     export = "/export"
 
-    def __init__(self, workdir: Path, metadata: str, content: str, label: str = "DittoFS") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        metadata: str,
+        content: str,
+        label: str = "DittoFS",
+        metrics: bool = False,
+    ) -> None:
         self.workdir = workdir
         self.metadata = metadata
         self.content = content
         self.label = label
         self.nfsport = self.mountport = 0
+        #: Serve /metrics on a port of its own (for the soak's memory readings).
+        self.metrics = metrics
+        self.metrics_url = ""
         self.log_path = workdir / "dittofs.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -152,6 +162,10 @@ class DittoServer:
             "--metadata", self.metadata,
             "--content", self.content,
         ]  # fmt: skip
+        if self.metrics:
+            metrics_port = free_port()
+            command += ["--metrics", f"tcp:{metrics_port}:interface=127.0.0.1"]
+            self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         with open(self.log_path, "wb") as log:
