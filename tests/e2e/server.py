@@ -17,12 +17,23 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
 
 STARTUP_SECONDS = 30.0
+
+
+def fetch(url: str) -> tuple[int, str]:
+    """GET a URL (the metrics endpoint); return the status code and body, error statuses too."""
+    try:
+        with urllib.request.urlopen(url, timeout=15) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 def free_port() -> int:

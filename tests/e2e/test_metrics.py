@@ -13,25 +13,14 @@ import os
 import re
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.seaweedfs import credentials_env, shared_seaweedfs
-from tests.e2e.server import RunningServer, dittofs_server, free_port
+from tests.e2e.server import RunningServer, dittofs_server, fetch, free_port
 from tests.proxy import CuttableProxy
 from tests.unit.backends import postgres_schema, postgres_url
-
-
-def fetch(url: str) -> tuple[int, str]:
-    """GET a URL; return the status code and body (also for error statuses)."""
-    try:
-        with urllib.request.urlopen(url, timeout=15) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def sample(text: str, name: str, **labels: str) -> float:

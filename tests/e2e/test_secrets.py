@@ -17,14 +17,12 @@ import secrets
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.clients import libnfs
-from tests.e2e.server import dittofs_server, free_port
+from tests.e2e.server import dittofs_server, fetch, free_port
 from tests.unit.backends import REDIS, postgres_schema, postgres_url, redis_prefix
 
 STOP_SECONDS = 60.0
@@ -44,15 +42,6 @@ def twistd(workdir: Path, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         command, cwd=workdir, capture_output=True, text=True, timeout=STOP_SECONDS, check=False
     )
-
-
-def fetch(url: str) -> tuple[int, str]:
-    """GET a URL; return the status code and body (also for error statuses)."""
-    try:
-        with urllib.request.urlopen(url, timeout=15) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])

@@ -181,6 +181,9 @@ RULES: tuple[Rule, ...] = (
     Rule("docs/benchmarks.md", "", "python benchmarks/run --profile /tmp/benchout", PARSED,
          "unit:test_benchmark_command_lines_parse",
          "the recorded run's command line, accepted by benchmarks/run's parser"),
+    Rule("docs/benchmarks.md", "", "python benchmarks/run --rounds 3\n", PARSED,
+         "unit:test_benchmark_command_lines_parse",
+         "a later recorded run's command line, accepted by benchmarks/run's parser"),
     # docs/configuration.md
     Rule("docs/configuration.md", "toml", 'log-level = "INFO"', PARSED,
          "unit:test_configuration_toml_examples_are_accepted",
@@ -567,8 +570,9 @@ class ListingTests(SynchronousTestCase):
         lines = [
             *listing("docs/benchmarks.md", "python benchmarks/run --quick").lines(),
             *listing("docs/benchmarks.md", "python benchmarks/run --profile /tmp/benchout").lines(),
+            *listing("docs/benchmarks.md", "python benchmarks/run --rounds 3\n").lines(),
         ]
-        self.assertGreaterEqual(len(lines), 6)
+        self.assertGreaterEqual(len(lines), 8)
         for line in lines:
             _, argv = shell_command(line)
             self.assertEqual(argv[:2], ["python", "benchmarks/run"], line)

@@ -24,9 +24,7 @@ from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs import log as dittofs_log
-from dittofs import tap
-
-MEMORY = ["--metadata", "memory", "--content", "memory"]
+from tests.unit.test_tap import MEMORY, parse
 
 
 class ExitCapture(SynchronousTestCase):
@@ -56,35 +54,28 @@ def write_config(case: SynchronousTestCase, text: str) -> str:
     return path
 
 
-def parse_alone(argv: list[str]) -> tap.Options:
-    """Parse DittoFS's options with no runner above them (embedding, SIGHUP re-reads)."""
-    options = tap.Options()
-    options.parseOptions(argv)
-    return options
-
-
 class LogFormatOptionTests(ExitCapture):
     """``--log-format`` and the ``log-format`` key are checked like every other option."""
 
     def test_default_is_text(self) -> None:
         """With nothing said the format is ``text``: today's human-readable twistd output."""
-        self.assertEqual(parse_alone(MEMORY)["log-format"], "text")
+        self.assertEqual(parse(MEMORY)["log-format"], "text")
 
     def test_json_accepted_in_any_case(self) -> None:
         """``json`` is accepted on the command line (any case, as levels are) and as a key."""
-        self.assertEqual(parse_alone(["--log-format", "JSON"])["log-format"], "JSON")
+        self.assertEqual(parse(["--log-format", "JSON"])["log-format"], "JSON")
         path = write_config(self, 'log-format = "json"\n')
-        self.assertEqual(parse_alone(["--config", path])["log-format"], "json")
+        self.assertEqual(parse(["--config", path])["log-format"], "json")
 
     def test_bad_value_on_the_command_line(self) -> None:
         """A format that does not exist is one line naming the option and the choices."""
-        output = self.usage_error(parse_alone, ["--log-format", "xml"])
+        output = self.usage_error(parse, ["--log-format", "xml"])
         self.assertEqual(output, "dittofs: --log-format: must be one of text, json, got 'xml'\n")
 
     def test_bad_value_in_the_config_file(self) -> None:
         """In the config file the line names the file and the key."""
         path = write_config(self, 'log-format = "yaml"\n')
-        output = self.usage_error(parse_alone, ["--config", path])
+        output = self.usage_error(parse, ["--config", path])
         self.assertEqual(
             output,
             f"dittofs: config {path}: key 'log-format': must be one of text, json, got 'yaml'\n",
@@ -93,7 +84,7 @@ class LogFormatOptionTests(ExitCapture):
     def test_config_value_must_be_a_string(self) -> None:
         """``log-format = true`` is refused for its type before its value is looked at."""
         path = write_config(self, "log-format = true\n")
-        output = self.usage_error(parse_alone, ["--config", path])
+        output = self.usage_error(parse, ["--config", path])
         self.assertIn(f"config {path}: key 'log-format' must be a string", output)
 
 

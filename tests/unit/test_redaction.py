@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -35,6 +33,7 @@ from dittofs.exports import Export, ExportTable
 from dittofs.log import redact
 from dittofs.metrics import Metrics, web_root
 from dittofs.stores.memory_content import MemoryContentStore
+from tests.unit.test_log import write_config
 
 SECRET = "Tr0ub4dor3"
 
@@ -139,15 +138,6 @@ class LogChainTests(SynchronousTestCase):
         self.assertIs(event["log_failure"], failure)
         self.assertEqual(event["procedure"], "READ")
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
-
-
-def write_config(case: SynchronousTestCase, text: str) -> str:
-    """Write a TOML config file in a private temporary directory; return its path."""
-    descriptor, path = tempfile.mkstemp(prefix="dittofs-redaction-test-", suffix=".toml")
-    case.addCleanup(os.remove, path)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(text)
-    return path
 
 
 class UsageErrorTests(SynchronousTestCase):
