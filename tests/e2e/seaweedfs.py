@@ -225,7 +225,10 @@ def shared_seaweedfs() -> SeaweedFS:
     """One SeaweedFS for the whole test process (started on first use, stopped at exit).
 
     Unit tests each use their own bucket prefix on it, so starting the server
-    (a few seconds) is paid once per run, under pytest and trial alike.
+    (a few seconds) is paid once per run, under pytest and trial alike.  Use
+    the unit tests' bucket with a prefix of your own, never a new bucket:
+    each bucket takes seven of the server's sixteen volumes, and the
+    readiness check's takes seven more, so a third bucket gets InternalError.
     """
     global _shared  # noqa: PLW0603 - one server per process is the point
     with _shared_lock:

@@ -21,6 +21,7 @@ from tests.e2e.seaweedfs import credentials_env, shared_seaweedfs
 from tests.e2e.server import RunningServer, dittofs_server, fetch, free_port
 from tests.proxy import CuttableProxy
 from tests.unit.backends import postgres_schema, postgres_url
+from tests.unit.test_s3_content import BUCKET
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -141,11 +142,11 @@ def test_ready_follows_s3_and_cache_metrics_move(
     for key, value in credentials_env().items():
         monkeypatch.setenv(key, value)
     weed = shared_seaweedfs()
-    weed.create_bucket("dittofs-metrics")
+    weed.create_bucket(BUCKET)  # the unit tests' bucket: each new one takes volumes of its own
     relay = CuttableProxy(weed.ports["s3"])
     metrics_port = free_port()
     spec = weed.spec(
-        "dittofs-metrics", tmp_path.name, cache_dir=tmp_path / "cache", cache_size="64MiB"
+        BUCKET, f"metrics-{tmp_path.name}", cache_dir=tmp_path / "cache", cache_size="64MiB"
     ).replace(weed.endpoint, relay.endpoint)
     try:
         with dittofs_server(

@@ -27,7 +27,7 @@ import attrs
 import pytest
 
 from tests.e2e.linux import guest
-from tests.e2e.seaweedfs import credentials_env, shared_seaweedfs
+from tests.e2e.seaweedfs import credentials_env, seaweedfs
 from tests.e2e.server import RunningServer, dittofs_server
 from tests.unit import backends
 
@@ -74,12 +74,16 @@ def _redis_prefix(request: pytest.FixtureRequest) -> str:
 
 
 def _s3_spec(cache: Path, request: pytest.FixtureRequest) -> str:
-    """A fresh prefix of the test process's SeaweedFS, with its credentials in the environment."""
+    """A SeaweedFS of the pairing's own, stopped after it, with its credentials in the environment.
+
+    Not the test process's shared one: the scenarios fill several of its
+    volumes, which the unit tests' buckets would then be short of.
+    """
     patch = pytest.MonkeyPatch()
     request.addfinalizer(patch.undo)
     for key, value in credentials_env().items():
         patch.setenv(key, value)
-    weed = shared_seaweedfs()
+    weed = backends.entered(seaweedfs(cache.parent / "seaweedfs"), request.addfinalizer)
     weed.create_bucket(S3_BUCKET)
     return weed.spec(S3_BUCKET, cache.parent.name, cache_dir=cache, cache_size="512MiB")
 
