@@ -394,6 +394,9 @@ CAPTURE_FILE_SIZE = 2 * 1024 * 1024 + 12345
 CAPTURE_BUFFER_MIB = 64
 START_SENTINEL, END_SENTINEL = 0x5E000000, 0x5E0000FF
 START_ATTEMPTS = 10
+#: A capture that lost packets (dumpcap falling behind on a loaded machine: one
+#: CI run in many) proves nothing either way, so it is taken again, this often.
+CAPTURE_TAKES = 3
 
 
 def _tshark_usable() -> str | None:
@@ -503,14 +506,18 @@ def decode(pcap: Path, port: int, *args: str) -> str:
     return result.stdout.decode(errors="replace")
 
 
-def session(server: RunningServer, workdir: Path) -> None:
-    """Traffic worth decoding: libnfs copies and listings, anfs calls of every kind."""
+def session(server: RunningServer, workdir: Path, take: int) -> None:
+    """Traffic worth decoding: libnfs copies and listings, anfs calls of every kind.
+
+    *take* numbers the names it makes, so a capture can be taken again on the same server.
+    """
     local = workdir / "capture.bin"
     local.write_bytes(os.urandom(CAPTURE_FILE_SIZE))
-    assert libnfs("nfs-cp", str(local), server.url("captured.bin")).returncode == 0
+    captured = f"captured{take}.bin"
+    assert libnfs("nfs-cp", str(local), server.url(captured)).returncode == 0
     assert libnfs("nfs-ls", server.url("")).returncode == 0
     back = workdir / "back.bin"
-    assert libnfs("nfs-cp", server.url("captured.bin"), str(back)).returncode == 0
+    assert libnfs("nfs-cp", server.url(captured), str(back)).returncode == 0
     assert back.read_bytes() == local.read_bytes()
     assert libnfs("nfs-cat", server.url("missing")).returncode != 0
 
@@ -525,7 +532,8 @@ def session(server: RunningServer, workdir: Path) -> None:
 
         async with AnfsNfs3(server.port, server.export) as nfs:
             await nfs.null()
-            made = await nfs.mkdir(nfs.root, b"wire")
+            wire = f"wire{take}".encode()
+            made = await nfs.mkdir(nfs.root, wire)
             work = bytes(made["resok"]["obj"]["handle"]["data"])
             created = await nfs.create(work, b"f")
             fh = bytes(created["resok"]["obj"]["handle"]["data"])
@@ -550,7 +558,7 @@ def session(server: RunningServer, workdir: Path) -> None:
             await nfs.fsinfo(nfs.root)
             await nfs.pathconf(nfs.root)
             await nfs.remove(work, b"h")
-            await nfs.rmdir(nfs.root, b"wire")  # NOTEMPTY
+            await nfs.rmdir(nfs.root, wire)  # NOTEMPTY
             await nfs.getattr(b"\x00" * 12)  # BADHANDLE
 
     run(anfs_calls())
@@ -561,22 +569,30 @@ def test_tshark_decodes_a_session_cleanly(memory_server: RunningServer, tmp_path
     reason = _tshark_usable()
     if reason:
         pytest.skip(reason)
-    pcap = tmp_path / "session.pcapng"
-    with capture(memory_server.port, pcap, tmp_path / "tshark.log"):
-        session(memory_server, tmp_path)
-
     port = memory_server.port
-    lost = decode(
-        pcap,
-        port,
-        "-Y",
-        "tcp.analysis.lost_segment || tcp.analysis.ack_lost_segment",
-        "-T",
-        "fields",
-        "-e",
-        "frame.number",
-    )
-    assert lost.strip() == "", "the capture itself lost packets; its verdict would be void"
+    for take in range(CAPTURE_TAKES):
+        workdir = tmp_path / f"take{take}"
+        workdir.mkdir()
+        pcap, log = workdir / "session.pcapng", workdir / "tshark.log"
+        with capture(port, pcap, log):
+            session(memory_server, workdir, take)
+        lost = decode(
+            pcap,
+            port,
+            "-Y",
+            "tcp.analysis.lost_segment || tcp.analysis.ack_lost_segment",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        )
+        if not lost.strip():
+            break
+    else:
+        pytest.fail(
+            f"all {CAPTURE_TAKES} captures lost packets, so none can judge the server;"
+            f" the last one's log:\n{log.read_text(errors='replace')}"
+        )
     malformed = decode(pcap, port, "-Y", "_ws.malformed", "-T", "fields", "-e", "frame.number")
     assert malformed.strip() == "", f"malformed frames: {malformed.split()[:20]}"
     errors = decode(
