@@ -214,6 +214,14 @@ class NFSv3Program:
                     log.error(
                         "{procedure} failed: {error}", procedure=number.name, error=str(error)
                     )
+                elif status is Status.JUKEBOX:
+                    # A store that is away or busy: the client retries (Linux after
+                    # 5 s), so the call stalls rather than fails; say why it stalls.
+                    log.warn(
+                        "{procedure} answered JUKEBOX, the client will retry: {error}",
+                        procedure=number.name,
+                        error=str(error),
+                    )
             except Exception:
                 log.failure("{procedure} failed in a store", procedure=number.name)
                 status = Status.IO

@@ -13,9 +13,10 @@ import time
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail
-from twisted.logger import ILogObserver, globalLogPublisher
+from twisted.logger import ILogObserver, LogLevel, capturedLogs, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from dittofs.errors import NFSError
 from dittofs.exports import Export
 from dittofs.model import SetAttributes
 from dittofs.nfs3.const import (
@@ -1180,6 +1181,34 @@ class StoreFailureTests(SynchronousTestCase):
         attributes = self.client.getattr(fh).expect_ok().attributes
         assert attributes is not None
         self.assertEqual(attributes.size, 0)
+
+
+class BusyContentStore(MemoryContentStore):
+    """A content store whose backend is away: writes are answered "try again later"."""
+
+    def write(
+        self, fileid: int, offset: int, data: bytes | memoryview, stable: bool
+    ) -> Deferred[None]:
+        """Fail the way the S3 store does while S3 is unreachable."""
+        return fail(NFSError(Status.JUKEBOX, "S3 unreachable: connection refused"))
+
+
+class JukeboxTests(SynchronousTestCase):
+    """A store that is away gives JUKEBOX, and the log says which call stalled and why."""
+
+    def test_jukebox_is_logged_as_a_warning(self) -> None:
+        """The client hears JUKEBOX with wcc data; a warning names the procedure and cause."""
+        client = build_server(content=BusyContentStore()).client()
+        root = client.mnt(b"/export")
+        fh = client.create(root, b"a").expect_ok().handle
+        assert fh is not None
+        with capturedLogs() as events:
+            reply = client.write(fh, 0, b"data")
+        self.assertEqual(reply.status, Status.JUKEBOX)
+        self.assertIsNotNone(reply.wcc.after)
+        (warning,) = [e for e in events if e["log_level"] is LogLevel.warn]
+        self.assertEqual(warning["procedure"], "WRITE")
+        self.assertIn("S3 unreachable", formatEvent(warning))
 
 
 class WriteRemoveRaceTests(SynchronousTestCase):
