@@ -39,6 +39,9 @@ log = Logger(observer=dittofs_log.observer)
 #: Calls one connection may have running before the server stops reading from it.
 DEFAULT_MAX_IN_FLIGHT = 64
 
+#: Replies at least this large skip Twisted's buffer when it is empty (see _send_now).
+DIRECT_SEND_BYTES = 64 * 1024
+
 
 @attrs.frozen
 class Limits:
@@ -233,7 +236,41 @@ class RpcServerProtocol(Protocol):
         if self._closed:
             return
         size = sum(len(part) for part in parts)
-        self.transport.writeSequence([record_header(size), *parts])  # type: ignore[union-attr]
+        record = [record_header(size), *parts]
+        if size >= DIRECT_SEND_BYTES and self._write_buffer_empty():
+            record = self._send_now(record)
+        if record:
+            self.transport.writeSequence(record)  # type: ignore[union-attr]
+
+    def _write_buffer_empty(self) -> bool:
+        """Whether the TCP transport has nothing queued (False for any other transport)."""
+        transport = self.transport
+        queued = getattr(transport, "_tempDataLen", None)
+        if queued is None or not hasattr(transport, "socket"):
+            return False
+        return not queued and transport.offset == len(transport.dataBuffer)  # type: ignore[union-attr]
+
+    def _send_now(self, record: list[bytes]) -> list[bytes]:
+        """Hand a large reply's parts to the kernel as they are; return what it did not take.
+
+        Twisted's buffer would first join the parts into one new ``bytes`` (a
+        copy of a whole 1 MiB READ); ``sendmsg`` gathers them in place.  Only
+        an unsent tail is copied, into the transport's buffer as usual.
+        """
+        try:
+            sent = self.transport.socket.sendmsg(record)  # type: ignore[union-attr]
+        except BlockingIOError:
+            return record
+        except OSError:
+            return record  # the transport meets the same error and closes as usual
+        unsent: list[bytes] = []
+        for part in record:
+            if sent >= len(part):
+                sent -= len(part)
+            else:
+                unsent.append(part[sent:] if sent else part)
+                sent = 0
+        return unsent
 
     def _reply_failed(self, reason: Failure) -> None:
         log.failure("Could not send an RPC reply", reason)

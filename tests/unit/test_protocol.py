@@ -43,7 +43,9 @@ from tests.unit.test_message import (
 )
 
 TEST_PROGRAM = 0x20000002
-ECHO, WAIT, WHOAMI = 1, 2, 3
+ECHO, WAIT, WHOAMI, BULK = 1, 2, 3, 4
+#: What BULK answers: large enough to go to the socket directly.
+BULK_DATA = bytes(range(256)) * 1024
 PEER = IPv4Address("TCP", "192.0.2.5", 901)
 
 
@@ -52,7 +54,8 @@ def _no_args(reader: XdrReader) -> None:
 
 
 class ControlledProgram:
-    """NULL, ECHO (answers at once), WAIT (answers when the test fires its Deferred), WHOAMI."""
+    """NULL, ECHO (answers at once), WAIT (answers when the test fires its Deferred), WHOAMI,
+    BULK (256 KiB, like a large READ)."""
 
     number = TEST_PROGRAM
     low_version = 1
@@ -66,6 +69,7 @@ class ControlledProgram:
             ECHO: Procedure("ECHO", lambda reader: reader.string(64), self.echo),
             WAIT: Procedure("WAIT", _no_args, self.wait),
             WHOAMI: Procedure("WHOAMI", _no_args, self.whoami),
+            BULK: Procedure("BULK", _no_args, self.bulk),
         }
 
     def procedures(self, version: int) -> dict[int, Procedure]:
@@ -91,6 +95,12 @@ class ControlledProgram:
         """Record the call's context."""
         self.contexts.append(context)
         return XdrWriter()
+
+    async def bulk(self, args: None, context: CallContext) -> XdrWriter:
+        """Answer BULK_DATA as one uncopied part."""
+        writer = XdrWriter()
+        writer.opaque(BULK_DATA)
+        return writer
 
 
 def call(xid: int, procedure: int, args: bytes = b"") -> bytes:
@@ -250,6 +260,78 @@ class ChunkingTests(ProtocolTestCase):
         self.assertEqual([reply.xid for reply in replies], list(range(len(payloads))))
         self.assertEqual([reply.body for reply in replies], [xdr_opaque(p) for p in payloads])
         self.assertEqual(self.transport.producerState, "producing")
+
+
+class TakingSocket:
+    """A non-blocking socket stand-in whose send buffer takes only *room* more bytes."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.sent = bytearray()
+        self.calls = 0
+
+    def sendmsg(self, buffers: list[bytes]) -> int:
+        """Take what fits, as the kernel does; nothing fits is EAGAIN."""
+        self.calls += 1
+        data = b"".join(buffers)[: self.room]
+        if not data:
+            raise BlockingIOError
+        self.sent += data
+        self.room -= len(data)
+        return len(data)
+
+
+class SocketTransport(StringTransport):
+    """A StringTransport with the buffer attributes and socket of Twisted's TCP transport."""
+
+    def __init__(self, sock: TakingSocket) -> None:
+        super().__init__(peerAddress=PEER)
+        self.socket = sock
+        self.dataBuffer = b""
+        self.offset = 0
+        self._tempDataLen = 0
+
+
+class DirectSendTests(ProtocolTestCase):
+    """Large replies go to the socket as they are while nothing is queued before them."""
+
+    def open_over(self, sock: TakingSocket) -> SocketTransport:
+        self.connect()
+        transport = SocketTransport(sock)
+        self.protocol = self.factory.buildProtocol(PEER)  # type: ignore[assignment]
+        self.protocol.makeConnection(transport)
+        return transport
+
+    def test_every_split_of_the_reply_arrives_whole_and_in_order(self) -> None:
+        """Whatever the socket takes, it and then the transport's buffer carry the exact reply."""
+        for room in (0, 1, 4, 5, 100, 4096, 200_000, 10**9):
+            with self.subTest(room=room):
+                sock = TakingSocket(room)
+                transport = self.open_over(sock)
+                self.protocol.dataReceived(call(7, BULK) + call(8, BULK))
+                stream = bytes(sock.sent) + transport.value()
+                replies = [parse_reply(message) for message in split_records(stream)]
+                self.assertEqual([reply.xid for reply in replies], [7, 8])
+                self.assertEqual([reply.body for reply in replies], [xdr_opaque(BULK_DATA)] * 2)
+                self.assertGreaterEqual(sock.calls, 1)
+
+    def test_nothing_skips_queued_data(self) -> None:
+        """With bytes already queued in the transport, the reply queues behind them."""
+        sock = TakingSocket(10**9)
+        transport = self.open_over(sock)
+        transport._tempDataLen = 1
+        self.protocol.dataReceived(call(9, BULK))
+        self.assertEqual(sock.calls, 0)
+        (reply,) = [parse_reply(message) for message in split_records(transport.value())]
+        self.assertEqual(reply.body, xdr_opaque(BULK_DATA))
+
+    def test_small_replies_take_the_usual_path(self) -> None:
+        """Small replies are not worth a system call of their own."""
+        sock = TakingSocket(10**9)
+        transport = self.open_over(sock)
+        self.protocol.dataReceived(call(10, ECHO, xdr_opaque(b"small")))
+        self.assertEqual(sock.calls, 0)
+        self.assertEqual(len(split_records(transport.value())), 1)
 
 
 class BackpressureTests(ProtocolTestCase):
