@@ -32,6 +32,7 @@ from twisted.python import usage
 from twisted.web.server import Site
 from zope.interface import Interface
 
+from dittofs import allocator
 from dittofs import log as dittofs_log
 from dittofs import tracing as dittofs_tracing
 from dittofs.config import (
@@ -461,6 +462,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
 
         reactor = default_reactor
     dittofs_log.set_level(config["log-level"])
+    allocator.return_large_buffers()
     data_dir = Path(config["data-dir"])
     metrics = Metrics()
     tracing = dittofs_tracing.from_environment()
