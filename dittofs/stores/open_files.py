@@ -19,6 +19,9 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: Descriptors kept open by default: well under the usual soft limit of 1,024 per process.
 DEFAULT_LIMIT = 256
@@ -89,6 +92,19 @@ class OpenFiles:
             os.close(descriptor.fd)
         else:
             descriptor.doomed = True
+
+    def with_open(self, fileid: int, function: Callable[[int], T]) -> T | None:
+        """*function*'s result on *fileid*'s descriptor if one is open, else None.
+
+        The lock is held throughout, so *function* must not block: it is for
+        calls that give up rather than wait (``RWF_NOWAIT`` reads).
+        """
+        with self._lock:
+            descriptor = self._open.get(fileid)
+            if descriptor is None:
+                return None
+            self._open.move_to_end(fileid)
+            return function(descriptor.fd)
 
     def forget(self, fileid: int) -> None:
         """Drop *fileid*'s descriptor, before its file is deleted."""

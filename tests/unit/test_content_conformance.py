@@ -73,18 +73,49 @@ class FilesystemContentStoreSpecificTests(SynchronousTestCase):
         """Opening creates the content directory, parents included."""
         self.assertTrue((self.directory / "content").is_dir())
 
-    def test_blocking_work_goes_to_the_pool(self) -> None:
-        """Every operation runs through the thread pool, never inline on the reactor thread."""
+    @property
+    def pool(self) -> SynchronousThreadPool:
         pool = self.store._pool
-        self.assertIsInstance(pool, SynchronousThreadPool)
         assert isinstance(pool, SynchronousThreadPool)
         self.assertTrue(pool.started)
-        before = pool.calls
+        return pool
+
+    def test_blocking_work_goes_to_the_pool(self) -> None:
+        """Every operation that can block runs in the thread pool, never on the reactor thread."""
+        before = self.pool.calls
         self.successResultOf(self.store.write(1, 0, b"x", True))
-        self.successResultOf(self.store.read(1, 0, 1))
         self.successResultOf(self.store.commit(1))
         self.successResultOf(self.store.space())
-        self.assertEqual(pool.calls, before + 4)
+        # Short of what was asked: only a blocking read can tell end of file from "not cached".
+        self.assertEqual(self.successResultOf(self.store.read(1, 0, 10)), b"x")
+        self.successResultOf(self.store.read(2, 0, 10))  # never opened
+        big = fs_content.NOWAIT_READ_BYTES + 1
+        self.successResultOf(self.store.read(1, 0, big))
+        self.assertEqual(self.pool.calls, before + 6)
+
+    def test_cached_small_reads_skip_the_pool(self) -> None:
+        """A small read of an open file the page cache holds is answered inline (RWF_NOWAIT)."""
+        data = os.urandom(8192)
+        self.successResultOf(self.store.write(1, 0, data, True))
+        before = self.pool.calls
+        self.assertEqual(self.successResultOf(self.store.read(1, 4096, 4096)), data[4096:])
+        self.assertEqual(self.pool.calls, before)
+
+    def test_file_systems_without_nowait_reads_use_the_pool(self) -> None:
+        """Where RWF_NOWAIT is refused (EOPNOTSUPP) every read goes to the pool, and it is
+        not tried again."""
+        attempts = []
+
+        def unsupported(*args: object) -> int:
+            attempts.append(args)
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+        self.successResultOf(self.store.write(1, 0, b"data", True))
+        self.patch(os, "preadv", unsupported)
+        before = self.pool.calls
+        for _ in range(3):
+            self.assertEqual(self.successResultOf(self.store.read(1, 0, 4)), b"data")
+        self.assertEqual((len(attempts), self.pool.calls), (1, before + 3))
 
     def test_fan_out_layout(self) -> None:
         """Content files live two fan-out levels deep, so no directory grows huge."""
@@ -115,12 +146,13 @@ class FilesystemContentStoreSpecificTests(SynchronousTestCase):
     def test_other_os_errors_are_io(self) -> None:
         """An unexpected OSError becomes NFS3ERR_IO with the error's text."""
 
-        def broken(fd: int, count: int, offset: int) -> bytes:
-            """A pread on a failing disk."""
+        def broken(*args: object) -> bytes:
+            """A pread or preadv on a failing disk."""
             raise OSError(errno.EIO, "Input/output error")
 
         self.successResultOf(self.store.write(1, 0, b"data", True))
         self.patch(os, "pread", broken)
+        self.patch(os, "preadv", broken)  # the inline try fails alike and leaves it to the pool
         failure = self.failureResultOf(self.store.read(1, 0, 4), NFSError)
         self.assertEqual(failure.value.status, Status.IO)
         self.assertIn("Input/output error", str(failure.value))

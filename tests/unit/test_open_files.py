@@ -64,6 +64,22 @@ class OpenFilesTests(SynchronousTestCase):
         os.fstat(first)
         os.fstat(third)
 
+    def test_with_open_uses_only_descriptors_already_open(self) -> None:
+        """with_open never opens; on an open file it runs the function and counts as a use."""
+        files = OpenFiles(limit=2)
+        self.addCleanup(files.close)
+        self.assertIsNone(files.with_open(1, lambda fd: self.fail("nothing is open")))
+        for fileid in (1, 2):
+            with files.use(fileid, self.opener(fileid)):
+                pass
+        first, second = self.opened
+        self.assertEqual(files.with_open(1, lambda fd: fd), first)
+        with files.use(3, self.opener(3)):  # 1 was used last, so 2 goes
+            pass
+        self.assertClosed(second)
+        self.assertIsNone(files.with_open(2, lambda fd: fd))
+        self.assertEqual(len(self.opened), 3)  # with_open opened nothing
+
     def test_a_descriptor_in_use_outlives_forget_and_eviction(self) -> None:
         """Forgetting or evicting a file another thread is using closes it only after that use."""
         files = OpenFiles(limit=1)
