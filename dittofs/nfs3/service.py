@@ -203,7 +203,7 @@ class NFSv3Program:
         handler: Callable[[Any, CallContext], Awaitable[XdrWriter]],
         fail_shape: FailShape,
     ) -> Procedure:
-        replies = self.metrics.nfs_replies
+        metrics = self.metrics
 
         async def run(args: Any, context: CallContext) -> XdrWriter:
             try:
@@ -226,9 +226,9 @@ class NFSv3Program:
                 log.failure("{procedure} failed in a store", procedure=number.name)
                 status = Status.IO
             else:
-                replies.labels(number.name, "OK").inc()
+                metrics.labelled(metrics.nfs_replies, number.name, "OK").inc()
                 return reply
-            replies.labels(number.name, status.name).inc()
+            metrics.labelled(metrics.nfs_replies, number.name, status.name).inc()
             return await self._failure(status, args, fail_shape, context)
 
         return Procedure(number.name, decode, run)

@@ -143,7 +143,8 @@ class RpcDispatcher:
                 return replayed
         context = CallContext(xid, header.credentials, client_host, client_port)
         labels = (getattr(program, "name", str(program.number)), procedure.name)
-        self.metrics.calls.labels(*labels).inc()
+        metrics = self.metrics
+        metrics.labelled(metrics.calls, *labels).inc()
         started = time.perf_counter()
         try:
             outcome: Deferred[XdrWriter] = Deferred.fromCoroutine(procedure.run(args, context))
@@ -153,7 +154,7 @@ class RpcDispatcher:
 
         def success(results: XdrWriter) -> Parts:
             elapsed = time.perf_counter() - started
-            self.metrics.call_seconds.labels(*labels).observe(elapsed)
+            metrics.labelled(metrics.call_seconds, *labels).observe(elapsed)
             if dittofs_log.switches.debugging:
                 log.debug(
                     "{host} xid {xid} {program} {procedure}: status {status} in {ms:.3f} ms",
@@ -164,7 +165,7 @@ class RpcDispatcher:
                     status=results.first_uint(),
                     ms=elapsed * 1000,
                 )
-            self.metrics.rpc_replies.labels("SUCCESS").inc()
+            metrics.labelled(metrics.rpc_replies, "SUCCESS").inc()
             parts = accepted_reply(xid).parts()
             parts.extend(results.parts())
             return parts
