@@ -56,6 +56,13 @@ def _host_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
     return address
 
 
+@functools.lru_cache(maxsize=4096)
+def _admitted(clients: tuple[IPNetwork, ...], host: str) -> bool:
+    """Whether *host* is in one of *clients*, decided once per pair: asked on every call."""
+    address = _host_address(host)
+    return address is not None and any(address in network for network in clients)
+
+
 @attrs.frozen
 class AccessPolicy:
     """The access rules of one export."""
@@ -69,27 +76,24 @@ class AccessPolicy:
 
     def admits(self, host: str, port: int) -> bool:
         """May a client at *host*:*port* use this export?"""
-        address = _host_address(host)
-        if address is None:
-            return False
         if self.secure and not 0 < port < PRIVILEGED_PORT_LIMIT:
             return False
-        return any(address in network for network in self.clients)
+        return _admitted(self.clients, host)
 
     def identity(self, credentials: Credentials) -> Credentials:
         """The identity the caller acts as on this export, after squashing.
 
         AUTH_NONE callers are always the anonymous user.
         """
-        anonymous = Credentials(
-            AuthFlavor.AUTH_NONE, self.anonuid, self.anongid, (), credentials.machine_name
-        )
         if credentials.uid is None or credentials.gid is None or self.squash == Squash.ALL:
-            return anonymous
-        if self.squash == Squash.ROOT:
+            return Credentials(
+                AuthFlavor.AUTH_NONE, self.anonuid, self.anongid, (), credentials.machine_name
+            )
+        if self.squash == Squash.ROOT and (
+            credentials.uid == 0 or credentials.gid == 0 or 0 in credentials.gids
+        ):
             uid = self.anonuid if credentials.uid == 0 else credentials.uid
             gid = self.anongid if credentials.gid == 0 else credentials.gid
             gids = tuple(self.anongid if g == 0 else g for g in credentials.gids)
-            if (uid, gid, gids) != (credentials.uid, credentials.gid, credentials.gids):
-                return attrs.evolve(credentials, uid=uid, gid=gid, gids=gids)
+            return attrs.evolve(credentials, uid=uid, gid=gid, gids=gids)
         return credentials
