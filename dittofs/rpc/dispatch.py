@@ -11,12 +11,13 @@ never costs a client its connection.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -34,6 +35,7 @@ from dittofs.rpc.replay import ReplayCache, call_key
 from dittofs.rpc.xdr import XdrError, XdrReader, XdrWriter
 
 Parts = list[bytes]
+T = TypeVar("T")
 
 log = Logger(observer=dittofs_log.observer)
 
@@ -84,6 +86,26 @@ async def _null(args: None, context: CallContext) -> XdrWriter:
 
 #: Procedure 0 of every program: no arguments, no results (RFC 5531 section 12.1).
 NULL_PROCEDURE = Procedure("NULL", _no_args, _null)
+
+
+def _started(coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:
+    """Run *coroutine* until it first waits; a Deferred of its result.
+
+    Awaiting a Deferred that has already fired returns at once, so a call on
+    stores that answer immediately (memory, a cached read) finishes in this
+    first step and skips the bookkeeping of ``Deferred.fromCoroutine``; a
+    call that does wait is handed to it, which resumes the coroutine where it
+    stopped.
+    """
+    if not inspect.iscoroutine(coroutine):
+        raise TypeError(f"a procedure returned {coroutine!r}, not a coroutine")
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return succeed(finished.value)
+    except Exception:
+        return fail()
+    return Deferred.fromCoroutine(coroutine)
 
 
 class RpcDispatcher:
@@ -147,7 +169,7 @@ class RpcDispatcher:
         metrics.labelled(metrics.calls, *labels).inc()
         started = time.perf_counter()
         try:
-            outcome: Deferred[XdrWriter] = Deferred.fromCoroutine(procedure.run(args, context))
+            outcome = _started(procedure.run(args, context))
         except Exception:
             self.metrics.rpc_replies.labels("SYSTEM_ERR").inc()
             return succeed(self._system_error(Failure(), header.program, procedure, xid))
