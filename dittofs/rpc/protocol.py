@@ -259,10 +259,8 @@ class RpcServerProtocol(Protocol):
         """
         try:
             sent = self.transport.socket.sendmsg(record)  # type: ignore[union-attr]
-        except BlockingIOError:
+        except OSError:  # EAGAIN: queue it all; any other error the transport meets too
             return record
-        except OSError:
-            return record  # the transport meets the same error and closes as usual
         unsent: list[bytes] = []
         for part in record:
             if sent >= len(part):
