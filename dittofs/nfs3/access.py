@@ -21,8 +21,9 @@ READ = 4
 WRITE = 2
 EXECUTE = 1
 _STICKY = 0o1000
-_SETID = 0o6000
+_SETUID = 0o4000
 _SETGID = 0o2000
+_GROUP_EXECUTE = 0o010
 
 #: The identity AUTH_NONE callers (and squashed users) act as.
 ANONYMOUS_UID = 65534
@@ -104,26 +105,60 @@ def require_sticky(directory: Attributes, victim: Attributes, credentials: Crede
         raise NFSError(Status.PERM, "sticky directory")
 
 
+def _drops_setgid(attributes: Attributes, credentials: Credentials) -> bool:
+    """Whether a change by this caller must drop the file's setgid bit (Linux's rule).
+
+    Setgid with group execute is a real setgid and always goes; without it, it
+    goes unless the caller is root or in the file's group.
+    """
+    if not attributes.mode & _SETGID:
+        return False
+    if attributes.mode & _GROUP_EXECUTE:
+        return True
+    return not (is_root(credentials) or in_group(credentials, attributes.gid))
+
+
+def mode_after_write(attributes: Attributes, credentials: Credentials) -> int:
+    """The mode a regular file keeps after this caller writes to or truncates it.
+
+    As Linux does for a caller without CAP_FSETID (anyone but root, the owner
+    included): setuid is removed, and setgid as :func:`_drops_setgid` says.
+    The NFS client leaves this to the server.
+    """
+    mode = attributes.mode
+    if attributes.type != FileType.REG or is_root(credentials):
+        return mode
+    if mode & _SETUID:
+        mode &= ~_SETUID
+    if _drops_setgid(attributes, credentials):
+        mode &= ~_SETGID
+    return mode
+
+
 def check_setattr(
     attributes: Attributes, changes: SetAttributes, client_times: bool, credentials: Credentials
 ) -> SetAttributes:
     """Enforce who may chmod, chown, truncate or set times; return the changes to make.
 
-    The returned changes may differ from those asked: a chmod by someone
-    outside the file's group drops the setgid bit, and a chown of a
-    non-directory clears setuid and setgid, as Linux does.
+    The rules are Linux's (``chown_ok``, ``chgrp_ok``, ``setattr_prepare``):
+    only root may give a file to someone, even to the owner it already has,
+    though the owner may name itself; the owner may change the group only to
+    one of its own groups or to the group it already has.  The returned
+    changes may differ from those asked: a chmod by someone outside the
+    file's group drops the setgid bit, a chown of a non-directory (even to
+    the same owner) clears setuid and a real setgid, and a truncate by anyone
+    but root clears them as a write does (:func:`mode_after_write`).
     """
     uid = caller_ids(credentials)[0]
     root = uid == 0
     owner = uid == attributes.uid
     if changes.mode is not None and not (root or owner):
         raise NFSError(Status.PERM, "only the owner may change the mode")
-    if changes.uid is not None and changes.uid != attributes.uid and not root:
+    if changes.uid is not None and not (root or (owner and changes.uid == attributes.uid)):
         raise NFSError(Status.PERM, "only root may change the owner")
-    if (
-        changes.gid is not None
-        and changes.gid != attributes.gid
-        and not (root or (owner and in_group(credentials, changes.gid)))
+    if changes.gid is not None and not (
+        root
+        or (owner and (changes.gid == attributes.gid or in_group(credentials, changes.gid)))
     ):
         raise NFSError(Status.PERM, "only the owner, to one of its groups, may change the group")
     if changes.size is not None:
@@ -140,9 +175,14 @@ def check_setattr(
         and not in_group(credentials, changes.gid if changes.gid is not None else attributes.gid)
     ):
         mode &= ~_SETGID
-    owner_changes = (changes.uid is not None and changes.uid != attributes.uid) or (
-        changes.gid is not None and changes.gid != attributes.gid
-    )
-    if owner_changes and attributes.type != FileType.DIR:
-        mode = (attributes.mode if mode is None else mode) & ~_SETID
+    current = attributes.mode if mode is None else mode
+    kept = current
+    if (changes.uid is not None or changes.gid is not None) and attributes.type != FileType.DIR:
+        kept &= ~_SETUID
+        if _drops_setgid(attributes, credentials):
+            kept &= ~_SETGID
+    if changes.size is not None:
+        kept &= mode_after_write(attributes, credentials) | ~(_SETUID | _SETGID)
+    if kept != current:
+        mode = kept
     return changes if mode == changes.mode else attrs.evolve(changes, mode=mode)

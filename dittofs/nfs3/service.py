@@ -33,6 +33,7 @@ from dittofs.nfs3.access import (
     check_setattr,
     in_group,
     is_root,
+    mode_after_write,
     require,
     require_readable,
     require_sticky,
@@ -428,10 +429,13 @@ class NFSv3Program:
         """RFC 1813 3.3.7: write data, durably before replying unless UNSTABLE was asked.
 
         The reply's ``committed`` is exactly what was done: FILE_SYNC for a
-        stable request, UNSTABLE otherwise, never more than the truth.
+        stable request, UNSTABLE otherwise, never more than the truth.  A
+        write by anyone but root clears setuid and setgid first, as Linux
+        does (:func:`~dittofs.nfs3.access.mode_after_write`).
         """
         export, attributes = await self._resolve_file(args.fh, context, change=True)
-        require(attributes, export.policy.identity(context.credentials), WRITE, owner_override=True)
+        caller = export.policy.identity(context.credentials)
+        require(attributes, caller, WRITE, owner_override=True)
         if args.count > len(args.data):
             raise NFSError(Status.INVAL, "count exceeds the data sent")
         data = args.data[: args.count]
@@ -439,6 +443,11 @@ class NFSv3Program:
             raise NFSError(Status.FBIG)
         stable = args.stable != StableHow.UNSTABLE
         if data:
+            mode = mode_after_write(attributes, caller)
+            if mode != attributes.mode:
+                # Before the data lands, as Linux does: a write never leaves a
+                # setuid program that someone else's bytes have changed.
+                await export.metadata.setattr(attributes.fileid, SetAttributes(mode=mode), None)
             await export.content.write(attributes.fileid, args.offset, data, stable)
             try:
                 wcc: WccAttributes = await export.metadata.record_write(

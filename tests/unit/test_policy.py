@@ -274,6 +274,71 @@ class PermissionMatrix:
         self.assertStatus(self.owner.setattr(self.f, SetAttributes(gid=SHARED_GROUP)), Status.PERM)
         self.assertStatus(self.root.setattr(self.f, SetAttributes(uid=MEMBER)), Status.OK)
 
+    def test_chown_to_the_current_owner_is_still_roots(self) -> None:
+        """Linux's chown_ok and chgrp_ok: naming the values a file already has is no loophole.
+
+        A non-owner may not "change" the owner or group to what they are; the
+        owner may name itself as owner and keep its group, even one it is not in.
+        """
+        self.root.setattr(self.f, SetAttributes(mode=0o666)).expect_ok()  # type: ignore[attr-defined]
+        for changes in (
+            SetAttributes(uid=OWNER),
+            SetAttributes(gid=GROUP),
+            SetAttributes(uid=OWNER, gid=GROUP),
+        ):
+            self.assertStatus(self.member.setattr(self.f, changes), Status.PERM)
+            self.assertStatus(self.other.setattr(self.f, changes), Status.PERM)
+        link = self._made(self.owner.symlink(self.d, b"ln", b"f"))
+        self.assertStatus(self.other.setattr(link, SetAttributes(uid=OWNER)), Status.PERM)
+        self.assertStatus(self.owner.setattr(self.f, SetAttributes(uid=OWNER)), Status.OK)
+        self.root.setattr(self.f, SetAttributes(gid=SHARED_GROUP)).expect_ok()  # type: ignore[attr-defined]
+        self.assertStatus(self.owner.setattr(self.f, SetAttributes(gid=SHARED_GROUP)), Status.OK)
+
+    def _mode(self, handle: bytes) -> int:
+        attributes = self.root.getattr(handle).expect_ok().attributes  # type: ignore[attr-defined]
+        assert attributes is not None
+        return int(attributes.mode)  # type: ignore[attr-defined]
+
+    def test_write_by_anyone_but_root_clears_setuid_and_setgid(self) -> None:
+        """Linux removes setuid, and setgid with group execute, when an unprivileged caller
+        writes or truncates (the owner too); root keeps them; setgid without group execute
+        stays for a caller in the file's group."""
+        cases = (
+            (self.other, 0o4777, 0o777),
+            (self.other, 0o2777, 0o777),
+            (self.other, 0o6777, 0o777),
+            (self.owner, 0o6777, 0o777),
+            (self.member, 0o2767, 0o2767),  # no group execute, caller in the group
+            (self.other, 0o2767, 0o767),  # no group execute, caller outside it
+            (self.root, 0o6777, 0o6777),
+        )
+        for client, before, after in cases:
+            for change in ("write", "truncate", "empty write"):
+                self.root.setattr(self.f, SetAttributes(mode=before)).expect_ok()  # type: ignore[attr-defined]
+                if change == "write":
+                    self.assertStatus(client.write(self.f, 0, b"x"), Status.OK)
+                    expected = after
+                elif change == "truncate":
+                    self.assertStatus(client.setattr(self.f, SetAttributes(size=0)), Status.OK)
+                    expected = after
+                else:
+                    self.assertStatus(client.write(self.f, 0, b""), Status.OK)
+                    expected = before
+                assert isinstance(self, SynchronousTestCase)
+                self.assertEqual(
+                    oct(self._mode(self.f)), oct(expected), (client.uid, oct(before), change)
+                )
+
+    def test_chown_clears_setuid_even_to_the_same_owner(self) -> None:
+        """Linux's chown_common kills setuid on any chown of a non-directory, root's too."""
+        self.root.setattr(self.f, SetAttributes(mode=0o6755)).expect_ok()  # type: ignore[attr-defined]
+        self.assertStatus(self.root.setattr(self.f, SetAttributes(uid=OWNER)), Status.OK)
+        assert isinstance(self, SynchronousTestCase)
+        self.assertEqual(oct(self._mode(self.f)), oct(0o755))
+        self.root.setattr(self.f, SetAttributes(mode=0o6745)).expect_ok()  # type: ignore[attr-defined]
+        self.assertStatus(self.owner.setattr(self.f, SetAttributes(gid=GROUP)), Status.OK)
+        self.assertEqual(oct(self._mode(self.f)), oct(0o2745))
+
     def test_times(self) -> None:
         """Anyone who may write may set times to now; only the owner may choose them."""
         self.root.setattr(self.f, SetAttributes(mode=0o666)).expect_ok()  # type: ignore[attr-defined]
