@@ -58,6 +58,8 @@ hardlink:120
 symlink:120
 attrs:120
 permissions:120
+setid_write:60
+chown_eperm:60
 special:120
 unlink_open:120
 mmap:120
@@ -93,6 +95,13 @@ detail() {
 
 xcheck() {
     echo "XCHECK $*" >> "$RESULTS_FILE"
+}
+
+# as UID COMMAND...: run COMMAND as uid and gid UID, with no supplementary groups.
+as() {
+    local uid=$1
+    shift
+    setpriv --reuid="$uid" --regid="$uid" --clear-groups "$@"
 }
 
 do_mount() {
@@ -553,11 +562,6 @@ scenario_permissions() {
     # when performing the op" (fs/nfs/dir.c, nfs_permission).  Every problem
     # is collected, so one run shows them all.
     local problems=""
-    as() {
-        local uid=$1
-        shift
-        setpriv --reuid="$uid" --regid="$uid" --clear-groups "$@"
-    }
     denied() {
         local what=$1
         shift
@@ -611,6 +615,76 @@ scenario_permissions() {
     expect "$(cat zero)" rootonly "root reads a 0000 file"
     allowed "the owner removes its file from a sticky dir" 1000 rm -f shared/f1000
     [ -z "$problems" ] || fail "$problems"
+}
+
+# A write or truncate by anyone but root clears setuid, and setgid with group
+# execute, as on ext4 and knfsd (Linux's file_remove_privs).  The Linux client
+# leaves this to the server: it sends the WRITE and only marks its cached mode
+# stale (fs/nfs/write.c, nfs_should_remove_suid), and it drops the mode the
+# VFS computed from a truncate's ATTR_KILL_SUID/SGID (fs/nfs/inode.c,
+# nfs_setattr), so the mode read here is the server's.  Root keeps the bits:
+# the suite serves with no_root_squash, so guest root is root on the server
+# (under the default root_squash it would act as uid 65534 and lose them).
+scenario_setid_write() {
+    cd "$W"
+    chmod 755 "$W"
+    local mode
+    for mode in 4777 2777 6777; do
+        : > "w$mode"
+        chmod "$mode" "w$mode"
+        # The writer itself stats the file once the write is closed (flushed).
+        expect "$(as 65534 sh -c "printf x >> w$mode && stat -c %a:%s w$mode")" 777:1 \
+            "mode:size after uid 65534 wrote one byte to a $mode file"
+    done
+    : > t6777
+    chmod 6777 t6777
+    expect "$(as 65534 sh -c "truncate -s 10 t6777 && stat -c %a:%s t6777")" 777:10 \
+        "mode:size after uid 65534 truncated a 6777 file"
+    : > r6777
+    chmod 6777 r6777
+    printf x >> r6777
+    expect "$(stat -c %a:%s r6777)" 6777:1 "mode:size after root wrote one byte to a 6777 file"
+    remount
+    cd "$W"
+    for mode in 4777 2777 6777; do
+        expect "$(stat -c %a:%s:%u "w$mode")" 777:1:0 "w$mode after remount"
+    done
+    expect "$(stat -c %a:%s t6777)" 777:10 "t6777 after remount"
+    expect "$(stat -c %a:%s r6777)" 6777:1 "r6777 after remount"
+}
+
+# Only root may give a file away, even to the owner and group it already has
+# (Linux's chown_ok and chgrp_ok); the owner may name itself.  The Linux client
+# checks none of this (nfs_setattr calls no setattr_prepare): the server's
+# refusal, NFS3ERR_PERM, is what chown(1) reports as EPERM.
+scenario_chown_eperm() {
+    cd "$W"
+    chmod 755 "$W"
+    echo owned > f
+    chown 65534:65534 f
+    chmod 4755 f
+    ln -s f l
+    chown -h 65534:65534 l
+    local out
+    if out=$(as 65533 chown 65534:65534 f 2>&1); then
+        fail "uid 65533 chowned 65534's file to 65534:65534"
+    fi
+    [[ $out == *"Operation not permitted"* ]] || fail "chown by uid 65533 said '$out', not EPERM"
+    echo "ok: chown by uid 65533 refused: $out"
+    if out=$(as 65533 chown -h 65534:65534 l 2>&1); then
+        fail "uid 65533 lchowned 65534's symlink to 65534:65534"
+    fi
+    [[ $out == *"Operation not permitted"* ]] || fail "chown -h by uid 65533 said '$out', not EPERM"
+    echo "ok: chown -h by uid 65533 refused: $out"
+    expect "$(stat -c %a:%u:%g f)" 4755:65534:65534 "the file after the refused chown"
+    expect "$(stat -c %u:%g l)" 65534:65534 "the symlink after the refused chown -h"
+    # The owner may: a chown of a non-directory clears setuid, even to the same owner.
+    as 65534 chown 65534:65534 f
+    expect "$(stat -c %a:%u:%g f)" 755:65534:65534 "the file after its owner's chown"
+    remount
+    cd "$W"
+    expect "$(stat -c %a:%u:%g f)" 755:65534:65534 "the file after remount"
+    expect "$(stat -c %u:%g l)" 65534:65534 "the symlink after remount"
 }
 
 scenario_special() {
