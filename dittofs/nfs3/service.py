@@ -71,6 +71,11 @@ MAX_FILE_SIZE = 2**63 - 1
 
 _SETGID = 0o2000
 _STICKY = 0o1000
+_GROUP_EXECUTE = 0o010
+#: How far up the tree a walk towards the root goes before giving up.
+_MAX_DEPTH = 4096
+#: What mkdir(2) keeps of the mode asked for: permissions and sticky, never setuid or setgid.
+_DIRECTORY_MODE_BITS = 0o1777
 _ENTRY_OVERHEAD = 4 + 8 + 4 + 8  # value-follows, fileid, name length, cookie
 _PLUS_OVERHEAD = 4 + 84 + 4 + 4 + 64  # post_op_attr with fattr3, post_op_fh3 with handle
 _READDIR_OVERHEAD = 4 + 4 + 84 + 8 + 4 + 4  # status, dir attrs, verifier, list end, eof
@@ -322,6 +327,43 @@ class NFSv3Program:
         except Exception:
             log.failure("Could not delete the content of file {fileid}", fileid=orphan)
 
+    async def _require_new_entry(
+        self, export: Export, directory: Attributes, name: bytes, caller: Credentials
+    ) -> None:
+        """May *caller* add *name* to *directory*?  In POSIX's order: a name that
+        exists is EEXIST before a missing write permission is EACCES (the kernel
+        looks the name up before ``may_create``), for anyone who may search."""
+        require(directory, caller, EXECUTE)
+        check_new_name(name)
+        try:
+            require(directory, caller, WRITE)
+        except NFSError:
+            await self._refuse_existing(export, directory, name)
+            raise
+
+    async def _refuse_existing(self, export: Export, directory: Attributes, name: bytes) -> None:
+        """Raise EXIST if *name* is in *directory*; nothing if it is not."""
+        try:
+            await export.metadata.lookup(directory.fileid, name)
+        except NFSError as error:
+            if error.status != Status.NOENT:
+                raise
+        else:
+            raise NFSError(Status.EXIST)
+
+    async def _require_change_entry(
+        self, export: Export, directory: Attributes, name: bytes, caller: Credentials
+    ) -> None:
+        """May *caller* remove or rename *name* in *directory*?  In POSIX's order: a
+        missing name is ENOENT before a missing write permission is EACCES."""
+        require(directory, caller, EXECUTE)
+        check_existing_name(name)
+        try:
+            require(directory, caller, WRITE)
+        except NFSError:
+            await export.metadata.lookup(directory.fileid, name)
+            raise
+
     # -- 3.3.1 GETATTR -------------------------------------------------------------
 
     async def getattr(self, args: a.HandleArgs, context: CallContext) -> XdrWriter:
@@ -345,6 +387,9 @@ class NFSv3Program:
             raise NFSError(Status.ISDIR)
         check_size(args.attributes)
         changes = check_setattr(attributes, args.attributes, args.client_times, caller)
+        if changes.size == attributes.size:
+            # POSIX truncate: mtime and ctime move only "if the file size is changed".
+            changes = attrs.evolve(changes, size=None)
         wcc: WccAttributes = await export.metadata.setattr(
             attributes.fileid, changes, args.guard_ctime
         )
@@ -490,8 +535,10 @@ class NFSv3Program:
         """
         export, directory = await self._resolve_dir(where.dir, context, change=True)
         caller = export.policy.identity(context.credentials)
-        require(directory, caller, WRITE | EXECUTE)
-        check_new_name(where.name)
+        await self._require_new_entry(export, directory, where.name, caller)
+        if file_type in (FileType.CHR, FileType.BLK) and not is_root(caller):
+            await self._refuse_existing(export, directory, where.name)
+            raise NFSError(Status.PERM, "only root may make device nodes")
         check_size(attributes)
         uid, gid, _ = caller_ids(caller)
         if not is_root(caller) and (
@@ -500,10 +547,19 @@ class NFSv3Program:
         ):
             raise NFSError(Status.PERM, "only root may create files for others")
         mode = default_mode if attributes.mode is None else attributes.mode
+        if file_type == FileType.DIR:
+            mode &= _DIRECTORY_MODE_BITS
         if directory.mode & _SETGID:
             gid = directory.gid
             if file_type == FileType.DIR:
                 mode |= _SETGID
+            elif (
+                mode & _SETGID
+                and mode & _GROUP_EXECUTE
+                and not (is_root(caller) or in_group(caller, gid))
+            ):
+                # Linux's mode_strip_sgid: no setgid program for a group one is not in.
+                mode &= ~_SETGID
         node = NewNode(
             type=file_type,
             mode=mode,
@@ -556,10 +612,6 @@ class NFSv3Program:
         """RFC 1813 3.3.11: create a device, socket or FIFO; other types are BADTYPE."""
         if args.type not in (FileType.CHR, FileType.BLK, FileType.SOCK, FileType.FIFO):
             raise NFSError(Status.BADTYPE)
-        if args.type in (FileType.CHR, FileType.BLK):
-            export, _ = await self._resolve(args.where.dir, context)
-            if not is_root(export.policy.identity(context.credentials)):
-                raise NFSError(Status.PERM, "only root may make device nodes")
         return await self._make(
             args.where, context, args.type, 0o644, args.attributes, rdev=args.rdev
         )
@@ -571,8 +623,7 @@ class NFSv3Program:
     ) -> XdrWriter:
         export, directory = await self._resolve_dir(args.dir, context, change=True)
         caller = export.policy.identity(context.credentials)
-        require(directory, caller, WRITE | EXECUTE)
-        check_existing_name(args.name)
+        await self._require_change_entry(export, directory, args.name, caller)
         if directory.mode & _STICKY:
             victim = await export.metadata.lookup(directory.fileid, args.name)
             require_sticky(directory, victim, caller)
@@ -598,11 +649,15 @@ class NFSv3Program:
         target_export, target = await self._resolve_dir(args.target.dir, context, change=True)
         if target_export is not export:
             raise NFSError(Status.XDEV)
-        check_existing_name(args.source.name)
         check_existing_name(args.target.name)
-        await self._check_rename(
-            export, source, target, args, export.policy.identity(context.credentials)
-        )
+        caller = export.policy.identity(context.credentials)
+        require(target, caller, EXECUTE)
+        try:
+            await self._check_rename(export, source, target, args, caller)
+        except NFSError as error:
+            if error.status in (Status.ACCES, Status.PERM):
+                await self._refuse_rename_into_itself(export, source, target, args)
+            raise
         renamed = await export.metadata.rename(
             source.fileid, args.source.name, target.fileid, args.target.name
         )
@@ -622,8 +677,8 @@ class NFSv3Program:
     ) -> None:
         """POSIX rename permissions: write and search on both directories, the sticky
         bit on each for the entry it loses, and write on a directory that changes parent
-        (its ``..`` entry changes)."""
-        require(source, caller, WRITE | EXECUTE)
+        (its ``..`` entry changes).  A missing source is ENOENT before any EACCES."""
+        await self._require_change_entry(export, source, args.source.name, caller)
         require(target, caller, WRITE | EXECUTE)
         moving = await export.metadata.lookup(source.fileid, args.source.name)
         require_sticky(source, moving, caller)
@@ -638,6 +693,41 @@ class NFSv3Program:
             else:
                 require_sticky(target, replaced, caller)
 
+    async def _refuse_rename_into_itself(
+        self, export: Export, source: Attributes, target: Attributes, args: a.RenameArgs
+    ) -> None:
+        """Linux refuses a rename that would cut a loop before it checks permissions:
+        INVAL for moving a directory below itself, NOTEMPTY for replacing an ancestor
+        of the source.  Asked only when a permission check failed (the store's own
+        rename decides these otherwise)."""
+        try:
+            moving = await export.metadata.lookup(source.fileid, args.source.name)
+        except NFSError as error:
+            if error.status != Status.NOENT:
+                raise
+            return
+        if await self._ancestry_holds(export, moving.fileid, target.fileid):
+            raise NFSError(Status.INVAL, "a directory cannot move below itself")
+        try:
+            replaced = await export.metadata.lookup(target.fileid, args.target.name)
+        except NFSError as error:
+            if error.status != Status.NOENT:
+                raise
+            return
+        if await self._ancestry_holds(export, replaced.fileid, source.fileid):
+            raise NFSError(Status.NOTEMPTY, "the target holds the source")
+
+    async def _ancestry_holds(self, export: Export, ancestor: int, directory: int) -> bool:
+        """Whether *ancestor* is *directory* or one of the directories above it."""
+        for _ in range(_MAX_DEPTH):
+            if directory == ancestor:
+                return True
+            parent = await export.metadata.lookup(directory, b"..")
+            if parent.fileid == directory:
+                return False
+            directory = parent.fileid
+        raise NFSError(Status.SERVERFAULT, f"deeper than {_MAX_DEPTH} directories")
+
     # -- 3.3.15 LINK -------------------------------------------------------------------
 
     async def link(self, args: a.LinkArgs, context: CallContext) -> XdrWriter:
@@ -646,8 +736,13 @@ class NFSv3Program:
         link_export, directory = await self._resolve_dir(args.link.dir, context, change=True)
         if link_export is not export:
             raise NFSError(Status.XDEV)
-        require(directory, export.policy.identity(context.credentials), WRITE | EXECUTE)
-        check_new_name(args.link.name)
+        await self._require_new_entry(
+            export, directory, args.link.name, export.policy.identity(context.credentials)
+        )
+        if node.type == FileType.DIR:
+            # link(2)'s EPERM, after the kernel's EEXIST for a name already taken.
+            await self._refuse_existing(export, directory, args.link.name)
+            raise NFSError(Status.PERM, "hard links to directories are not allowed")
         linked = await export.metadata.link(node.fileid, directory.fileid, args.link.name)
         writer = self._ok()
         encode_post_op_attr(writer, linked.node, export.fsid)

@@ -660,8 +660,9 @@ class CreateTests(ServiceTestCase):
 
     def test_setgid_directory_group(self) -> None:
         """In a setgid directory new entries take its group; new subdirectories stay setgid."""
-        shared = self.mkdir(b"shared", mode=0o2775)
-        self.server.client(0, 0).setattr(shared, SetAttributes(gid=500)).expect_ok()
+        shared = self.mkdir(b"shared", mode=0o775)
+        # mkdir(2) never sets setgid itself: chmod does.
+        self.server.client(0, 0).setattr(shared, SetAttributes(mode=0o2775, gid=500)).expect_ok()
         created = self.client.create(shared, b"f", attributes=SetAttributes(mode=0o644))
         file_attributes = created.expect_ok().attributes
         assert file_attributes is not None
@@ -874,12 +875,13 @@ class LinkTests(ServiceTestCase):
         self.assertEqual(self.client.lookup(self.root, b"b").handle, fh)
 
     def test_errors(self) -> None:
-        """Links to directories are ISDIR, over names EXIST, to '.' EXIST; with attributes."""
+        """Links to directories are PERM (link(2)'s EPERM), over names EXIST, to '.' EXIST;
+        with attributes."""
         fh = self.file(b"a")
         self.file(b"b")
         directory = self.mkdir(b"d")
         for source, name, status in (
-            (directory, b"x", Status.ISDIR),
+            (directory, b"x", Status.PERM),
             (fh, b"b", Status.EXIST),
             (fh, b".", Status.EXIST),
             (fh, b"a/b", Status.INVAL),

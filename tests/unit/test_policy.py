@@ -217,8 +217,10 @@ class PermissionMatrix:
         self.f = self._made(self.owner.create(self.d, b"f", attributes=SetAttributes(mode=0o640)))
         self.t = self._made(self.root.mkdir(top, b"t", SetAttributes(mode=0o1777)))
         self.s = self._made(
-            self.root.mkdir(top, b"s", SetAttributes(mode=0o2777, gid=SHARED_GROUP))
+            self.root.mkdir(top, b"s", SetAttributes(mode=0o777, gid=SHARED_GROUP))
         )
+        # mkdir(2) never sets setgid itself (test_mkdir_keeps_only_permissions_and_sticky).
+        self.root.setattr(self.s, SetAttributes(mode=0o2777)).expect_ok()  # type: ignore[attr-defined]
 
     @staticmethod
     def _made(reply: object) -> bytes:
@@ -338,6 +340,58 @@ class PermissionMatrix:
         self.root.setattr(self.f, SetAttributes(mode=0o6745)).expect_ok()  # type: ignore[attr-defined]
         self.assertStatus(self.owner.setattr(self.f, SetAttributes(gid=GROUP)), Status.OK)
         self.assertEqual(oct(self._mode(self.f)), oct(0o2745))
+
+    # -- differences the POSIX differential test found (tests/e2e/posix), kept as plain tests --
+
+    def test_a_taken_name_is_exist_before_a_denied_write(self) -> None:
+        """The kernel looks a new name up before ``may_create``: EEXIST wins over EACCES
+        and over the EPERM of a device node or of a hard link to a directory."""
+        for client in (self.member, self.other):
+            self.assertStatus(client.create(self.d, b"f", attributes=SetAttributes()), Status.EXIST)
+            self.assertStatus(client.mkdir(self.d, b"f"), Status.EXIST)
+            self.assertStatus(client.symlink(self.d, b"f", b"x"), Status.EXIST)
+            self.assertStatus(client.link(self.f, self.d, b"f"), Status.EXIST)
+            self.assertStatus(client.create(self.d, b"new"), Status.ACCES)
+        self.assertStatus(self.owner.mknod(self.d, b"f", FileType.CHR, rdev=(1, 3)), Status.EXIST)
+        self.assertStatus(self.root.link(self.d, self.top, b"d"), Status.EXIST)
+        self.assertStatus(self.root.link(self.d, self.top, b"d2"), Status.PERM)
+
+    def test_a_missing_name_is_noent_before_a_denied_write(self) -> None:
+        """The kernel looks the victim up before ``may_delete``: ENOENT wins over EACCES."""
+        self.assertStatus(self.other.remove(self.d, b"missing"), Status.NOENT)
+        self.assertStatus(self.other.rmdir(self.d, b"missing"), Status.NOENT)
+        self.assertStatus(self.other.rename(self.d, b"missing", self.t, b"x"), Status.NOENT)
+        self.assertStatus(self.other.remove(self.d, b"f"), Status.ACCES)
+
+    def test_mkdir_keeps_only_permissions_and_sticky(self) -> None:
+        """mkdir(2) masks setuid and setgid (a setgid parent still passes its setgid on)."""
+        made = self.owner.mkdir(self.d, b"x", SetAttributes(mode=0o7755)).expect_ok().attributes  # type: ignore[attr-defined]
+        assert made is not None
+        assert isinstance(self, SynchronousTestCase)
+        self.assertEqual(oct(made.mode), oct(0o1755))  # type: ignore[attr-defined]
+
+    def test_setgid_program_for_a_group_one_is_not_in(self) -> None:
+        """Linux's mode_strip_sgid: a file created setgid and group-executable in a setgid
+        directory of another group loses setgid, unless the creator is root."""
+        made = self.other.create(self.s, b"p", attributes=SetAttributes(mode=0o2775)).expect_ok()  # type: ignore[attr-defined]
+        assert isinstance(self, SynchronousTestCase)
+        self.assertEqual(oct(made.attributes.mode), oct(0o775))
+        kept = self.other.create(self.s, b"q", attributes=SetAttributes(mode=0o2765)).expect_ok()  # type: ignore[attr-defined]
+        self.assertEqual(oct(kept.attributes.mode), oct(0o2765))
+        rooted = self.root.create(self.s, b"r", attributes=SetAttributes(mode=0o2775)).expect_ok()  # type: ignore[attr-defined]
+        self.assertEqual(oct(rooted.attributes.mode), oct(0o2775))
+
+    def test_truncate_to_the_same_size_keeps_mtime(self) -> None:
+        """POSIX truncate moves mtime only if the size changes."""
+        self.owner.write(self.f, 0, b"12345").expect_ok()  # type: ignore[attr-defined]
+        self.owner.setattr(self.f, SetAttributes(mtime=10**18)).expect_ok()  # type: ignore[attr-defined]
+        self.assertStatus(self.owner.setattr(self.f, SetAttributes(size=5)), Status.OK)
+        attributes = self.root.getattr(self.f).expect_ok().attributes  # type: ignore[attr-defined]
+        assert isinstance(self, SynchronousTestCase)
+        self.assertEqual((attributes.size, attributes.mtime), (5, 10**18))
+        self.assertStatus(self.owner.setattr(self.f, SetAttributes(size=4)), Status.OK)
+        attributes = self.root.getattr(self.f).expect_ok().attributes  # type: ignore[attr-defined]
+        self.assertNotEqual(attributes.mtime, 10**18)
 
     def test_times(self) -> None:
         """Anyone who may write may set times to now; only the owner may choose them."""
