@@ -159,10 +159,12 @@ class AnfsNfs3:
         uid: int = 0,
         gid: int = 0,
         fragsize: int = FRAGMENT_SIZE,
+        gids: tuple[int, ...] | None = None,
     ) -> None:
         self.port = port
         self.export = export
-        self.credential = AUTH_SYS(machinename="dittofs-e2e", uid=uid, gid=gid, gids=[gid])
+        groups = [gid] if gids is None else list(gids)
+        self.credential = AUTH_SYS(machinename="dittofs-e2e", uid=uid, gid=gid, gids=groups)
         self.target = RPCTarget(HOST, port, fragsize=fragsize, timeout=10)
         self.mount_rpc: RPC | None = None
         self.nfs_rpc: RPC | None = None
@@ -330,17 +332,23 @@ class AnfsNfs3:
         return await self._nfs(const.NFS3_PROCEDURE_SYMLINK, packer, "unpack_symlink3res")
 
     async def mknod(
-        self, directory: bytes, name: bytes, ftype: int, major: int = 0, minor: int = 0
+        self,
+        directory: bytes,
+        name: bytes,
+        ftype: int,
+        major: int = 0,
+        minor: int = 0,
+        mode: int = 0o600,
     ) -> dict[str, Any]:
         """NFSPROC3_MKNOD (anfs's own ``mknod`` never awaits its call)."""
         packer = nfs_pro_v3Packer()
         if ftype in (const.NF3CHR, const.NF3BLK):
             device = rtypes.devicedata3(
-                dev_attributes=sattr(mode=0o600), spec=rtypes.specdata3(major=major, minor=minor)
+                dev_attributes=sattr(mode=mode), spec=rtypes.specdata3(major=major, minor=minor)
             )
             what = rtypes.mknoddata3(type=ftype, device=device)
         else:
-            what = rtypes.mknoddata3(type=ftype, pipe_attributes=sattr(mode=0o600))
+            what = rtypes.mknoddata3(type=ftype, pipe_attributes=sattr(mode=mode))
         packer.pack_mknod3args(
             rtypes.mknod3args(
                 where=rtypes.diropargs3(dir=rtypes.nfs_fh3(directory), name=name), what=what

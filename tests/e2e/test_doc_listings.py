@@ -659,7 +659,8 @@ def test_test_suite_commands_select_tests() -> None:
     commands are checked by collecting: pytest with ``--collect-only``, trial
     with ``--dry-run``, which must find as many unit tests as pytest, as the
     listing's comment promises.  The guest lines select only guest tests; the
-    one-scenario line only ``memory+memory`` ones, its scenario among them.
+    one-scenario line only ``memory+memory`` ones, its scenario among them;
+    the long differential run only differential tests.
     """
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     lines = [
@@ -668,6 +669,7 @@ def test_test_suite_commands_select_tests() -> None:
             "docs/testing-linux.md", "python -m pytest tests/e2e/linux -m linux_guest\n"
         ).lines(),
         *listing("docs/testing-linux.md", "DITTOFS_E2E_SCENARIOS=rename").lines(),
+        *listing("docs/testing.md", "DITTOFS_DIFF_RANDOM=1").lines(),
     ]
     unit_tests: int | None = None
     dry_run: int | None = None
@@ -683,6 +685,8 @@ def test_test_suite_commands_select_tests() -> None:
         ids = _collected(run([*argv, "--collect-only", "-q"], ROOT, {**env, **assigned}))
         if argv[3:] == ["tests/unit"]:
             unit_tests = len(ids)
+        if "DITTOFS_DIFF_RANDOM" in assigned:
+            assert ids and all("test_posix_differential" in test for test in ids), ids[:5]
         if "linux_guest" in argv:
             assert all(test.startswith("tests/e2e/linux/") for test in ids), ids[:5]
         if "-k" in argv:
