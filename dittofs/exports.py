@@ -53,6 +53,8 @@ class ExportTable:
     def __init__(self, exports: list[Export]) -> None:
         self._by_id = {export.export_id: export for export in exports}
         self._by_path = {export.path: export for export in exports}
+        #: The stores :meth:`open` opened, in order; :meth:`close` closes only these.
+        self._opened: list[IMetadataStore | IContentStore] = []
         if len(self._by_id) != len(exports) or len(self._by_path) != len(exports):
             raise ValueError("export ids and paths must be unique")
 
@@ -82,13 +84,26 @@ class ExportTable:
         return export
 
     def open(self) -> Deferred[None]:
-        """Open every export's stores and learn each root."""
+        """Open every export's stores and learn each root.
+
+        Fails with the first :class:`StoreOpenError`, which names the export
+        and the store that would not open.
+        """
 
         async def open_export(export: Export) -> None:
-            await export.metadata.open()
-            await export.content.open()
-            export.root = await export.metadata.root()
-            await reap_orphans(export)
+            role: str | None = "metadata"
+            try:
+                await export.metadata.open()
+                self._opened.append(export.metadata)
+                role = "content"
+                await export.content.open()
+                self._opened.append(export.content)
+                role = "metadata"
+                export.root = await export.metadata.root()
+                role = None
+                await reap_orphans(export)
+            except Exception as error:
+                raise StoreOpenError(export, role, error) from error
 
         def first_error(reason: Failure) -> Failure:
             error = reason.value
@@ -102,9 +117,34 @@ class ExportTable:
         )
 
     def close(self) -> Deferred[None]:
-        """Close every store, even when some of them fail to close."""
-        closing = [d for export in self for d in (export.metadata.close(), export.content.close())]
+        """Close every store that opened, even when some of them fail to close.
+
+        A store that never opened is left alone: closing one can wait for
+        work that never started (the filesystem store's I/O threads), and a
+        stop after a failed start must not hang on it.
+        """
+        opened, self._opened = self._opened, []
+        closing = [store.close() for store in opened]
         return DeferredList(closing, consumeErrors=True).addCallback(lambda _: None)
+
+
+class StoreOpenError(Exception):
+    """A store of an export could not be opened (or brought into service) when serving began.
+
+    *role* is ``"metadata"`` or ``"content"``, or ``None`` when the export's
+    stores failed together (finishing the deletions a crash interrupted);
+    *error* is what the store raised.
+    """
+
+    def __init__(self, export: Export, role: str | None, error: Exception) -> None:
+        super().__init__(export.path, role, error)
+        self.export = export
+        self.role = role
+        self.error = error
+
+    def __str__(self) -> str:
+        store = f"{self.role} store" if self.role else "stores"
+        return f"the {store} of {self.export.path.decode()}: {dittofs_log.error_line(self.error)}"
 
 
 async def release_orphan(export: Export, fileid: int) -> None:

@@ -78,6 +78,17 @@ def redact(text: str) -> str:
     return _SECRET_PARAMETER.sub(r"\1***", _AUTHORITY.sub(_hide_password, text))
 
 
+def error_line(error: BaseException) -> str:
+    """*error* as one line: its type and the first line of its message.
+
+    Database drivers add lines (libpq quotes the statement and points at
+    it with a caret); the first says what went wrong, and a message that
+    names a failure keeps to one line of the log.
+    """
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
+
+
 def _hide_password(match: re.Match[str]) -> str:
     # The last "@" ends the user information, as urllib.parse and libpq read it.
     userinfo, at, host = match["netloc"].rpartition("@")

@@ -19,16 +19,20 @@ import signal
 import sys
 import threading
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.logger import Logger
+from twisted.internet.error import ReactorNotRunning
+from twisted.internet.interfaces import IProtocolFactory, IStreamServerEndpoint
+from twisted.logger import Logger, LogLevel
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.web.server import Site
 from zope.interface import Interface
 
@@ -43,7 +47,7 @@ from dittofs.config import (
     exports_from_tables,
     policy_from,
 )
-from dittofs.exports import Export, ExportTable
+from dittofs.exports import Export, ExportTable, StoreOpenError
 from dittofs.interfaces import IContentStore, IMetadataStore
 from dittofs.metrics import Metrics, metered, web_root
 from dittofs.mount import MountProgram
@@ -57,6 +61,7 @@ from dittofs.stores import (
     check_content_spec,
     check_metadata_spec,
     content_store,
+    describe_store,
     metadata_store,
 )
 
@@ -325,27 +330,86 @@ def _load_config(path: str) -> dict[str, Any]:
     return table
 
 
-def _exit_failed() -> None:
-    """Leave with status 1 once the reactor has shut down, so systemd or a shell sees the failure.
+def _take_status_pipe(runner: MutableMapping[str, Any] | None) -> int | None:
+    """Take from a daemonising twistd the pipe on which its first process waits.
 
-    twistd and twist exit 0 whenever the reactor stops and offer no way to say
-    otherwise, so the process leaves here, its output flushed, before they do.
+    twistd forks; the process the shell started waits on this pipe for
+    ``0`` (started) or ``1 <message>`` (failed) and exits 0 or 1 after it.
+    twistd writes ``0`` as soon as ``startService`` returns, before any store
+    has opened; taken here, the pipe gets DittoFS's own answer once the
+    stores are open and the port bound.  twistd keeps it under
+    ``statusPipe`` in its options (DittoFS's parent options): there is none
+    under ``twistd -n``, twist or an embedding program.
     """
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os._exit(1)
+    if runner is None:
+        return None
+    pipe = runner.pop("statusPipe", None)
+    return pipe if isinstance(pipe, int) else None
+
+
+def _answer_status_pipe(pipe: int | None, failure: str | None) -> None:
+    """Tell twistd's waiting first process that DittoFS serves (*failure* None) or why not.
+
+    It reads one message of at most 100 bytes and prints the text after
+    ``1 `` on its stderr before exiting 1, as for an exception in twistd.
+    """
+    if pipe is None:
+        return
+    answer = b"0" if failure is None else b"1 " + failure.encode("ascii", "backslashreplace")
+    with contextlib.suppress(OSError):  # it has gone: nobody is left to tell
+        os.write(pipe, answer[:100])
+    os.close(pipe)
+
+
+@attrs.frozen
+class Description:
+    """How the log names this server: where it listens, and each export's stores.
+
+    Every store is described by :func:`~dittofs.stores.describe_store`, so
+    passwords are already hidden wherever these lines go (twistd's parent
+    prints a failure on stderr, which no log filter sees).
+    """
+
+    listen: str
+    #: Export id -> (path, metadata store, content store).
+    exports: Mapping[int, tuple[str, str, str]]
+    metrics: str | None = None
+
+    def serving(self) -> str:
+        """The start-up line: the endpoints, then each export with its two stores."""
+        metrics = f" (metrics on {self.metrics})" if self.metrics else ""
+        exports = "; ".join(
+            f"{path} with {metadata} and {content}"
+            for path, metadata, content in self.exports.values()
+        )
+        return f"DittoFS listens on {self.listen}{metrics} and serves {exports}"
+
+    def stores(self, error: StoreOpenError) -> str:
+        """The store (or, when the failure is shared, the stores) a failed open was about."""
+        _path, metadata, content = self.exports[error.export.export_id]
+        if error.role is None:
+            return f"{metadata} and {content}"
+        return metadata if error.role == "metadata" else content
 
 
 class DittoService(MultiService):
-    """Opens the stores before its children (the listener) start; closes them after they stop.
+    """Opens the stores, then listens; stops listening, then closes the stores.
+
+    Nothing is bound before every store is open: ``privilegedStartService``
+    (twistd calls it first) binds nothing, and the listeners start only once
+    the stores have opened, so no client ever reaches a server whose stores
+    are not open.  A store that cannot open, or an endpoint that cannot be
+    bound, is one CRITICAL line naming it and why (the traceback follows at
+    DEBUG level); the process then stops and exits with status 1, and a
+    daemonising twistd's first process exits 1 too.
 
     Stopping (SIGTERM, or the embedding program stopping it) stops listening,
     lets calls in flight finish for up to ``shutdown_timeout`` seconds, closes
     the connections, then closes (flushes) the stores and exports the last
-    spans if tracing is on.  Under twistd it also
-    owns SIGTERM, so a clean stop exits with status 0 rather than re-raising
-    the signal, and SIGHUP, which re-reads access rules and the log level.
+    spans if tracing is on.  Under twistd it also owns SIGTERM, so a clean
+    stop exits with status 0 rather than re-raising the signal (a second
+    SIGTERM while stopping exits at once, with status 1), and SIGHUP, which
+    re-reads access rules and the log level.
     """
 
     def __init__(
@@ -353,41 +417,83 @@ class DittoService(MultiService):
         exports: ExportTable,
         reactor: Any,
         factory: RpcServerFactory,
+        description: Description,
+        *,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         reload: Callable[[], None] | None = None,
-        *,
         tracing: dittofs_tracing.Tracing = dittofs_tracing.DISABLED,
+        runner: MutableMapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.exports = exports
         self.factory = factory
+        self.description = description
         self.shutdown_timeout = shutdown_timeout
         self._reactor = reactor
         self._reload = reload
+        self._runner = runner
         self.tracing = tracing
-        factory.hold_calls()  # until the stores are open, whenever the listener starts
+        #: Each listener, with the endpoint description it was given.
+        self._listeners: list[tuple[str, StreamServerEndpointService]] = []
+
+    def listen(
+        self, where: str, endpoint: IStreamServerEndpoint, factory: IProtocolFactory
+    ) -> None:
+        """Serve *factory* on *endpoint* (described by *where*) once the stores are open."""
+        listener = StreamServerEndpointService(endpoint, factory)
+        # As twisted.application.strports.service does: an endpoint that cannot be bound
+        # raises from startService, rather than being logged while the service runs on.
+        listener._raiseSynchronously = True
+        listener.setServiceParent(self)
+        self._listeners.append((where, listener))
+
+    def privilegedStartService(self) -> None:
+        """Bind nothing yet: the listeners start once the stores are open (see startService)."""
 
     def startService(self) -> None:
-        """Open every store, then start listening; a store that cannot open stops the process."""
-        self.running = 1
-        opened = self.exports.open()
-
-        def start_children(_: None) -> None:
-            for service in self:
-                service.startService()
-            self.factory.serve_calls()
-            log.info(
-                "DittoFS is serving {exports}", exports=[e.path.decode() for e in self.exports]
-            )
-
-        def failed(reason: Any) -> None:
-            log.failure("Could not open the stores", reason)
-            self._reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
-            self._reactor.stop()
-
-        opened.addCallbacks(start_children, failed)
+        """Open every store, then listen; a store or endpoint that fails stops the process."""
+        Service.startService(self)
+        status_pipe = _take_status_pipe(self._runner)
         # After the reactor has installed its own handlers (it does so while starting).
         self._reactor.callWhenRunning(self._take_signals)
+
+        def listen(_: None) -> None:
+            if not self.running:  # stopped while the stores were opening
+                return
+            for where, listener in self._listeners:
+                try:
+                    listener.startService()
+                except Exception as error:
+                    line = f"Could not listen on {where}: {dittofs_log.error_line(error)}"
+                    self._failed(line, Failure(), status_pipe)
+                    return
+            log.info("{line}", line=self.description.serving())
+            _answer_status_pipe(status_pipe, None)
+
+        def not_opened(reason: Failure) -> Failure | None:
+            error = reason.value
+            if not isinstance(error, StoreOpenError):  # ExportTable.open raises nothing else
+                return reason
+            if not self.running:  # stopped while the stores were opening: nothing to undo
+                return None
+            cause = error.error
+            line = (
+                f"Could not open {self.description.stores(error)} for "
+                f"{error.export.path.decode()}: {dittofs_log.error_line(cause)}"
+            )
+            self._failed(line, Failure(cause, type(cause), cause.__traceback__), status_pipe)
+            return None
+
+        self.exports.open().addCallbacks(listen, not_opened)
+
+    def _failed(self, line: str, reason: Failure, status_pipe: int | None) -> None:
+        """Say what failed in one line, then stop the reactor and exit with status 1."""
+        log.critical("{line}", line=line)
+        log.failure("The failure above, with its traceback", reason, level=LogLevel.debug)
+        _answer_status_pipe(status_pipe, dittofs_log.redact(line))
+        self._reactor.addSystemEventTrigger("after", "shutdown", self._exit_failed)
+        # Under twistd and twist the stores may fail before the reactor runs.
+        self._reactor.callWhenRunning(self._reactor.stop)
 
     def _take_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -397,8 +503,35 @@ class DittoService(MultiService):
             signal.signal(signal.SIGHUP, self._on_sighup)
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
+        self._reactor.callFromThread(self._stop)
+
+    def _stop(self) -> None:
+        """SIGTERM: stop gracefully; when a stop is already under way, leave at once."""
+        try:
+            self._reactor.stop()
+        except ReactorNotRunning:
+            log.warn("SIGTERM while stopping: exiting now, with status 1")
+            self._exit_failed()
+            return
         log.info("SIGTERM: finishing calls in flight, then stopping")
-        self._reactor.callFromThread(self._reactor.stop)
+
+    def _exit_failed(self) -> None:
+        """Leave at once with status 1, output flushed, so systemd or a shell sees the failure.
+
+        twistd and twist exit 0 whenever the reactor stops and offer no way to
+        say otherwise, so the process leaves here, once the reactor has shut
+        down (the stores that opened are closed), before they return.  Threads
+        a failed store left behind cannot hold it.  twistd would have removed
+        its pidfile after that, so it is removed here.
+        """
+        pidfile = self._runner.get("pidfile") if self._runner is not None else None
+        if pidfile:
+            with contextlib.suppress(OSError):
+                os.unlink(pidfile)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(1)
 
     def _on_sighup(self, signum: int, frame: object) -> None:
         assert self._reload is not None
@@ -490,19 +623,32 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     programs: list[RpcProgram] = [MountProgram(exports), NFSv3Program(exports, metrics=metrics)]
     dispatcher = tracing.dispatcher(RpcDispatcher(programs, metrics=metrics))
     factory = RpcServerFactory(dispatcher, limits=config.limits, clock=reactor, metrics=metrics)
+    description = Description(
+        config["listen"],
+        {
+            spec.export_id: (
+                spec.path,
+                describe_store("metadata", spec.metadata, data_dir),
+                describe_store("content", spec.content, data_dir),
+            )
+            for spec in config.exports
+        },
+        config["metrics"],
+    )
     service = DittoService(
         exports,
         reactor,
         factory,
+        description,
         shutdown_timeout=float(config["shutdown-timeout"]),
         reload=_reloader(config, exports),
         tracing=tracing,
+        runner=config.parent,
     )
-    endpoint = endpoints.serverFromString(reactor, config["listen"])
-    listener = StreamServerEndpointService(endpoint, factory)
-    listener.setServiceParent(service)
+    service.listen(config["listen"], endpoints.serverFromString(reactor, config["listen"]), factory)
     if config["metrics"]:
         site = Site(web_root(metrics, exports, reactor))
-        web = endpoints.serverFromString(reactor, config["metrics"])
-        StreamServerEndpointService(web, site).setServiceParent(service)
+        service.listen(
+            config["metrics"], endpoints.serverFromString(reactor, config["metrics"]), site
+        )
     return service

@@ -331,26 +331,6 @@ class RpcServerFactory(Factory):
         self.per_client: Counter[str] = Counter()
         self.in_flight = 0
         self._idle_waiters: list[Deferred[None]] = []
-        #: Connections accepted while calls are held (see :meth:`hold_calls`), not yet read.
-        self._held: list[RpcServerProtocol] | None = None
-
-    def hold_calls(self) -> None:
-        """Accept connections but read no call from them until :meth:`serve_calls`.
-
-        twistd starts listening before the service starts (``privilegedStartService``,
-        and with systemd socket activation the connection that started the server
-        is already waiting), but a call read before the stores are open would find
-        no export; so early clients wait a moment instead of being refused.
-        """
-        if self._held is None:
-            self._held = []
-
-    def serve_calls(self) -> None:
-        """Start reading the connections :meth:`hold_calls` held, and every later one."""
-        held, self._held = self._held or [], None
-        for protocol in held:
-            if protocol.connected:
-                protocol.transport.resumeProducing()  # type: ignore[union-attr]
 
     def buildProtocol(self, addr: IAddress) -> RpcServerProtocol | None:  # type: ignore[override]
         """Refuse a connection over the global or per-client limit (Twisted then closes it)."""
@@ -368,10 +348,7 @@ class RpcServerFactory(Factory):
         return None
 
     def connection_made(self, protocol: RpcServerProtocol) -> None:
-        """Count a new connection (and hold it unread while calls are held)."""
-        if self._held is not None:
-            protocol.transport.pauseProducing()  # type: ignore[union-attr]
-            self._held.append(protocol)
+        """Count a new connection."""
         self.connections.add(protocol)
         self.per_client[protocol.client_host] += 1
         self.metrics.connections.inc()
@@ -379,8 +356,6 @@ class RpcServerFactory(Factory):
 
     def connection_lost(self, protocol: RpcServerProtocol) -> None:
         """Forget a closed connection."""
-        if self._held is not None and protocol in self._held:
-            self._held.remove(protocol)
         if protocol in self.connections:
             self.connections.discard(protocol)
             self.metrics.connections_open.dec()

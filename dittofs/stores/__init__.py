@@ -16,6 +16,7 @@ from pathlib import Path
 from twisted.internet.interfaces import IReactorFromThreads
 
 from dittofs.interfaces import IContentStore, IMetadataStore
+from dittofs.log import redact
 
 METADATA_CHOICES = "memory, sqlite[:PATH], postgresql://URL, redis://URL"
 CONTENT_CHOICES = "memory, fs[:PATH], s3://BUCKET[/PREFIX][?OPTIONS]"
@@ -28,6 +29,35 @@ class StoreSpecError(ValueError):
 def _split(spec: str) -> tuple[str, str]:
     kind, _, argument = spec.partition(":")
     return kind.strip().lower(), argument
+
+
+def _sqlite_path(argument: str, data_dir: Path) -> Path:
+    return Path(argument) if argument else data_dir / "metadata.db"
+
+
+def _fs_path(argument: str, data_dir: Path) -> Path:
+    return Path(argument) if argument else data_dir / "content"
+
+
+def describe_store(role: str, spec: str, data_dir: Path) -> str:
+    """Name a store for the log: its backend, its *role* and where its data is, passwords hidden.
+
+    ``sqlite metadata (/var/lib/dittofs/metadata.db)``, ``memory content``,
+    ``postgresql metadata (postgresql://dittofs:***@db/dittofs)``: the start-up
+    line and a store that fails to open say which files or which database
+    are meant, as resolved from the data directory, not only the option as
+    typed.
+    """
+    kind, argument = _split(spec)
+    if kind == "memory":
+        return f"memory {role}"
+    if kind == "sqlite":
+        where = str(_sqlite_path(argument, data_dir))
+    elif kind == "fs":
+        where = str(_fs_path(argument, data_dir))
+    else:
+        where = spec.strip()
+    return redact(f"{kind} {role} ({where})")
 
 
 def check_metadata_spec(spec: str) -> None:
@@ -61,9 +91,7 @@ def metadata_store(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> I
     if kind == "sqlite":
         from dittofs.stores.sqlite_metadata import SqliteMetadataStore
 
-        return SqliteMetadataStore(
-            Path(argument) if argument else data_dir / "metadata.db", reactor
-        )
+        return SqliteMetadataStore(_sqlite_path(argument, data_dir), reactor)
     if kind in ("postgresql", "postgres"):
         try:
             from dittofs.stores.postgres_metadata import PostgresMetadataStore
@@ -94,7 +122,7 @@ def content_store(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> IC
     if kind == "fs":
         from dittofs.stores.fs_content import FilesystemContentStore
 
-        return FilesystemContentStore(Path(argument) if argument else data_dir / "content", reactor)
+        return FilesystemContentStore(_fs_path(argument, data_dir), reactor)
     if kind == "s3":
         from dittofs.stores.s3_settings import parse_s3_spec
 

@@ -160,9 +160,8 @@ def serving(
 
     Its output is kept in *workdir*; *log_file* is where it logs, if not there.
 
-    Readiness is the log line, not an open port: under ``twistd`` the
-    listener opens before the stores do, and a MNT in between is answered
-    MNT3ERR_NOENT.
+    Readiness is the start-up line, which DittoFS logs once its stores are
+    open and its port bound.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"dittofs-{secrets.token_hex(3)}.log"
@@ -172,7 +171,7 @@ def serving(
         )
     served = Served(process, (log_path,) if log_file is None else (log_path, log_file))
     try:
-        served.wait_for("DittoFS is serving")
+        served.wait_for("DittoFS listens")
         yield served
     finally:
         if process.poll() is None:

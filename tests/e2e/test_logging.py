@@ -89,7 +89,11 @@ def test_json_lines_under_twist(tmp_path: Path) -> None:
     assert server.process.returncode == 0, server.log()
     events = json_events(server.log())
     check_events(events)
-    assert any(e.get("text") == "DittoFS is serving ['/export']" for e in events)
+    serving = (
+        f"DittoFS listens on tcp:{server.port}:interface=127.0.0.1 and serves /export "
+        "with memory metadata and memory content"
+    )
+    assert any(e.get("text") == serving for e in events)
 
 
 def wait_for(path: Path, text: str, process: subprocess.Popen[bytes]) -> None:
@@ -120,7 +124,7 @@ def test_json_lines_in_twistds_logfile(tmp_path: Path) -> None:
         command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as process:
         try:
-            wait_for(log_path, "DittoFS is serving", process)
+            wait_for(log_path, "DittoFS listens", process)
             drive(port, source)
         finally:
             process.send_signal(signal.SIGTERM)

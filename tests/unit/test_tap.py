@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from typing import Any
@@ -17,14 +18,17 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import Logger, capturedLogs
+from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from dittofs import log as dittofs_log
 from dittofs import tap
+from dittofs.config import default_export_id
 from dittofs.rpc.protocol import RpcServerFactory
+from dittofs.stores.memory_content import MemoryContentStore
 from dittofs.stores.memory_metadata import MemoryMetadataStore
 from tests.unit.test_message import (
     SUCCESS,
@@ -274,6 +278,25 @@ class RecordingMetadataStore(MemoryMetadataStore):
         return super().close()
 
 
+class StrictRunningReactor(MemoryReactorClock):
+    """A running memory reactor that, like a real one, cannot be stopped twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = True
+        self.hasRun = True
+
+    def callFromThread(self, callable: Any, *args: Any, **kwargs: Any) -> None:
+        """Signal handlers hand their work to the reactor thread: here, at once."""
+        callable(*args, **kwargs)
+
+    def stop(self) -> None:
+        """Stop, or raise ReactorNotRunning as a real reactor does once it is stopping."""
+        if self.hasStopped:
+            raise ReactorNotRunning("Can't stop reactor that isn't running.")
+        super().stop()
+
+
 class MakeServiceTests(TempDirMixin):
     """``makeService`` builds a service that listens where asked on the injected reactor."""
 
@@ -359,53 +382,221 @@ class MakeServiceTests(TempDirMixin):
         self.successResultOf(service.stopService())
         self.assertEqual([event for event, _ in store.events], ["open", "close"])
 
-    def test_store_open_failure_stops_reactor(self) -> None:
-        """If a store cannot open, nothing listens, the failure is logged and the reactor stops."""
+    def failing_start(self, argv: list[str]) -> tuple[list[dict[str, Any]], list[Any]]:
+        """Start the service on a running reactor; return what it logged, and what it will
+        call once the reactor has shut down.
+
+        Signal handlers are not installed in the test process.
+        """
+        self.patch(signal, "signal", lambda *args: None)
+        service = self.make(argv)
+        self.reactor.running = True  # a store fails after the reactor has started
+        with capturedLogs() as events:
+            service.startService()
+        after_shutdown = self.reactor.triggers.get("after", {}).get("shutdown", [])
+        return events, [hook for hook, _args, _kwargs in after_shutdown]
+
+    def test_store_open_failure_is_one_line_then_exit_1(self) -> None:
+        """A store that cannot open: nothing listens, one CRITICAL line names it, exit status 1.
+
+        The line names the export, the store and where it keeps its data,
+        and the reason; the traceback is logged only at DEBUG, so the
+        default log shows one line.  twistd and twist would exit 0 once the
+        reactor stops, so the process leaves with 1 after the shutdown.
+        """
         store = MemoryMetadataStore()
         self.patch(store, "open", lambda: fail(OSError("disk on fire")))
         self.patch(tap, "metadata_store", lambda *args, **kwargs: store)
-        service = self.make([])
-        with capturedLogs() as events:
-            service.startService()
+        events, exits = self.failing_start(["--export", "/srv"])
         self.assertEqual(self.reactor.tcpServers, [])
         self.assertTrue(self.reactor.hasStopped)
-        logged = [event for event in events if "log_failure" in event]
-        self.assertEqual(len(logged), 1)
-        self.assertIn("disk on fire", logged[0]["log_failure"].getTraceback())
-        self.flushLoggedErrors()
-        # twistd would exit 0 once the reactor stops: the process leaves with 1 after shutdown.
-        ((exit_after_shutdown, args, _),) = self.reactor.triggers["after"]["shutdown"]
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            ["Could not open memory metadata for /srv: OSError: disk on fire"],
+        )
+        self.assertEqual(events[0]["log_level"], LogLevel.critical)
         statuses: list[int] = []
         self.patch(os, "_exit", statuses.append)
-        exit_after_shutdown(*args)
+        (exit_after_shutdown,) = exits
+        exit_after_shutdown()
         self.assertEqual(statuses, [1])
 
-    def test_calls_wait_until_the_stores_are_open(self) -> None:
-        """A connection accepted before the stores open (twistd listens early) is read only after.
+    def test_failed_start_under_twistd_removes_its_pidfile(self) -> None:
+        """Leaving before twistd returns, the process removes the pidfile twistd would have."""
+        pidfile = os.path.join(self.tempdir(), "twistd.pid")
+        with open(pidfile, "w") as file:
+            file.write(f"{os.getpid()}\n")
+        store = MemoryMetadataStore()
+        self.patch(store, "open", lambda: fail(OSError("disk on fire")))
+        self.patch(tap, "metadata_store", lambda *args, **kwargs: store)
+        self.patch(signal, "signal", lambda *args: None)
+        options = parse(MEMORY)
+        options.parent = {"pidfile": pidfile}
+        service = tap.makeService(options, reactor=self.reactor)
+        self.reactor.running = True
+        with capturedLogs():
+            service.startService()
+        self.patch(os, "_exit", lambda status: None)
+        ((exit_after_shutdown, _args, _kwargs),) = self.reactor.triggers["after"]["shutdown"]
+        exit_after_shutdown()
+        self.assertFalse(os.path.exists(pidfile))
 
-        twistd calls privilegedStartService, which starts the listener, before
-        startService opens the stores; a call read then would find no export.
+    def test_failing_store_traceback_at_debug_level(self) -> None:
+        """With ``--log-level DEBUG`` the failure's traceback follows the line."""
+        store = MemoryMetadataStore()
+        self.patch(store, "open", lambda: fail(OSError("disk on fire")))
+        self.patch(tap, "metadata_store", lambda *args, **kwargs: store)
+        events, _ = self.failing_start(["--log-level", "DEBUG"])
+        line, traceback = events
+        self.assertEqual(line["log_level"], LogLevel.critical)
+        self.assertEqual(traceback["log_level"], LogLevel.debug)
+        self.assertIn("disk on fire", traceback["log_failure"].getTraceback())
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_failing_store_is_named_with_its_location_redacted(self) -> None:
+        """The line names the store the way it was configured, its password replaced by ***."""
+        store = MemoryMetadataStore()
+        self.patch(store, "open", lambda: fail(RuntimeError("no schema\nLINE 1: CREATE")))
+        self.patch(tap, "metadata_store", lambda *args, **kwargs: store)
+        url = "postgresql://dittofs:hunter2@db.example/dittofs?options=-csearch_path%3Dx"
+        self.patch(tap, "content_store", lambda *args, **kwargs: MemoryContentStore())
+        events, _ = self.failing_start(["--metadata", url])
+        critical = [formatEvent(e) for e in events if e["log_level"] == LogLevel.critical]
+        self.assertEqual(
+            critical,
+            [
+                "Could not open postgresql metadata (postgresql://dittofs:***@db.example/dittofs"
+                "?options=-csearch_path%3Dx) for /export: RuntimeError: no schema"
+            ],
+        )
+
+    def test_stop_after_a_failed_open_leaves_unopened_stores_alone(self) -> None:
+        """Stopping after the metadata store failed does not wait for the content store.
+
+        A store that never opened may never finish closing (the filesystem
+        store's close waits for its I/O threads, which only open starts); a
+        stop that waited for it kept the process alive until kill -9.
+        """
+        metadata = MemoryMetadataStore()
+        self.patch(metadata, "open", lambda: fail(OSError("disk on fire")))
+        content = MemoryContentStore()
+        self.patch(content, "close", Deferred)  # would never fire
+        self.patch(tap, "metadata_store", lambda *args, **kwargs: metadata)
+        self.patch(tap, "content_store", lambda *args, **kwargs: content)
+        service = self.make([])
+        with capturedLogs():
+            service.startService()
+        self.successResultOf(service.stopService())
+
+    def test_endpoint_that_cannot_listen_is_one_line_then_exit_1(self) -> None:
+        """A port already in use (or any endpoint that fails) stops the server like a store.
+
+        Twisted's listener would log the error and the service would run on,
+        saying it serves while nothing listens.
+        """
+
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise CannotListenError("127.0.0.1", 2049, OSError(98, "Address already in use"))
+
+        self.patch(self.reactor, "listenTCP", refuse)
+        events, exits = self.failing_start(["--listen", "tcp:2049:interface=127.0.0.1"])
+        critical = [formatEvent(e) for e in events if e["log_level"] == LogLevel.critical]
+        self.assertEqual(len(critical), 1, critical)
+        self.assertTrue(
+            critical[0].startswith(
+                "Could not listen on tcp:2049:interface=127.0.0.1: CannotListenError: "
+            ),
+            critical,
+        )
+        self.assertIn("Address already in use", critical[0])
+        self.assertTrue(self.reactor.hasStopped)
+        self.assertEqual(len(exits), 1)
+
+    def test_nothing_listens_until_the_stores_are_open(self) -> None:
+        """twistd's privilegedStartService binds nothing; the port is bound once the stores open.
+
+        So no client can connect to a server whose stores are not open (a
+        call read then would find no export), and a store that fails to open
+        never leaves a port open.
         """
         store = MemoryMetadataStore()
         opening: Deferred[None] = Deferred()
         self.patch(store, "open", lambda: opening)
         self.patch(tap, "metadata_store", lambda *args, **kwargs: store)
-        service = self.make(["--listen", "tcp:2049"])
+        service = self.make(["--listen", "tcp:2049", "--metrics", "tcp:9108"])
         service.privilegedStartService()
-        ((_port, factory, _backlog, _interface),) = self.reactor.tcpServers
-        early = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 800))
-        factory.buildProtocol(early.getPeer()).makeConnection(early)
-        self.assertEqual(early.producerState, "paused")
-        service.startService()
-        self.assertEqual(early.producerState, "paused")
-        opening.callback(None)
-        self.assertEqual(early.producerState, "producing")
-        late = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 801))
-        factory.buildProtocol(late.getPeer()).makeConnection(late)
-        self.assertEqual(late.producerState, "producing")
-        stopped = service.stopService()
-        self.reactor.advance(1)  # the grace period for open connections
-        self.successResultOf(stopped)
+        self.assertEqual(self.reactor.tcpServers, [])
+        with capturedLogs() as events:
+            service.startService()
+            self.assertEqual(self.reactor.tcpServers, [])
+            self.assertEqual(events, [])
+            opening.callback(None)
+        self.assertEqual([port for port, *_ in self.reactor.tcpServers], [2049, 9108])
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "DittoFS listens on tcp:2049 (metrics on tcp:9108) and serves /export "
+                "with memory metadata and memory content"
+            ],
+        )
+        self.successResultOf(service.stopService())
+
+    def test_start_up_line_names_each_export_and_where_its_stores_keep_data(self) -> None:
+        """The start-up line says where DittoFS listens, and each export's two stores.
+
+        Paths are those the stores use, resolved from the data directory, so
+        a reader of the log knows which files hold the filesystem.
+        """
+        data = self.tempdir()
+        config = self.write_config(
+            '[[exports]]\npath = "/a"\n'
+            '[[exports]]\npath = "/b"\nmetadata = "memory"\ncontent = "fs:/srv/b"\n'
+        )
+        options = tap.Options()
+        options.parseOptions(["--config", config, "--data-dir", data, "--listen", "tcp:2049"])
+        service = tap.makeService(options, reactor=self.reactor)
+        own = f"{data}/export-{default_export_id('/a')}"
+        self.assertEqual(
+            service.description.serving(),
+            f"DittoFS listens on tcp:2049 and serves /a with sqlite metadata "
+            f"({own}/metadata.db) and fs content ({own}/content); "
+            f"/b with memory metadata and fs content (/srv/b)",
+        )
+
+    def test_default_stores_are_named_by_their_paths(self) -> None:
+        """The defaults (sqlite and fs, no path given) are named by the files they use."""
+        data = self.tempdir()
+        service = tap.makeService(parse(["--data-dir", data]), reactor=self.reactor)
+        self.assertEqual(
+            service.description.serving(),
+            f"DittoFS listens on tcp:12049:interface=127.0.0.1 and serves /export with "
+            f"sqlite metadata ({data}/metadata.db) and fs content ({data}/content)",
+        )
+
+    def test_second_sigterm_while_stopping_exits_at_once(self) -> None:
+        """SIGTERM stops gracefully; another while the stop is under way exits with status 1.
+
+        A real reactor refuses to stop twice (ReactorNotRunning); before, the
+        second SIGTERM logged that error and a stop that hung could only be
+        ended with kill -9.
+        """
+        reactor = StrictRunningReactor()
+        service = tap.makeService(parse(MEMORY), reactor=reactor)
+        statuses: list[int] = []
+        self.patch(os, "_exit", statuses.append)
+        with capturedLogs() as events:
+            service._on_sigterm(signal.SIGTERM, None)
+            self.assertTrue(reactor.hasStopped)
+            self.assertEqual(statuses, [])
+            service._on_sigterm(signal.SIGTERM, None)
+        self.assertEqual(statuses, [1])
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "SIGTERM: finishing calls in flight, then stopping",
+                "SIGTERM while stopping: exiting now, with status 1",
+            ],
+        )
 
     def test_log_level_applied(self) -> None:
         """``--log-level ERROR`` silences DittoFS warnings but keeps its errors."""
