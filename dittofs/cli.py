@@ -50,6 +50,7 @@ class CommandOptions(usage.Options):
         ["fsck", None, FsckOptions, "Check (and repair) a filesystem's stores."],
         ["gc", None, GcOptions, "Collect S3 blocks no file points to."],
     ]
+    opt_version = ServerOptions.opt_version
 
     def postOptions(self) -> None:
         """A command is required."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import signal
 import sys
 import threading
@@ -26,6 +27,7 @@ from typing import Any
 import attrs
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
+from twisted.copyright import version as twisted_version
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import ReactorNotRunning
@@ -36,6 +38,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 from zope.interface import Interface
 
+import dittofs
 from dittofs import allocator
 from dittofs import log as dittofs_log
 from dittofs import tracing as dittofs_tracing
@@ -208,6 +211,14 @@ class Options(usage.Options):
         ["read-only", None, "Refuse every change (NFS3ERR_ROFS)."],
         ["secure", None, "Only admit clients from privileged ports (below 1024)."],
     ]
+
+    def opt_version(self) -> None:
+        """Display DittoFS's version and exit."""
+        sys.stdout.write(
+            f"dittofs {dittofs.__version__} (Twisted {twisted_version}, "
+            f"Python {platform.python_version()})\n"
+        )
+        raise SystemExit(0)
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse, and turn any usage error into one line on stderr and exit status 2."""

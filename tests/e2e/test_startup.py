@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+import dittofs
 from tests.e2e.server import dittofs_server, free_port
 from tests.unit.backends import postgres_schema, postgres_url
 
@@ -194,3 +195,14 @@ def test_start_up_line_says_where_it_listens_and_which_stores(tmp_path: Path) ->
     ) in log, log
     assert PASSWORD not in log
 
+
+def test_version_is_dittofs_own(tmp_path: Path) -> None:
+    """``dittofs --version`` and ``twistd dittofs --version`` print DittoFS's version."""
+    dittofs_command = [str(VENV_BIN / "dittofs"), "--version"]
+    twistd_command = [str(VENV_BIN / "twistd"), "dittofs", "--version"]
+    for command in (dittofs_command, twistd_command):
+        shown = subprocess.run(
+            command, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.startswith(f"dittofs {dittofs.__version__} (Twisted "), shown.stdout

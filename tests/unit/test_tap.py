@@ -7,25 +7,31 @@ status 2, before anything listens; ``makeService`` is driven with a
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import os
+import platform
 import shutil
 import signal
 import sys
 import tempfile
+import tomllib
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.copyright import version as twisted_version
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from dittofs import cli, tap
 from dittofs import log as dittofs_log
-from dittofs import tap
 from dittofs.config import default_export_id
 from dittofs.rpc.protocol import RpcServerFactory
 from dittofs.stores.memory_content import MemoryContentStore
@@ -40,6 +46,7 @@ from tests.unit.test_message import (
 )
 
 MEMORY = ["--metadata", "memory", "--content", "memory"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class TempDirMixin(SynchronousTestCase):
@@ -154,6 +161,37 @@ class OptionsTests(TempDirMixin):
         path = self.write_config(f'content-path = "{self.tempdir()}"\n')
         options = parse(["--config", path, "--content", "memory"])
         self.assertEqual(options["content"], "memory")
+
+
+class VersionTests(SynchronousTestCase):
+    """``--version`` prints DittoFS's version (from its package metadata), not Twisted's."""
+
+    def version_line(self, options: usage.Options, argv: list[str]) -> str:
+        """What parsing *argv* prints on stdout; it must exit 0."""
+        stdout = io.StringIO()
+        self.patch(sys, "stdout", stdout)
+        with self.assertRaises(SystemExit) as exited:
+            options.parseOptions(argv)
+        self.assertEqual(exited.exception.code, 0)
+        return stdout.getvalue()
+
+    def test_version_is_dittofs_own(self) -> None:
+        """``twistd dittofs --version``, ``dittofs --version`` and ``dittofs fsck --version``
+        print the installed distribution's version, the one pyproject.toml declares."""
+        with open(ROOT / "pyproject.toml", "rb") as file:
+            declared = tomllib.load(file)["project"]["version"]
+        self.assertEqual(importlib.metadata.version("dittofs"), declared)
+        expected = (
+            f"dittofs {declared} (Twisted {twisted_version}, Python {platform.python_version()})\n"
+        )
+        self.assertEqual(self.version_line(tap.Options(), ["--version"]), expected)
+        self.assertEqual(self.version_line(cli.CommandOptions(), ["--version"]), expected)
+        self.assertEqual(self.version_line(cli.CommandOptions(), ["fsck", "--version"]), expected)
+
+    def test_help_says_whose_version(self) -> None:
+        """The option's help no longer promises Twisted's version."""
+        self.assertIn("Display DittoFS's version and exit.", str(tap.Options()))
+        self.assertIn("Display DittoFS's version and exit.", str(cli.CommandOptions()))
 
 
 class UsageErrorTests(TempDirMixin):
