@@ -7,6 +7,7 @@ while no gateway serves the stores when repairing.
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from dittofs import fsck
+from dittofs import fsck, progress
 from dittofs.log import redact
 from dittofs.stores import content_store, metadata_store
 from dittofs.tap import Options as ServerOptions
@@ -40,6 +41,7 @@ class GcOptions(ServerOptions):
     synopsis = "[--config FILE] [--content s3://BUCKET/PREFIX?...] [--grace SECONDS]"
     longdesc = "Delete S3 blocks no file points to any more (safe beside a running gateway)."
     optParameters = [["grace", None, "3600", "Spare unreferenced blocks younger than this (s)."]]
+    optFlags = [["quiet", "q", "Show no progress bar."]]
 
 
 class CommandOptions(usage.Options):
@@ -84,7 +86,8 @@ def _gc(reactor: Any, options: GcOptions) -> Deferred[int]:
     grace = float(options["grace"])
 
     def collect() -> int:
-        report = collect_garbage(ObjectStore(settings, 16), settings, grace)
+        phases = functools.partial(progress.bar, shown=not options["quiet"])
+        report = collect_garbage(ObjectStore(settings, 16), settings, grace, progress=phases)
         sys.stdout.write(
             f"gc: {report.manifests} manifests, {report.blocks} blocks, "
             f"{report.referenced} in use, {report.deleted} deleted ({report.deleted_bytes} bytes), "

@@ -27,6 +27,7 @@ from typing import TextIO
 
 import attrs
 
+from dittofs import progress
 from dittofs.interfaces import IContentInventory, IContentStore, IMetadataInventory, IMetadataStore
 from dittofs.model import Inventory, Repair
 from dittofs.nfs3.const import FileType
@@ -136,8 +137,6 @@ async def run(
     if not IMetadataInventory.providedBy(metadata):
         out.write(f"fsck: the {metadata.name} metadata store cannot be checked\n")
         return UNCORRECTED
-    from tqdm import tqdm
-
     await metadata.open()
     await content.open()
     try:
@@ -152,8 +151,8 @@ async def run(
             out.write(f"fsck: {len(pending)} removed files still have content to delete\n")
             content_ids = [fileid for fileid in content_ids if fileid not in pending]
         total = len(inventory.inodes) + len(inventory.entries)
-        with tqdm(total=total, unit="item", disable=not show_progress, file=sys.stderr) as bar:
-            report = check(inventory, content_ids, bar.update)
+        with progress.bar("checking", total, "item", shown=show_progress) as advance:
+            report = check(inventory, content_ids, advance)
         for problem in report.problems:
             out.write(f"{problem}\n")
         if report.clean:

@@ -16,16 +16,19 @@ store, with that store's in-flight uploads protected as well.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 import attrs
 
-from dittofs.stores.s3_objects import Manifest, ObjectStore, S3NotFound
+from dittofs.progress import Advance, Phases, unwatched
+from dittofs.stores.s3_objects import ListedObject, Manifest, ObjectStore, S3NotFound
 from dittofs.stores.s3_settings import S3Settings
 
 #: Unreferenced blocks younger than this (seconds) are left alone by default.
 DEFAULT_GRACE = 3600.0
+#: Keys S3 deletes in one request.
+DELETE_BATCH = 1000
 
 
 @attrs.frozen
@@ -55,30 +58,41 @@ def collect_garbage(
     grace: float = DEFAULT_GRACE,
     protected: Callable[[], set[str]] = set,
     now: datetime | None = None,
+    *,
+    progress: Phases = unwatched,
 ) -> GcReport:
     """Delete block objects that no manifest names and that are older than *grace* seconds.
 
     Blocking.  Manifests are read first and blocks listed after, so a block
     uploaded during the run is young and spared.  *protected()* adds keys a
     running store knows are in use; it is called after listing the blocks.
+    *progress* is told about each phase (listing and reading the manifests,
+    listing and deleting the blocks) as it goes: one request per manifest
+    makes reading them the long part on a large filesystem.
     """
     manifest_folder = settings.manifest_key()
+    with progress("listing manifests", None, "manifest") as advance:
+        listed_manifests = _counted(s3.list(manifest_folder), advance)
     referenced: set[str] = set()
     manifests = 0
-    for listed in list(s3.list(manifest_folder)):
-        fileid = _fileid_of(listed.key, manifest_folder)
-        if fileid is None:
-            continue
-        try:
-            manifest = Manifest.decode(s3.get(listed.key))
-        except S3NotFound:
-            continue
-        manifests += 1
-        referenced.update(
-            settings.block_key(fileid, index, version) for index, version in manifest.blocks.items()
-        )
+    with progress("reading manifests", len(listed_manifests), "manifest") as advance:
+        for listed in listed_manifests:
+            advance(1)
+            fileid = _fileid_of(listed.key, manifest_folder)
+            if fileid is None:
+                continue
+            try:
+                manifest = Manifest.decode(s3.get(listed.key))
+            except S3NotFound:
+                continue
+            manifests += 1
+            referenced.update(
+                settings.block_key(fileid, index, version)
+                for index, version in manifest.blocks.items()
+            )
     cutoff = (now or datetime.now(UTC)) - timedelta(seconds=grace)
-    blocks = list(s3.list(settings.block_key_prefix()))
+    with progress("listing blocks", None, "block") as advance:
+        blocks = _counted(s3.list(settings.block_key_prefix()), advance)
     referenced |= protected()
     doomed: list[str] = []
     doomed_bytes = spared = 0
@@ -90,6 +104,19 @@ def collect_garbage(
             continue
         doomed.append(listed.key)
         doomed_bytes += listed.size
-    s3.delete(doomed)
+    with progress("deleting blocks", len(doomed), "block") as advance:
+        for start in range(0, len(doomed), DELETE_BATCH):
+            batch = doomed[start : start + DELETE_BATCH]
+            s3.delete(batch)
+            advance(len(batch))
     live = sum(1 for listed in blocks if listed.key in referenced)
     return GcReport(manifests, len(blocks), live, len(doomed), doomed_bytes, spared)
+
+
+def _counted(listing: Iterable[ListedObject], advance: Advance) -> list[ListedObject]:
+    """Every object of a listing, advancing as each arrives (S3 sends 1000 a request)."""
+    listed: list[ListedObject] = []
+    for item in listing:
+        listed.append(item)
+        advance(1)
+    return listed

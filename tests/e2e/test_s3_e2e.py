@@ -317,7 +317,7 @@ def test_s3_outage_mid_write(weed: SeaweedFS, tmp_path: Path) -> None:
 
 def test_gc_command_collects_unreferenced_blocks(weed: SeaweedFS, tmp_path: Path) -> None:
     """`dittofs gc` deletes a block no manifest names (as a crash between upload and
-    manifest leaves) and nothing a file still needs.
+    manifest leaves) and nothing a file still needs, showing its progress unless -q.
 
     Run beside the live gateway, as the command allows; the file still reads
     back afterwards, from a fresh cache, so every block it needs survived.
@@ -339,6 +339,16 @@ def test_gc_command_collects_unreferenced_blocks(weed: SeaweedFS, tmp_path: Path
         )  # fmt: skip
         assert gc.returncode == 0, gc.stderr
         assert "1 deleted (1000 bytes)" in gc.stdout, gc.stdout
+        # Its progress bars go to stderr, one per phase, the report alone on stdout.
+        for phase in ("listing manifests", "reading manifests", "listing blocks"):
+            assert phase in gc.stderr, gc.stderr
+        assert "deleting blocks: 100%" in gc.stderr, gc.stderr
+        quiet = subprocess.run(
+            [sys.executable, "-m", "dittofs.cli", "gc", "-q", "--content", spec, "--grace", "0"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert (quiet.returncode, quiet.stderr) == (0, ""), quiet.stderr
+        assert "0 deleted" in quiet.stdout, quiet.stdout
     listed = weed.client().list_objects_v2(Bucket=BUCKET, Prefix=stray)
     assert listed.get("KeyCount", 0) == 0
     fresh = s3_options(weed, tmp_path, "fresh-cache", durability="remote")
