@@ -72,6 +72,8 @@ MAX_FILE_SIZE = 2**63 - 1
 _SETGID = 0o2000
 _STICKY = 0o1000
 _GROUP_EXECUTE = 0o010
+#: RENAME errors that Linux gives only after its loop checks (INVAL, NOTEMPTY).
+_OUTRANKED_BY_LOOPS = frozenset({Status.ACCES, Status.PERM, Status.ISDIR, Status.NOTDIR})
 #: How far up the tree a walk towards the root goes before giving up.
 _MAX_DEPTH = 4096
 #: What mkdir(2) keeps of the mode asked for: permissions and sticky, never setuid or setgid.
@@ -651,16 +653,21 @@ class NFSv3Program:
             raise NFSError(Status.XDEV)
         check_existing_name(args.target.name)
         caller = export.policy.identity(context.credentials)
+        # Linux's order: both names looked up (search permission, NOENT), then the
+        # loop checks, then permissions and types.
+        require(source, caller, EXECUTE)
+        check_existing_name(args.source.name)
+        moving = await export.metadata.lookup(source.fileid, args.source.name)
         require(target, caller, EXECUTE)
         try:
-            await self._check_rename(export, source, target, args, caller)
+            await self._check_rename(export, source, target, moving, args, caller=caller)
+            renamed = await export.metadata.rename(
+                source.fileid, args.source.name, target.fileid, args.target.name
+            )
         except NFSError as error:
-            if error.status in (Status.ACCES, Status.PERM):
-                await self._refuse_rename_into_itself(export, source, target, args)
+            if error.status in _OUTRANKED_BY_LOOPS:
+                await self._refuse_rename_into_itself(export, source, moving, target, args)
             raise
-        renamed = await export.metadata.rename(
-            source.fileid, args.source.name, target.fileid, args.target.name
-        )
         await self._forget_content(export, renamed.orphan)
         writer = self._ok()
         encode_wcc_data(writer, renamed.source, export.fsid)
@@ -672,15 +679,16 @@ class NFSv3Program:
         export: Export,
         source: Attributes,
         target: Attributes,
+        moving: Attributes,
         args: a.RenameArgs,
+        *,
         caller: Credentials,
     ) -> None:
         """POSIX rename permissions: write and search on both directories, the sticky
         bit on each for the entry it loses, and write on a directory that changes parent
-        (its ``..`` entry changes).  A missing source is ENOENT before any EACCES."""
-        await self._require_change_entry(export, source, args.source.name, caller)
+        (its ``..`` entry changes)."""
+        require(source, caller, WRITE | EXECUTE)
         require(target, caller, WRITE | EXECUTE)
-        moving = await export.metadata.lookup(source.fileid, args.source.name)
         require_sticky(source, moving, caller)
         if moving.type == FileType.DIR and source.fileid != target.fileid:
             require(moving, caller, WRITE)
@@ -694,18 +702,17 @@ class NFSv3Program:
                 require_sticky(target, replaced, caller)
 
     async def _refuse_rename_into_itself(
-        self, export: Export, source: Attributes, target: Attributes, args: a.RenameArgs
+        self,
+        export: Export,
+        source: Attributes,
+        moving: Attributes,
+        target: Attributes,
+        args: a.RenameArgs,
     ) -> None:
-        """Linux refuses a rename that would cut a loop before it checks permissions:
-        INVAL for moving a directory below itself, NOTEMPTY for replacing an ancestor
-        of the source.  Asked only when a permission check failed (the store's own
-        rename decides these otherwise)."""
-        try:
-            moving = await export.metadata.lookup(source.fileid, args.source.name)
-        except NFSError as error:
-            if error.status != Status.NOENT:
-                raise
-            return
+        """Linux refuses a rename that would cut a loop before it checks permissions
+        or types: INVAL for moving a directory below itself, NOTEMPTY for replacing an
+        ancestor of the source.  Asked only when one of those checks failed (the
+        store's own rename decides these otherwise)."""
         if await self._ancestry_holds(export, moving.fileid, target.fileid):
             raise NFSError(Status.INVAL, "a directory cannot move below itself")
         try:

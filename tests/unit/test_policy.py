@@ -362,6 +362,21 @@ class PermissionMatrix:
         self.assertStatus(self.other.rmdir(self.d, b"missing"), Status.NOENT)
         self.assertStatus(self.other.rename(self.d, b"missing", self.t, b"x"), Status.NOENT)
         self.assertStatus(self.other.remove(self.d, b"f"), Status.ACCES)
+        # The source is looked up before the target directory is searched.
+        self.owner.setattr(self.d, SetAttributes(mode=0o700)).expect_ok()  # type: ignore[attr-defined]
+        self.assertStatus(self.other.rename(self.t, b"missing", self.d, b"x"), Status.NOENT)
+        self._made(self.other.create(self.t, b"mine"))
+        self.assertStatus(self.other.rename(self.t, b"mine", self.d, b"x"), Status.ACCES)
+
+    def test_rename_onto_an_ancestor_is_notempty_first(self) -> None:
+        """Renaming a file onto the directory holding it is NOTEMPTY (Linux's loop check),
+        not ISDIR, and not PERM for a caller the sticky bit would stop."""
+        self.assertStatus(self.root.rename(self.d, b"f", self.top, b"d"), Status.NOTEMPTY)
+        self._made(self.other.create(self.t, b"x"))
+        inner = self._made(self.other.mkdir(self.t, b"inner"))
+        self._made(self.other.create(inner, b"y"))
+        self.assertStatus(self.third.rename(inner, b"y", self.t, b"inner"), Status.NOTEMPTY)
+        self.assertStatus(self.root.rename(self.t, b"inner", inner, b"z"), Status.INVAL)
 
     def test_mkdir_keeps_only_permissions_and_sticky(self) -> None:
         """mkdir(2) masks setuid and setgid (a setgid parent still passes its setgid on)."""
