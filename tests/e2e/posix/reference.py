@@ -119,7 +119,7 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "utime_now": lambda path: os.utime(path, None, follow_symlinks=False),
     "listdir": _listdir,
     "lstat": _lstat,
-    "stat_follow": lambda path: os.stat(path).st_mode,
+    "stat_follow": lambda path: (os.stat(path).st_mode, os.stat(path).st_size),
     "read_all": _read_all,
 }
 

@@ -317,10 +317,6 @@ class Remote:
         _, attributes = await self._walk(who, nfs, path, follow=False)
         return stat_tuple(attributes)
 
-    async def _stat_follow(self, who: str, nfs: AnfsNfs3, path: str) -> int:
-        _, attributes = await self._walk(who, nfs, path, follow=True)
-        return stat_tuple(attributes)[0]
-
     async def _read_all(self, who: str, nfs: AnfsNfs3, path: str) -> bytes:
         handle, _ = await self._opened(who, nfs, path, ACCESS_READ)
         data = bytearray()
