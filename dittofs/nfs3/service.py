@@ -22,7 +22,7 @@ from dittofs import log as dittofs_log
 from dittofs.errors import NFSError
 from dittofs.exports import Export, ExportTable, release_orphan
 from dittofs.metrics import Metrics
-from dittofs.model import Attributes, NewNode, SetAttributes, WccAttributes
+from dittofs.model import Attributes, NewNode, Renamed, SetAttributes, WccAttributes
 from dittofs.nfs3 import args as a
 from dittofs.nfs3.access import (
     EXECUTE,
@@ -653,21 +653,26 @@ class NFSv3Program:
             raise NFSError(Status.XDEV)
         check_existing_name(args.target.name)
         caller = export.policy.identity(context.credentials)
-        # Linux's order: both names looked up (search permission, NOENT), then the
-        # loop checks, then permissions and types.
+        # Linux's order: search permission on both directories (its walks to them),
+        # the source looked up (NOENT), the loop checks, then permissions and types.
         require(source, caller, EXECUTE)
+        require(target, caller, EXECUTE)
         check_existing_name(args.source.name)
         moving = await export.metadata.lookup(source.fileid, args.source.name)
-        require(target, caller, EXECUTE)
         try:
             await self._check_rename(export, source, target, moving, args, caller=caller)
             renamed = await export.metadata.rename(
                 source.fileid, args.source.name, target.fileid, args.target.name
             )
         except NFSError as error:
-            if error.status in _OUTRANKED_BY_LOOPS:
-                await self._refuse_rename_into_itself(export, source, moving, target, args)
-            raise
+            if error.status not in _OUTRANKED_BY_LOOPS:
+                raise
+            replaced = await self._refuse_rename_into_itself(export, source, moving, target, args)
+            if replaced is None or replaced.fileid != moving.fileid:
+                raise
+            # Onto the file itself (the same name, or another link of it): rename(2)
+            # does nothing and checks nothing more (Linux's vfs_rename).
+            renamed = Renamed(WccAttributes(source, source), WccAttributes(target, target), None)
         await self._forget_content(export, renamed.orphan)
         writer = self._ok()
         encode_wcc_data(writer, renamed.source, export.fsid)
@@ -708,11 +713,12 @@ class NFSv3Program:
         moving: Attributes,
         target: Attributes,
         args: a.RenameArgs,
-    ) -> None:
+    ) -> Attributes | None:
         """Linux refuses a rename that would cut a loop before it checks permissions
         or types: INVAL for moving a directory below itself, NOTEMPTY for replacing an
         ancestor of the source.  Asked only when one of those checks failed (the
-        store's own rename decides these otherwise)."""
+        store's own rename decides these otherwise).  Returns what the target name
+        holds, if anything."""
         if await self._ancestry_holds(export, moving.fileid, target.fileid):
             raise NFSError(Status.INVAL, "a directory cannot move below itself")
         try:
@@ -720,9 +726,10 @@ class NFSv3Program:
         except NFSError as error:
             if error.status != Status.NOENT:
                 raise
-            return
+            return None
         if await self._ancestry_holds(export, replaced.fileid, source.fileid):
             raise NFSError(Status.NOTEMPTY, "the target holds the source")
+        return replaced
 
     async def _ancestry_holds(self, export: Export, ancestor: int, directory: int) -> bool:
         """Whether *ancestor* is *directory* or one of the directories above it."""

@@ -362,11 +362,13 @@ class PermissionMatrix:
         self.assertStatus(self.other.rmdir(self.d, b"missing"), Status.NOENT)
         self.assertStatus(self.other.rename(self.d, b"missing", self.t, b"x"), Status.NOENT)
         self.assertStatus(self.other.remove(self.d, b"f"), Status.ACCES)
-        # The source is looked up before the target directory is searched.
+        # Both directories are searched (the kernel's walks to them) before the source
+        # is looked up: no search permission on the target is ACCES, source or not.
         self.owner.setattr(self.d, SetAttributes(mode=0o700)).expect_ok()  # type: ignore[attr-defined]
-        self.assertStatus(self.other.rename(self.t, b"missing", self.d, b"x"), Status.NOENT)
+        self.assertStatus(self.other.rename(self.t, b"missing", self.d, b"x"), Status.ACCES)
         self._made(self.other.create(self.t, b"mine"))
         self.assertStatus(self.other.rename(self.t, b"mine", self.d, b"x"), Status.ACCES)
+        self.assertStatus(self.other.rename(self.t, b"missing", self.t, b"x"), Status.NOENT)
 
     def test_rename_onto_an_ancestor_is_notempty_first(self) -> None:
         """Renaming a file onto the directory holding it is NOTEMPTY (Linux's loop check),
@@ -377,6 +379,16 @@ class PermissionMatrix:
         self._made(self.other.create(inner, b"y"))
         self.assertStatus(self.third.rename(inner, b"y", self.t, b"inner"), Status.NOTEMPTY)
         self.assertStatus(self.root.rename(self.t, b"inner", inner, b"z"), Status.INVAL)
+
+    def test_rename_onto_the_file_itself_is_a_no_op_for_anyone(self) -> None:
+        """Linux's vfs_rename returns at once when source and target are one file (the
+        same name, or two links of it): no write permission is needed, nothing moves."""
+        self.assertStatus(self.other.rename(self.d, b"f", self.d, b"f"), Status.OK)
+        self.root.link(self.f, self.d, b"f2").expect_ok()  # type: ignore[attr-defined]
+        self.assertStatus(self.other.rename(self.d, b"f", self.d, b"f2"), Status.OK)
+        for name in (b"f", b"f2"):
+            self.root.lookup(self.d, name).expect_ok()  # type: ignore[attr-defined]
+        self.assertStatus(self.other.rename(self.d, b"f", self.d, b"g"), Status.ACCES)
 
     def test_mkdir_keeps_only_permissions_and_sticky(self) -> None:
         """mkdir(2) masks setuid and setgid (a setgid parent still passes its setgid on)."""

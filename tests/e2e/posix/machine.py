@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import stat
+import sys
 from collections import Counter
 from typing import Any
 
@@ -43,6 +44,8 @@ EXCEPTIONS = {
     "read, write and truncate of such a path are not issued",
 }
 
+#: How often a run reports its progress on stderr (long runs take hours).
+PROGRESS_EVERY = 10_000
 NAMES = ("a", "b", "c")
 MAX_DEPTH = 4
 IDS = (-1, 0, 1001, 1002, 1003, 65534)
@@ -77,6 +80,12 @@ class Budget:
         #: ``lstat`` comparisons made to observe the effects of those operations.
         self.observations = 0
         self.skipped: Counter[str] = Counter()
+
+    def count(self, name: str, outcome: str) -> None:
+        """Count one compared operation; long runs say every so often how far they are."""
+        self.outcomes[name, outcome] += 1
+        if self.total % PROGRESS_EVERY == 0:
+            print(f"{self.total} operations compared, no difference", file=sys.stderr, flush=True)
 
     @property
     def total(self) -> int:
@@ -129,7 +138,7 @@ class Differential(RuleBasedStateMachine):
     def step(self, who: str, name: str, *args: Any) -> Outcome:
         """One operation a rule drew, compared and counted."""
         outcome = self.both(who, name, *args)
-        self.budget.outcomes[name, "ok" if outcome[0] == "ok" else str(outcome[1])] += 1
+        self.budget.count(name, "ok" if outcome[0] == "ok" else str(outcome[1]))
         return outcome
 
     def both(self, who: str, name: str, *args: Any) -> Outcome:
