@@ -34,7 +34,7 @@ ERRNO = {
 }  # fmt: skip
 #: The kernel's limit on symbolic links followed in one walk (MAXSYMLINKS).
 MAX_SYMLINKS = 40
-ACCESS_READ, ACCESS_MODIFY = 0x01, 0x04
+ACCESS_READ, ACCESS_LOOKUP, ACCESS_MODIFY = 0x01, 0x02, 0x04
 NOENT = 2
 _TYPE_BITS = {
     const.NF3REG: stat.S_IFREG, const.NF3DIR: stat.S_IFDIR, const.NF3LNK: stat.S_IFLNK,
@@ -172,6 +172,10 @@ class Remote:
         handle, attributes = await self._walk(who, nfs, head, follow=True)
         if attributes["type"] != const.NF3DIR:
             raise Errno("ENOTDIR")
+        # The kernel's walk checks search permission on the last directory too
+        # (may_lookup before the last name), asking the server with ACCESS.
+        if not checked(await nfs.access(handle, ACCESS_LOOKUP))["access"] & ACCESS_LOOKUP:
+            raise Errno("EACCES")
         return handle, name.encode()
 
     async def _opened(
