@@ -86,6 +86,11 @@ def _lstat(path: str) -> tuple[int, ...]:
     )
 
 
+def _stat_follow(path: str) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_mode, info.st_size
+
+
 def _read_all(path: str) -> bytes:
     with open(path, "rb") as file:
         return file.read()
@@ -119,7 +124,7 @@ OPERATIONS: dict[str, Callable[..., Any]] = {
     "utime_now": lambda path: os.utime(path, None, follow_symlinks=False),
     "listdir": _listdir,
     "lstat": _lstat,
-    "stat_follow": lambda path: (os.stat(path).st_mode, os.stat(path).st_size),
+    "stat_follow": _stat_follow,
     "read_all": _read_all,
 }
 
