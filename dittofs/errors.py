@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dittofs.nfs3.const import Status
+from dittofs.vocabulary import Status
 
 
 class NFSError(Exception):

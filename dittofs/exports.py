@@ -19,9 +19,9 @@ from dittofs import log as dittofs_log
 from dittofs.errors import NFSError
 from dittofs.interfaces import IContentStore, IMetadataStore
 from dittofs.model import Attributes
-from dittofs.nfs3.const import Status
 from dittofs.nfs3.handle import FileHandle
 from dittofs.policy import AccessPolicy
+from dittofs.vocabulary import Status
 
 log = Logger(observer=dittofs_log.observer)
 

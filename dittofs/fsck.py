@@ -30,7 +30,7 @@ import attrs
 from dittofs import progress
 from dittofs.interfaces import IContentInventory, IContentStore, IMetadataInventory, IMetadataStore
 from dittofs.model import Inventory, Repair
-from dittofs.nfs3.const import FileType
+from dittofs.vocabulary import FileType
 
 #: e2fsck's exit statuses: clean, problems corrected, problems left.
 CLEAN = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import attrs
 
-from dittofs.nfs3.const import CreateMode, FileType
+from dittofs.vocabulary import CreateMode, FileType
 
 #: Permission bits a mode may carry (including setuid, setgid and sticky).
 MODE_MASK = 0o7777

@@ -18,10 +18,10 @@ from dittofs.errors import NFSError
 from dittofs.exports import Export, ExportTable
 from dittofs.model import Attributes
 from dittofs.nfs3.access import EXECUTE, require
-from dittofs.nfs3.const import FileType, Status
 from dittofs.rpc.dispatch import NULL_PROCEDURE, CallContext, Procedure
 from dittofs.rpc.message import AuthFlavor
 from dittofs.rpc.xdr import XdrReader, XdrWriter
+from dittofs.vocabulary import FileType, Status
 
 MOUNT_PROGRAM = 100005
 MOUNT_V1 = 1

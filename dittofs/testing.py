@@ -49,11 +49,8 @@ from dittofs.nfs3.const import (
     NFS_PROGRAM,
     NFS_V3,
     PATH_MAX,
-    CreateMode,
-    FileType,
     Proc,
     StableHow,
-    Status,
     TimeHow,
 )
 from dittofs.nfs3.service import NFSv3Program
@@ -70,6 +67,7 @@ from dittofs.rpc.message import (
 from dittofs.rpc.xdr import XdrError, XdrReader, XdrWriter
 from dittofs.stores.memory_content import MemoryContentStore
 from dittofs.stores.memory_metadata import MemoryMetadataStore
+from dittofs.vocabulary import CreateMode, FileType, Status
 
 __all__ = [
     "SERVER_TIME",

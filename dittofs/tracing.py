@@ -47,7 +47,7 @@ from dittofs import log as dittofs_log
 from dittofs.errors import NFSError
 from dittofs.metrics import observed, wrap_methods
 from dittofs.mount import MOUNT_PROGRAM, MOUNT_V3, MountProc, MountStat
-from dittofs.nfs3.const import NFS_PROGRAM, Status
+from dittofs.nfs3.const import NFS_PROGRAM
 from dittofs.rpc.dispatch import Parts, RpcDispatcher, RpcProgram
 from dittofs.rpc.message import (
     MAX_AUTH_BYTES,
@@ -58,6 +58,7 @@ from dittofs.rpc.message import (
     parse_call,
 )
 from dittofs.rpc.xdr import XdrError, XdrReader
+from dittofs.vocabulary import Status
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider

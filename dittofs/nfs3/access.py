@@ -14,8 +14,9 @@ import attrs
 
 from dittofs.errors import NFSError
 from dittofs.model import Attributes, SetAttributes
-from dittofs.nfs3.const import Access, FileType, Status
+from dittofs.nfs3.const import Access
 from dittofs.rpc.message import Credentials
+from dittofs.vocabulary import FileType, Status
 
 READ = 4
 WRITE = 2

@@ -18,12 +18,11 @@ from dittofs.nfs3.const import (
     NFS3_CREATEVERFSIZE,
     NFS3_FHSIZE,
     PATH_MAX,
-    CreateMode,
-    FileType,
     StableHow,
 )
 from dittofs.nfs3.types import decode_nfstime3, decode_sattr3, decode_sattr3_with_time_source
 from dittofs.rpc.xdr import XdrReader
+from dittofs.vocabulary import CreateMode, FileType
 
 _FILE_TYPES = frozenset(int(t) for t in FileType)
 _STABLE_HOWS = frozenset(int(s) for s in StableHow)

@@ -44,66 +44,12 @@ class Proc(enum.IntEnum):
     COMMIT = 21
 
 
-class Status(enum.IntEnum):
-    """``nfsstat3`` (RFC 1813 section 2.6)."""
-
-    OK = 0
-    PERM = 1
-    NOENT = 2
-    IO = 5
-    NXIO = 6
-    ACCES = 13
-    EXIST = 17
-    XDEV = 18
-    NODEV = 19
-    NOTDIR = 20
-    ISDIR = 21
-    INVAL = 22
-    FBIG = 27
-    NOSPC = 28
-    ROFS = 30
-    MLINK = 31
-    NAMETOOLONG = 63
-    NOTEMPTY = 66
-    DQUOT = 69
-    STALE = 70
-    REMOTE = 71
-    BADHANDLE = 10001
-    NOT_SYNC = 10002
-    BAD_COOKIE = 10003
-    NOTSUPP = 10004
-    TOOSMALL = 10005
-    SERVERFAULT = 10006
-    BADTYPE = 10007
-    JUKEBOX = 10008
-
-
-class FileType(enum.IntEnum):
-    """``ftype3``."""
-
-    REG = 1
-    DIR = 2
-    BLK = 3
-    CHR = 4
-    LNK = 5
-    SOCK = 6
-    FIFO = 7
-
-
 class StableHow(enum.IntEnum):
     """``stable_how`` for WRITE."""
 
     UNSTABLE = 0
     DATA_SYNC = 1
     FILE_SYNC = 2
-
-
-class CreateMode(enum.IntEnum):
-    """``createmode3`` for CREATE."""
-
-    UNCHECKED = 0
-    GUARDED = 1
-    EXCLUSIVE = 2
 
 
 class TimeHow(enum.IntEnum):

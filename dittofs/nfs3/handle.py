@@ -13,7 +13,7 @@ import struct
 import attrs
 
 from dittofs.errors import NFSError
-from dittofs.nfs3.const import Status
+from dittofs.vocabulary import Status
 
 HANDLE_VERSION = 1
 _LAYOUT = struct.Struct(">BBHQI")

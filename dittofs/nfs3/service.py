@@ -43,12 +43,9 @@ from dittofs.nfs3.const import (
     NFS_PROGRAM,
     NFS_V3,
     Access,
-    CreateMode,
-    FileType,
     FsInfoProperties,
     Proc,
     StableHow,
-    Status,
 )
 from dittofs.nfs3.handle import FileHandle
 from dittofs.nfs3.types import (
@@ -60,6 +57,7 @@ from dittofs.nfs3.types import (
 from dittofs.rpc.dispatch import NULL_PROCEDURE, CallContext, Procedure
 from dittofs.rpc.message import Credentials
 from dittofs.rpc.xdr import XdrWriter
+from dittofs.vocabulary import CreateMode, FileType, Status
 
 log = Logger(observer=dittofs_log.observer)
 

@@ -30,8 +30,8 @@ from zope.interface import implementer
 from dittofs.errors import NFSError
 from dittofs.interfaces import IContentInventory, IContentStore
 from dittofs.model import SpaceUsage
-from dittofs.nfs3.const import Status
 from dittofs.stores.open_files import OpenFiles
+from dittofs.vocabulary import Status
 
 T = TypeVar("T")
 

@@ -43,8 +43,8 @@ from dittofs.model import (
     SetAttributes,
     WccAttributes,
 )
-from dittofs.nfs3.const import CreateMode, FileType, Status
 from dittofs.stores import rules
+from dittofs.vocabulary import CreateMode, FileType, Status
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -21,8 +21,8 @@ from psycopg import errors as pg_errors
 from twisted.enterprise import adbapi
 
 from dittofs.errors import NFSError
-from dittofs.nfs3.const import Status
 from dittofs.stores.sql_metadata import Cursor, SqlMetadataStore
+from dittofs.vocabulary import Status
 
 #: Advisory lock keys (arbitrary constants, scoped to DittoFS's tables).
 _SCHEMA_LOCK = 0x0D1770F5

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dittofs.errors import NFSError
 from dittofs.model import Attributes, NewNode
-from dittofs.nfs3.const import CreateMode, FileType, Status
+from dittofs.vocabulary import CreateMode, FileType, Status
 
 #: Mode of a new filesystem's root directory.  World-writable, as JuiceFS and
 #: rclone create theirs: root is squashed by default, so a root-owned 0755

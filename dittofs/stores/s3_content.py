@@ -59,13 +59,13 @@ from dittofs.interfaces import (
     IReadinessProbe,
 )
 from dittofs.model import CacheStatistics, SpaceUsage
-from dittofs.nfs3.const import Status
 from dittofs.stores.cache_tier import CacheFull, CacheTier, fsync_path
 from dittofs.stores.s3_gc import DEFAULT_GRACE, GcReport, collect_garbage
 from dittofs.stores.s3_objects import ObjectStore, S3Failure, S3NotFound, S3Unavailable
 from dittofs.stores.s3_settings import DURABILITY_REMOTE, S3Settings
 from dittofs.stores.s3_state import FileState, FileTable, Health, StoredBytes, load_state
 from dittofs.stores.s3_uploader import Uploader
+from dittofs.vocabulary import Status
 
 T = TypeVar("T")
 

@@ -48,8 +48,8 @@ from dittofs.model import (
     SetAttributes,
     WccAttributes,
 )
-from dittofs.nfs3.const import CreateMode, FileType, Status
 from dittofs.stores import rules
+from dittofs.vocabulary import CreateMode, FileType, Status
 
 SCHEMA_VERSION = 1
 #: Back-off after the database was found unreachable (seconds, doubling).

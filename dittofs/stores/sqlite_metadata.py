@@ -19,8 +19,8 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 
 from dittofs.errors import NFSError
-from dittofs.nfs3.const import Status
 from dittofs.stores.sql_metadata import Cursor, SqlMetadataStore
+from dittofs.vocabulary import Status
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS dittofs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",

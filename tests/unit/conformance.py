@@ -31,7 +31,7 @@ from zope.interface.verify import verifyObject
 from dittofs.errors import NFSError
 from dittofs.interfaces import IContentStore, IMetadataStore
 from dittofs.model import Attributes, Created, NewNode, SetAttributes
-from dittofs.nfs3.const import CreateMode, FileType, Status
+from dittofs.vocabulary import CreateMode, FileType, Status
 
 VERIFIER = b"\x01\x02\x03\x04\x05\x06\x07\x08"
 OTHER_VERIFIER = b"\x08\x07\x06\x05\x04\x03\x02\x01"

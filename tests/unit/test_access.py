@@ -12,8 +12,9 @@ from dittofs.nfs3.access import (
     caller_ids,
     permission_bits,
 )
-from dittofs.nfs3.const import Access, FileType
+from dittofs.nfs3.const import Access
 from dittofs.rpc.message import ANONYMOUS, AuthFlavor, Credentials
+from dittofs.vocabulary import FileType
 
 ALL = int(
     Access.READ | Access.LOOKUP | Access.MODIFY | Access.EXTEND | Access.DELETE | Access.EXECUTE

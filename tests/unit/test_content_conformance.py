@@ -19,11 +19,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs.errors import NFSError
 from dittofs.interfaces import IContentStore
-from dittofs.nfs3.const import Status
 from dittofs.stores import fs_content, memory_content
 from dittofs.stores.fs_content import FilesystemContentStore
 from dittofs.stores.memory_content import MemoryContentStore
 from dittofs.testing import SynchronousReactorThreads, SynchronousThreadPool
+from dittofs.vocabulary import Status
 from tests.unit.conformance import ContentStoreConformance
 
 

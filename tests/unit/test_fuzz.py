@@ -35,10 +35,10 @@ from twisted.logger import LogEvent, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs.mount import MountStat
-from dittofs.nfs3.const import Status
 from dittofs.policy import AccessPolicy, Squash
 from dittofs.rpc.protocol import Limits, RpcServerFactory, RpcServerProtocol
 from dittofs.testing import InProcessServer, build_server
+from dittofs.vocabulary import Status
 
 MOUNT_PROGRAM, MOUNT_V3 = 100005, 3
 NFS_PROGRAM, NFS_V3 = 100003, 3

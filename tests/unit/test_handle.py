@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs.errors import NFSError
-from dittofs.nfs3.const import NFS3_FHSIZE, Status
+from dittofs.nfs3.const import NFS3_FHSIZE
 from dittofs.nfs3.handle import HANDLE_SIZE, HANDLE_VERSION, FileHandle
+from dittofs.vocabulary import Status
 
 
 class FileHandleTests(SynchronousTestCase):

@@ -19,17 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dittofs.errors import NFSError
 from dittofs.exports import Export
 from dittofs.model import SetAttributes
-from dittofs.nfs3.const import (
-    NFS_PROGRAM,
-    NFS_V3,
-    Access,
-    CreateMode,
-    FileType,
-    FsInfoProperties,
-    Proc,
-    StableHow,
-    Status,
-)
+from dittofs.nfs3.const import NFS_PROGRAM, NFS_V3, Access, FsInfoProperties, Proc, StableHow
 from dittofs.nfs3.handle import FileHandle
 from dittofs.nfs3.service import MAX_IO
 from dittofs.policy import AccessPolicy, Squash
@@ -48,6 +38,7 @@ from dittofs.testing import (
     synchronous_result,
 )
 from dittofs.testing import TickingClock as Clock
+from dittofs.vocabulary import CreateMode, FileType, Status
 
 WRITE_VERIFIER = b"wverf-01"
 CAPACITY = 2**30

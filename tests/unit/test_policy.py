@@ -12,12 +12,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from dittofs.exports import Export
 from dittofs.interfaces import IMetadataStore
 from dittofs.model import SetAttributes
-from dittofs.nfs3.const import Access, FileType, Status
+from dittofs.nfs3.const import Access
 from dittofs.policy import AccessPolicy, Squash, parse_clients
 from dittofs.rpc.message import ANONYMOUS, AuthFlavor, Credentials
 from dittofs.stores.memory_content import MemoryContentStore
 from dittofs.stores.memory_metadata import MemoryMetadataStore
 from dittofs.testing import SERVER_TIME, InProcessServer, NFSClient, TickingClock, serve_exports
+from dittofs.vocabulary import FileType, Status
 from tests.unit import backends
 
 ALL_ACCESS = int(

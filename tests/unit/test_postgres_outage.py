@@ -13,8 +13,8 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs.errors import NFSError
-from dittofs.nfs3.const import Status
 from dittofs.stores import sql_metadata
+from dittofs.vocabulary import Status
 from tests.proxy import CuttableProxy
 from tests.unit import backends
 

@@ -6,11 +6,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from dittofs.nfs3.const import NFS_PROGRAM, Proc, Status
+from dittofs.nfs3.const import NFS_PROGRAM, Proc
 from dittofs.rpc.message import AuthFlavor, CallHeader, Credentials
 from dittofs.rpc.replay import ReplayCache, call_key
 from dittofs.rpc.xdr import XdrWriter
 from dittofs.testing import build_server
+from dittofs.vocabulary import Status
 
 ROOT = Credentials(AuthFlavor.AUTH_SYS, 0, 0)
 

@@ -43,12 +43,12 @@ from dittofs.interfaces import (
     IContentStore,
     IReadinessProbe,
 )
-from dittofs.nfs3.const import Status
 from dittofs.stores.s3_content import S3ContentStore
 from dittofs.stores.s3_gc import collect_garbage
 from dittofs.stores.s3_objects import ListedObject, Manifest, S3Unavailable
 from dittofs.stores.s3_settings import parse_s3_spec
 from dittofs.stores.s3_state import StoredBytes
+from dittofs.vocabulary import Status
 from tests.e2e.seaweedfs import credentials_env, shared_seaweedfs
 from tests.e2e.server import free_port
 from tests.proxy import CuttableProxy

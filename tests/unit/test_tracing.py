@@ -26,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dittofs import tap, tracing
 from dittofs.interfaces import IContentStore, IMetadataStore
 from dittofs.mount import MOUNT_PROGRAM, MOUNT_V3, MountProc
-from dittofs.nfs3.const import NFS_PROGRAM, NFS_V3, Proc, Status
+from dittofs.nfs3.const import NFS_PROGRAM, NFS_V3, Proc
 from dittofs.rpc.dispatch import RpcDispatcher
 from dittofs.rpc.message import AcceptStat
 from dittofs.stores.memory_content import MemoryContentStore
@@ -34,6 +34,7 @@ from dittofs.stores.memory_metadata import MemoryMetadataStore
 from dittofs.testing import InProcessServer, RpcCallFailed, TickingClock, build_server
 from dittofs.testing import synchronous_result as result_of
 from dittofs.tracing import DISABLED, Tracing, _exporter_names, from_environment
+from dittofs.vocabulary import Status
 from tests.unit.test_message import build_call, record_mark, split_records, xdr_opaque
 from tests.unit.test_tap import MEMORY, parse
 
