@@ -1,52 +1,44 @@
-"""Prometheus metrics, and the HTTP endpoints that serve them and the health checks.
+"""Prometheus metrics: one registry per server, fed as an observer of calls and stores.
 
 :class:`Metrics` owns its own ``CollectorRegistry`` (so tests and embedding
-programs get fresh counters) and is handed to the dispatcher, the NFS
-program, the connection factory and the store wrappers, which record into
-it.  :func:`web_root` builds the ``twisted.web`` tree served on the
-``--metrics`` endpoint: ``/metrics`` (Prometheus text format), ``/health``
-(the process is serving) and ``/ready`` (every configured store answers).
+programs get fresh counters).  It is an :class:`~dittofs.rpc.observe.RpcObserver`
+of the dispatcher (connections, calls, replies and their status), the NFS
+program counts the bytes it reads and writes into it, and :func:`metered`
+stores record their latency and errors.  The HTTP endpoint that serves it is
+:mod:`dittofs.web`.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    ProcessCollector,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics import MetricWrapperBase
-from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import Interface
 
-from dittofs.exports import ExportTable
-from dittofs.interfaces import ICacheStatistics, IReadinessProbe
-from dittofs.log import redact
+from dittofs.interfaces import ICacheStatistics
+from dittofs.observed import observed, wrap_methods
+from dittofs.rpc.message import AcceptStat
+from dittofs.rpc.observe import Call, Outcome
+from dittofs.vocabulary import Status
 
 #: Latency buckets from 100 µs (a cached GETATTR) to 10 s (a stalled store).
 LATENCY_BUCKETS = (
     *(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
     *(0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-#: Seconds /ready waits for each store before calling it unready.
-READY_TIMEOUT = 5.0
 
-#: What :func:`observed` carries from the start of a call to its end.
-_State = TypeVar("_State")
+
+class _Export(Protocol):
+    """What the cache figures need of an export."""
+
+    path: bytes
+    content: Any
 
 
 class Metrics:
@@ -122,15 +114,53 @@ class Metrics:
             child = self._children[key] = metric.labels(*values)
         return child
 
-    def watch_caches(self, exports: ExportTable) -> None:
+    def watch_caches(self, exports: Iterable[_Export]) -> None:
         """Report the cache of every export whose content store has one, read at each scrape."""
         self.registry.register(_CacheCollector(exports))
+
+    # The dispatcher's and the connection factory's observer (RpcObserver).
+
+    def connection_opened(self, client_host: str) -> None:
+        """Count a connection accepted and open."""
+        self.connections.inc()
+        self.connections_open.inc()
+
+    def connection_closed(self, client_host: str) -> None:
+        """Count a connection no longer open."""
+        self.connections_open.dec()
+
+    def connection_refused(self, client_host: str, reason: str) -> None:
+        """Count a connection refused by the limit *reason*."""
+        self.labelled(self.connections_refused, reason).inc()
+
+    def call_started(self, call: Call) -> Callable[[Outcome], None]:
+        """Count a call of a served procedure in flight; its reply and status when it ends."""
+        if call.procedure_name is None:
+            # Not served (or not even readable): only its reply is counted.
+            refused = call.program is None
+            return lambda outcome: self._replied("REJECTED" if refused else outcome.stat.name)
+        labels = (call.program_name or str(call.program), call.procedure_name)
+        self.labelled(self.calls, *labels).inc()
+        self.calls_in_flight.inc()
+
+        def finish(outcome: Outcome) -> None:
+            self.calls_in_flight.dec()
+            self._replied(outcome.stat.name)
+            if outcome.stat is AcceptStat.SUCCESS:
+                self.labelled(self.call_seconds, *labels).observe(outcome.seconds)
+            if isinstance(outcome.status, Status):
+                self.labelled(self.nfs_replies, labels[1], outcome.status.name).inc()
+
+        return finish
+
+    def _replied(self, stat: str) -> None:
+        self.labelled(self.rpc_replies, stat).inc()
 
 
 class _CacheCollector:
     """Cache figures taken from the stores when scraped, so reads and writes pay nothing."""
 
-    def __init__(self, exports: ExportTable) -> None:
+    def __init__(self, exports: Iterable[_Export]) -> None:
         self._exports = exports
 
     def collect(self) -> Iterator[Metric]:
@@ -182,33 +212,6 @@ def metered(store: Any, interface: type[Interface], kind: str, metrics: Metrics)
     )
 
 
-def wrap_methods(
-    store: Any,
-    interface: type[Interface],
-    wrap: Callable[[str, Callable[..., Any]], Callable[..., Any]],
-) -> Any:
-    """A stand-in for *store* whose *interface* methods are ``wrap(name, method)``.
-
-    The stand-in provides whatever the store provides, so it can stand wherever
-    the store stood; attributes outside the interface pass through untouched.
-    Metrics (:func:`metered`) and tracing (:mod:`dittofs.tracing`) wrap stores
-    this way.
-    """
-    from zope.interface import directlyProvides, providedBy
-
-    class Wrapped:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(store, name)
-
-    wrapper = Wrapped()
-    for name in interface.names(all=True):
-        attribute = getattr(store, name, None)
-        if callable(attribute):
-            setattr(wrapper, name, wrap(name, attribute))
-    directlyProvides(wrapper, providedBy(store))
-    return wrapper
-
-
 def _timed(
     method: Callable[..., Any], metrics: Metrics, kind: str, backend: str, name: str
 ) -> Callable[..., Any]:
@@ -221,109 +224,3 @@ def _timed(
             errors.inc()
 
     return observed(method, time.perf_counter, finish)
-
-
-def observed(
-    method: Callable[..., Any],
-    start: Callable[[], _State],
-    finish: Callable[[_State, Failure | None], None],
-) -> Callable[..., Any]:
-    """Wrap *method*: ``start()`` runs before each call, ``finish`` once the call is over.
-
-    A store method may raise, return a value or return a Deferred; whichever it
-    does, ``finish(state, failure)`` runs exactly once, when the outcome is
-    known, with what ``start`` returned (a start time, a span) and the failure,
-    or None on success.  The outcome itself passes through unchanged.
-    """
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        state = start()
-        try:
-            result = method(*args, **kwargs)
-        except Exception:
-            finish(state, Failure())
-            raise
-        if not isinstance(result, Deferred):
-            finish(state, None)
-            return result
-
-        def done(outcome: Any) -> Any:
-            finish(state, outcome if isinstance(outcome, Failure) else None)
-            return outcome
-
-        return result.addBoth(done)
-
-    return call
-
-
-class _Metrics(Resource):
-    isLeaf = True
-
-    def __init__(self, metrics: Metrics) -> None:
-        super().__init__()
-        self._metrics = metrics
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
-        return generate_latest(self._metrics.registry)
-
-
-class _Health(Resource):
-    isLeaf = True
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"application/json")
-        return json.dumps({"status": "serving", "checks": {"process": "ok"}}).encode()
-
-
-class _Ready(Resource):
-    isLeaf = True
-
-    def __init__(self, exports: ExportTable, clock: Any) -> None:
-        super().__init__()
-        self._exports = exports
-        self._clock = clock
-
-    def render_GET(self, request: Request) -> object:
-        Deferred.fromCoroutine(self._answer(request))
-        return NOT_DONE_YET
-
-    async def _answer(self, request: Request) -> None:
-        checks: dict[str, str] = {}
-        for export in self._exports:
-            path = export.path.decode()
-            checks[f"{path} metadata ({export.metadata.name})"] = await self._probe(
-                _probe_of(export.metadata, export.metadata.root)
-            )
-            checks[f"{path} content ({export.content.name})"] = await self._probe(
-                _probe_of(export.content, export.content.space)
-            )
-        ready = all(result == "ok" for result in checks.values())
-        request.setResponseCode(200 if ready else 503)
-        request.setHeader(b"content-type", b"application/json")
-        body = {"status": "ready" if ready else "unready", "checks": checks}
-        request.write(json.dumps(body).encode())
-        request.finish()
-
-    async def _probe(self, call: Callable[[], Deferred[Any]]) -> str:
-        try:
-            probe = call()
-            probe.addTimeout(READY_TIMEOUT, self._clock)
-            await probe
-        except Exception as error:
-            return redact(f"failed: {type(error).__name__}: {error}")
-        return "ok"
-
-
-def _probe_of(store: Any, ordinary: Callable[[], Deferred[Any]]) -> Callable[[], Deferred[Any]]:
-    """The store's own readiness probe if it has one, else an *ordinary* call that needs it."""
-    return store.probe if IReadinessProbe.providedBy(store) else ordinary
-
-
-def web_root(metrics: Metrics, exports: ExportTable, clock: Any) -> Resource:
-    """The HTTP tree for the metrics endpoint: /metrics, /health and /ready."""
-    root = Resource()
-    root.putChild(b"metrics", _Metrics(metrics))
-    root.putChild(b"health", _Health())
-    root.putChild(b"ready", _Ready(exports, clock))
-    return root

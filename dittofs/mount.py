@@ -102,7 +102,10 @@ class MountProgram:
             MountProc.EXPORT: Procedure("EXPORT", _no_args, self.export),
         }
         self._v1: dict[int, Procedure] = {int(k): v for k, v in common.items()}
-        self._v3 = {**self._v1, int(MountProc.MNT): Procedure("MNT", decode_dirpath, self.mnt)}
+        self._v3 = {
+            **self._v1,
+            int(MountProc.MNT): Procedure("MNT", decode_dirpath, self.mnt, status=MountStat),
+        }
 
     def procedures(self, version: int) -> Mapping[int, Procedure]:
         """See :class:`~dittofs.rpc.dispatch.RpcProgram`."""

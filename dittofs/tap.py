@@ -52,10 +52,11 @@ from dittofs.config import (
 )
 from dittofs.exports import Export, ExportTable, StoreOpenError
 from dittofs.interfaces import IContentStore, IMetadataStore
-from dittofs.metrics import Metrics, metered, web_root
+from dittofs.metrics import Metrics, metered
 from dittofs.mount import MountProgram
 from dittofs.nfs3.service import NFSv3Program
 from dittofs.rpc.dispatch import RpcDispatcher, RpcProgram
+from dittofs.rpc.observe import RpcObserver
 from dittofs.rpc.protocol import Limits, RpcServerFactory
 from dittofs.stores import (
     CONTENT_CHOICES,
@@ -67,6 +68,7 @@ from dittofs.stores import (
     describe_store,
     metadata_store,
 )
+from dittofs.web import web_root
 
 log = Logger(observer=dittofs_log.observer)
 
@@ -632,8 +634,10 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     )
     metrics.watch_caches(exports)
     programs: list[RpcProgram] = [MountProgram(exports), NFSv3Program(exports, metrics=metrics)]
-    dispatcher = tracing.dispatcher(RpcDispatcher(programs, metrics=metrics))
-    factory = RpcServerFactory(dispatcher, limits=config.limits, clock=reactor, metrics=metrics)
+    spans = tracing.observer()
+    observers: list[RpcObserver] = [metrics] if spans is None else [metrics, spans]
+    dispatcher = RpcDispatcher(programs, observers=observers)
+    factory = RpcServerFactory(dispatcher, limits=config.limits, clock=reactor)
     description = Description(
         config["listen"],
         {

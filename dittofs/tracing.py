@@ -6,22 +6,24 @@ Tracing is on only when the ``otel`` extra is installed (``pip install
 / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` says where OTLP spans go.  Everything
 else (endpoint, headers, timeouts, ``OTEL_SERVICE_NAME``,
 ``OTEL_RESOURCE_ATTRIBUTES``, the sampler, batching) is read by the SDK's own
-classes.  Otherwise :func:`from_environment` returns :data:`DISABLED`, whose
-:meth:`Tracing.dispatcher` and :meth:`Tracing.store` return the objects they
-are given: an untraced server runs no tracing code at all, and OpenTelemetry
-is not even imported.
+classes.  Otherwise :func:`from_environment` returns :data:`DISABLED`, which
+has no :meth:`Tracing.observer` and whose :meth:`Tracing.store` returns the
+store it is given: an untraced server runs no tracing code at all, and
+OpenTelemetry is not even imported.
 
-The RPC span is a server span named after the program and procedure
+The RPC span is a server span, made by an observer of the dispatcher
+(:mod:`dittofs.rpc.observe`), named after the program and procedure
 (``NFSv3 GETATTR``, ``MOUNT MNT``) with the RPC semantic conventions'
-attributes, the XID, the client's address and the outcome read from the
-reply: the accept (or reject) status and, for procedures whose results start
-with one, the ``nfsstat3`` or ``mountstat3``.  A store span (``metadata.lookup``,
+attributes, the XID, the client's address and the call's outcome: the accept
+(or reject) status and, for procedures whose results start with one, the
+``nfsstat3`` or ``mountstat3``.  A store span (``metadata.lookup``,
 ``content.write``) names the store's kind, backend and operation.
 
 Store methods return Deferreds and may do their work in threads, so the
 parent of a store span is passed explicitly, never left to context variables
-crossing threads: the traced dispatcher makes the RPC span current while the
-real dispatcher starts the procedure's coroutine; Twisted runs every step of a
+crossing threads: the observer makes the RPC span current in the context of
+the call's own in which the dispatcher starts the procedure's coroutine;
+Twisted runs every step of a
 coroutine (``Deferred.fromCoroutine``) on the reactor thread in a copy of the
 context it started in; so when the coroutine calls a store method, the traced
 store reads the RPC span's context there and then, gives it to ``start_span``
@@ -32,12 +34,11 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface
@@ -45,19 +46,11 @@ from zope.interface import Interface
 from dittofs import __version__
 from dittofs import log as dittofs_log
 from dittofs.errors import NFSError
-from dittofs.metrics import observed, wrap_methods
-from dittofs.mount import MOUNT_PROGRAM, MOUNT_V3, MountProc, MountStat
+from dittofs.mount import MountStat
 from dittofs.nfs3.const import NFS_PROGRAM
-from dittofs.rpc.dispatch import Parts, RpcDispatcher, RpcProgram
-from dittofs.rpc.message import (
-    MAX_AUTH_BYTES,
-    MSG_ACCEPTED,
-    AcceptStat,
-    CallRejected,
-    RejectStat,
-    parse_call,
-)
-from dittofs.rpc.xdr import XdrError, XdrReader
+from dittofs.observed import observed, wrap_methods
+from dittofs.rpc.message import AcceptStat, RejectStat
+from dittofs.rpc.observe import Call, Outcome, RpcObserver
 from dittofs.vocabulary import Status
 
 if TYPE_CHECKING:
@@ -73,10 +66,6 @@ _Store = TypeVar("_Store")
 #: protocol.  The specification's default is http/protobuf, which the extra installs.
 _OTLP_EXPORTERS = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
 
-#: Enough of a reply for its status: XID, REPLY, reply_stat, the verifier (at most
-#: MAX_AUTH_BYTES of body), accept_stat and the first word of the results.
-_REPLY_HEAD = 7 * 4 + MAX_AUTH_BYTES
-
 
 @attrs.frozen
 class _StatusWord:
@@ -84,154 +73,100 @@ class _StatusWord:
 
     attribute: str
     prefix: str
-    names: type[enum.IntEnum]
 
-    def spell(self, value: int) -> str:
+    def spell(self, value: enum.IntEnum) -> str:
         """``NFS3_OK``, ``NFS3ERR_NOENT``, ``MNT3ERR_ACCES``..."""
-        return f"{self.prefix}_OK" if value == 0 else f"{self.prefix}ERR_{self.names(value).name}"
+        return f"{self.prefix}_OK" if value == 0 else f"{self.prefix}ERR_{value.name}"
 
-    def is_server_fault(self, value: int) -> bool:
+    def is_server_fault(self, value: enum.IntEnum) -> bool:
         """The server, not the request, is at fault: a store failed (IO) or worse."""
-        return value != 0 and self.names(value).name in ("IO", "SERVERFAULT")
+        return value.name in ("IO", "SERVERFAULT")
 
 
-_NFS_STATUS = _StatusWord("dittofs.nfs.status", "NFS3", Status)
-_MOUNT_STATUS = _StatusWord("dittofs.mount.status", "MNT3", MountStat)
+_NFS_STATUS = _StatusWord("dittofs.nfs.status", "NFS3")
+_STATUS_WORDS: dict[type[enum.IntEnum], _StatusWord] = {
+    Status: _NFS_STATUS,
+    MountStat: _StatusWord("dittofs.mount.status", "MNT3"),
+}
 
-
-@attrs.frozen
-class _Route:
-    """What a call's span is named and starts with, and how to read its results' status."""
-
-    name: str
-    attributes: Mapping[str, AttributeValue]
-    status: _StatusWord | None = None
-
-
-#: Calls whose program, version or procedure are not served, or whose header is refused.
+#: The name of a span for a call that nothing here serves, or whose header is refused.
 _UNROUTED = "ONC RPC"
 
 
-def _routes(programs: Sequence[RpcProgram]) -> dict[tuple[int, int, int], _Route]:
-    """A route for every (program, version, procedure) the dispatcher serves."""
-    routes = {}
-    for program in programs:
-        program_name = getattr(program, "name", str(program.number))
-        for version in range(program.low_version, program.high_version + 1):
-            # People say NFSv3 but MOUNT, whatever MOUNT's version.
-            service = f"NFSv{version}" if program.number == NFS_PROGRAM else program_name.upper()
-            for number, procedure in program.procedures(version).items():
-                attributes: dict[str, AttributeValue] = {
-                    "rpc.system": "onc_rpc",
-                    "rpc.service": service,
-                    "rpc.method": procedure.name,
-                    "onc_rpc.program.name": program_name,
-                    "onc_rpc.version": version,
-                    "onc_rpc.procedure.name": procedure.name,
-                    "onc_rpc.procedure.number": number,
-                }
-                status = _status_word(program.number, version, number)
-                name = f"{service} {procedure.name}"
-                routes[program.number, version, number] = _Route(name, attributes, status)
-    return routes
+def _route(call: Call) -> tuple[str, dict[str, AttributeValue]]:
+    """The name of *call*'s span and the attributes it starts with."""
+    attributes: dict[str, AttributeValue] = {"rpc.system": "onc_rpc"}
+    if call.program is None or call.version is None or call.procedure is None:
+        return _UNROUTED, attributes
+    if call.procedure_name is None or call.program_name is None:
+        attributes["dittofs.rpc.program"] = call.program
+        attributes["onc_rpc.version"] = call.version
+        attributes["onc_rpc.procedure.number"] = call.procedure
+        return _UNROUTED, attributes
+    # People say NFSv3 but MOUNT, whatever MOUNT's version.
+    program = call.program_name
+    service = f"NFSv{call.version}" if call.program == NFS_PROGRAM else program.upper()
+    attributes.update(
+        {
+            "rpc.service": service,
+            "rpc.method": call.procedure_name,
+            "onc_rpc.program.name": call.program_name,
+            "onc_rpc.version": call.version,
+            "onc_rpc.procedure.name": call.procedure_name,
+            "onc_rpc.procedure.number": call.procedure,
+        }
+    )
+    return f"{service} {call.procedure_name}", attributes
 
 
-def _status_word(program: int, version: int, procedure: int) -> _StatusWord | None:
-    """Every NFSv3 result but NULL's starts with an nfsstat3; MOUNT's MNT with a mountstat3."""
-    if program == NFS_PROGRAM and procedure != 0:
-        return _NFS_STATUS
-    if (program, version, procedure) == (MOUNT_PROGRAM, MOUNT_V3, MountProc.MNT):
-        return _MOUNT_STATUS
-    return None
+class _CallSpans:
+    """The dispatcher's observer that makes a server span of each call."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+
+    def connection_opened(self, client_host: str) -> None:
+        """Connections are not traced."""
+
+    def connection_closed(self, client_host: str) -> None:
+        """Connections are not traced."""
+
+    def connection_refused(self, client_host: str, reason: str) -> None:
+        """Connections are not traced."""
+
+    def call_started(self, call: Call) -> Callable[[Outcome], None]:
+        """Start the call's span and make it current in the call's own context."""
+        from opentelemetry.context import attach
+        from opentelemetry.trace import SpanKind, set_span_in_context
+
+        name, attributes = _route(call)
+        attributes["dittofs.rpc.xid"] = call.xid
+        attributes["client.address"] = call.client_host
+        attributes["client.port"] = call.client_port
+        span = self._tracer.start_span(name, kind=SpanKind.SERVER, attributes=attributes)
+        # The dispatcher discards this context once the procedure has started, so
+        # nothing needs detaching: only the call's own coroutine keeps seeing the span.
+        attach(set_span_in_context(span))
+        return lambda outcome: _end(span, outcome)
 
 
-def _head(parts: Parts, size: int) -> bytearray:
-    """The first *size* bytes of a reply (all of a shorter one), without joining the rest."""
-    head = bytearray()
-    for part in parts:
-        head += part[: size - len(head)]
-        if len(head) == size:
-            break
-    return head
-
-
-class _TracedDispatcher:
-    """Stands in for an :class:`RpcDispatcher`; its ``dispatch`` traces each call."""
-
-    def __init__(
-        self,
-        dispatcher: RpcDispatcher,
-        dispatch: Callable[[bytes, str, int], Deferred[Parts] | None],
-    ) -> None:
-        self._dispatcher = dispatcher
-        self.dispatch = dispatch
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._dispatcher, name)
-
-
-def _traced_dispatcher(dispatcher: RpcDispatcher, tracer: Tracer) -> _TracedDispatcher:
-    from opentelemetry.trace import SpanKind, StatusCode, use_span
+def _end(span: Span, outcome: Outcome) -> None:
+    """Record how the call ended on its span, and end it."""
     from opentelemetry.trace import Status as SpanStatus
+    from opentelemetry.trace import StatusCode
 
-    routes = _routes(dispatcher.programs)
-
-    def dispatch(record: bytes, client_host: str, client_port: int) -> Deferred[Parts] | None:
-        try:
-            header, _ = parse_call(record)
-        except XdrError:
-            return dispatcher.dispatch(record, client_host, client_port)  # not a call
-        except CallRejected as rejected:
-            route, xid = _Route(_UNROUTED, {"rpc.system": "onc_rpc"}), rejected.xid
-        else:
-            xid = header.xid
-            key = (header.program, header.version, header.procedure)
-            route = routes.get(key) or _Route(
-                _UNROUTED,
-                {
-                    "rpc.system": "onc_rpc",
-                    "dittofs.rpc.program": header.program,
-                    "onc_rpc.version": header.version,
-                    "onc_rpc.procedure.number": header.procedure,
-                },
-            )
-        span = tracer.start_span(
-            route.name,
-            kind=SpanKind.SERVER,
-            attributes={
-                **route.attributes,
-                "dittofs.rpc.xid": xid,
-                "client.address": client_host,
-                "client.port": client_port,
-            },
-        )
-        with use_span(span):
-            replied = dispatcher.dispatch(record, client_host, client_port)
-        assert replied is not None, "a record that parse_call reads as a call is answered"
-        return replied.addCallback(finish, span, route.status)
-
-    def finish(parts: Parts, span: Span, status: _StatusWord | None) -> Parts:
-        reader = XdrReader(_head(parts, _REPLY_HEAD))
-        reader.uint()  # XID
-        reader.uint()  # REPLY
-        if reader.uint() != MSG_ACCEPTED:
-            span.set_attribute("dittofs.rpc.reject_stat", RejectStat(reader.uint()).name)
-        else:
-            reader.uint()  # verifier flavour
-            reader.opaque(MAX_AUTH_BYTES)
-            accepted = AcceptStat(reader.uint())
-            span.set_attribute("dittofs.rpc.accept_stat", accepted.name)
-            if accepted == AcceptStat.SYSTEM_ERR:
-                span.set_status(SpanStatus(StatusCode.ERROR, accepted.name))
-            elif accepted == AcceptStat.SUCCESS and status is not None:
-                value = reader.uint()
-                span.set_attribute(status.attribute, status.spell(value))
-                if status.is_server_fault(value):
-                    span.set_status(SpanStatus(StatusCode.ERROR, status.spell(value)))
-        span.end()
-        return parts
-
-    return _TracedDispatcher(dispatcher, dispatch)
+    if isinstance(outcome.stat, RejectStat):
+        span.set_attribute("dittofs.rpc.reject_stat", outcome.stat.name)
+    else:
+        span.set_attribute("dittofs.rpc.accept_stat", outcome.stat.name)
+        if outcome.stat is AcceptStat.SYSTEM_ERR:
+            span.set_status(SpanStatus(StatusCode.ERROR, outcome.stat.name))
+        elif outcome.status is not None:
+            word = _STATUS_WORDS[type(outcome.status)]
+            span.set_attribute(word.attribute, word.spell(outcome.status))
+            if word.is_server_fault(outcome.status):
+                span.set_status(SpanStatus(StatusCode.ERROR, word.spell(outcome.status)))
+    span.end()
 
 
 def _traced_store(store: Any, interface: type[Interface], kind: str, tracer: Tracer) -> Any:
@@ -273,20 +208,19 @@ def _traced_store(store: Any, interface: type[Interface], kind: str, tracer: Tra
 class Tracing:
     """Spans for RPC calls and the store calls they make; or, without a provider, none.
 
-    Off, :meth:`dispatcher` and :meth:`store` return what they are given, so
-    the only cost is the one check each makes while the server is built.
+    Off, :meth:`observer` is None and :meth:`store` returns what it is given,
+    so the only cost is the one check each makes while the server is built.
     """
 
     def __init__(self, provider: TracerProvider | None = None) -> None:
         self.provider = provider
         self._tracer = None if provider is None else provider.get_tracer("dittofs", __version__)
 
-    def dispatcher(self, dispatcher: RpcDispatcher) -> RpcDispatcher:
-        """*dispatcher*, serving every call inside a server span when tracing is on."""
+    def observer(self) -> RpcObserver | None:
+        """An observer for the dispatcher that serves every call in a server span; off, None."""
         if self._tracer is None:
-            return dispatcher
-        # It stands in for the dispatcher: same dispatch(), other attributes passed through.
-        return cast(RpcDispatcher, _traced_dispatcher(dispatcher, self._tracer))
+            return None
+        return _CallSpans(self._tracer)
 
     def store(self, store: _Store, interface: type[Interface], kind: str) -> _Store:
         """*store*, each of whose *interface* methods makes a span when tracing is on.

@@ -209,8 +209,6 @@ class NFSv3Program:
         handler: Callable[[Any, CallContext], Awaitable[XdrWriter]],
         fail_shape: FailShape,
     ) -> Procedure:
-        metrics = self.metrics
-
         async def run(args: Any, context: CallContext) -> XdrWriter:
             try:
                 reply = await handler(args, context)
@@ -232,12 +230,10 @@ class NFSv3Program:
                 log.failure("{procedure} failed in a store", procedure=number.name)
                 status = Status.IO
             else:
-                metrics.labelled(metrics.nfs_replies, number.name, "OK").inc()
                 return reply
-            metrics.labelled(metrics.nfs_replies, number.name, status.name).inc()
             return await self._failure(status, args, fail_shape, context)
 
-        return Procedure(number.name, decode, run)
+        return Procedure(number.name, decode, run, status=Status)
 
     async def _failure(
         self, status: Status, args: Any, fail_shape: FailShape, context: CallContext

@@ -6,14 +6,17 @@ synchronously (so undecodable arguments become GARBAGE_ARGS before anything
 runs) and then executes asynchronously.  :class:`RpcDispatcher` implements the
 RFC 5531 rules for unknown programs, versions and procedures, and maps an
 unexpected exception to SYSTEM_ERR with a logged traceback, so one bad call
-never costs a client its connection.
+never costs a client its connection.  It tells the observers it is given
+(:mod:`dittofs.rpc.observe`) when each call starts and how it ended.
 """
 
 from __future__ import annotations
 
+import contextvars
+import enum
 import inspect
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import attrs
@@ -22,15 +25,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from dittofs import log as dittofs_log
-from dittofs.metrics import Metrics
 from dittofs.rpc.message import (
     AcceptStat,
+    CallHeader,
     CallRejected,
     Credentials,
+    RejectStat,
     accepted_reply,
     parse_call,
     prog_mismatch_reply,
 )
+from dittofs.rpc.observe import Call, Outcome, RpcObserver
 from dittofs.rpc.replay import ReplayCache, call_key
 from dittofs.rpc.xdr import XdrError, XdrReader, XdrWriter
 
@@ -63,6 +68,8 @@ class Procedure:
     run: Callable[[Any, CallContext], Coroutine[Any, Any, XdrWriter]]
     #: Non-idempotent procedures set this: a retransmission replays the first reply.
     replayable: bool = False
+    #: The enumeration whose value starts the results (``nfsstat3``...), if one does.
+    status: type[enum.IntEnum] | None = None
 
 
 class RpcProgram(Protocol):
@@ -115,20 +122,17 @@ class RpcDispatcher:
         self,
         programs: Sequence[RpcProgram],
         replay_cache: ReplayCache | None = None,
-        metrics: Metrics | None = None,
+        observers: Iterable[RpcObserver] = (),
     ) -> None:
         self._programs = {program.number: program for program in programs}
         self.replay_cache = replay_cache if replay_cache is not None else ReplayCache()
-        self.metrics = metrics if metrics is not None else Metrics()
+        #: Told of every call; the connection factory tells them of connections too.
+        self.observers = list(observers)
 
     @property
     def programs(self) -> Sequence[RpcProgram]:
-        """The programs served, so that tracing can name calls after their procedures."""
+        """The programs served."""
         return tuple(self._programs.values())
-
-    def _answered(self, status: str, reply: XdrWriter) -> Deferred[Parts]:
-        self.metrics.rpc_replies.labels(status).inc()
-        return succeed(reply.parts())
 
     def dispatch(self, record: bytes, client_host: str, client_port: int) -> Deferred[Parts] | None:
         """Serve one call record; return a Deferred of the reply's parts, or None.
@@ -136,26 +140,33 @@ class RpcDispatcher:
         None means the record is not a call that can be answered (no XID, or a
         reply message); the caller logs it and carries on.
         """
+        arrived = time.perf_counter()
         try:
             header, reader = parse_call(record)
         except XdrError:
             return None
         except CallRejected as rejected:
-            return self._answered("REJECTED", rejected.reply)
+            call = Call(rejected.xid, client_host, client_port, len(record))
+            return self._answered(call, arrived, rejected.stat, rejected.reply)
         xid = header.xid
         program = self._programs.get(header.program)
         if program is None:
-            return self._answered("PROG_UNAVAIL", accepted_reply(xid, AcceptStat.PROG_UNAVAIL))
+            call = self._call(header, client_host, client_port, record)
+            return self._answered(call, arrived, AcceptStat.PROG_UNAVAIL)
+        program_name = getattr(program, "name", str(program.number))
         if not program.low_version <= header.version <= program.high_version:
+            call = self._call(header, client_host, client_port, record, program_name)
             reply = prog_mismatch_reply(xid, program.low_version, program.high_version)
-            return self._answered("PROG_MISMATCH", reply)
+            return self._answered(call, arrived, AcceptStat.PROG_MISMATCH, reply)
         procedure = program.procedures(header.version).get(header.procedure)
         if procedure is None:
-            return self._answered("PROC_UNAVAIL", accepted_reply(xid, AcceptStat.PROC_UNAVAIL))
+            call = self._call(header, client_host, client_port, record, program_name)
+            return self._answered(call, arrived, AcceptStat.PROC_UNAVAIL)
+        call = self._call(header, client_host, client_port, record, program_name, procedure.name)
         try:
             args = procedure.decode(reader)
         except XdrError:
-            return self._answered("GARBAGE_ARGS", accepted_reply(xid, AcceptStat.GARBAGE_ARGS))
+            return self._answered(call, arrived, AcceptStat.GARBAGE_ARGS)
         key = None
         if procedure.replayable:
             arguments = memoryview(record)[header.args_offset :]
@@ -164,42 +175,95 @@ class RpcDispatcher:
             if replayed is not None:
                 return replayed
         context = CallContext(xid, header.credentials, client_host, client_port)
-        labels = (getattr(program, "name", str(program.number)), procedure.name)
-        metrics = self.metrics
-        metrics.labelled(metrics.calls, *labels).inc()
-        started = time.perf_counter()
-        try:
-            outcome = _started(procedure.run(args, context))
-        except Exception:
-            self.metrics.rpc_replies.labels("SYSTEM_ERR").inc()
-            return succeed(self._system_error(Failure(), header.program, procedure, xid))
+        # The observers and the procedure's first step share a context of the call's own.
+        finishers, outcome = contextvars.copy_context().run(
+            self._start, call, procedure, args, context
+        )
 
         def success(results: XdrWriter) -> Parts:
-            elapsed = time.perf_counter() - started
-            metrics.labelled(metrics.call_seconds, *labels).observe(elapsed)
+            parts = accepted_reply(xid).parts()
+            parts.extend(results.parts())
+            first = results.first_uint()
+            status = None
+            if procedure.status is not None and first is not None:
+                status = procedure.status(first)
+            seconds = time.perf_counter() - arrived
             if dittofs_log.switches.debugging:
                 log.debug(
                     "{host} xid {xid} {program} {procedure}: status {status} in {ms:.3f} ms",
                     host=client_host,
                     xid=xid,
-                    program=labels[0],
-                    procedure=labels[1],
-                    status=results.first_uint(),
-                    ms=elapsed * 1000,
+                    program=program_name,
+                    procedure=procedure.name,
+                    status=first,
+                    ms=seconds * 1000,
                 )
-            metrics.labelled(metrics.rpc_replies, "SUCCESS").inc()
-            parts = accepted_reply(xid).parts()
-            parts.extend(results.parts())
+            _finish(finishers, Outcome(AcceptStat.SUCCESS, _size(parts), seconds, status))
             return parts
 
         def failure(reason: Failure) -> Parts:
-            self.metrics.rpc_replies.labels("SYSTEM_ERR").inc()
-            return self._system_error(reason, header.program, procedure, xid)
+            parts = self._system_error(reason, header.program, procedure, xid)
+            seconds = time.perf_counter() - arrived
+            _finish(finishers, Outcome(AcceptStat.SYSTEM_ERR, _size(parts), seconds))
+            return parts
 
         replied = outcome.addCallbacks(success, failure)
         if key is not None:
             self.replay_cache.running(key, replied)
         return replied
+
+    @staticmethod
+    def _call(
+        header: CallHeader,
+        client_host: str,
+        client_port: int,
+        record: bytes,
+        *names: str,
+    ) -> Call:
+        """The call *header* asks for; *names*: its program's and procedure's, where served."""
+        program_name, procedure_name = (*names, None, None)[:2]
+        return Call(
+            header.xid,
+            client_host,
+            client_port,
+            len(record),
+            header.program,
+            header.version,
+            header.procedure,
+            program_name,
+            procedure_name,
+        )
+
+    def _start(
+        self, call: Call, procedure: Procedure, args: Any, context: CallContext
+    ) -> tuple[list[Callable[[Outcome], None]], Deferred[XdrWriter]]:
+        """Tell the observers, then run the procedure to its first wait."""
+        finishers = self._observe(call)
+        try:
+            return finishers, _started(procedure.run(args, context))
+        except Exception:
+            return finishers, fail()
+
+    def _answered(
+        self,
+        call: Call,
+        arrived: float,
+        stat: AcceptStat | RejectStat,
+        reply: XdrWriter | None = None,
+    ) -> Deferred[Parts]:
+        """Answer at once, without running a procedure: *reply*, or an accepted *stat*."""
+        if reply is None:
+            assert isinstance(stat, AcceptStat)
+            reply = accepted_reply(call.xid, stat)
+        parts = reply.parts()
+        if self.observers:
+            finishers = contextvars.copy_context().run(self._observe, call)
+            seconds = time.perf_counter() - arrived
+            _finish(finishers, Outcome(stat, _size(parts), seconds))
+        return succeed(parts)
+
+    def _observe(self, call: Call) -> list[Callable[[Outcome], None]]:
+        return [observer.call_started(call) for observer in self.observers]
 
     @staticmethod
     def _system_error(reason: Failure, program: int, procedure: Procedure, xid: int) -> Parts:
@@ -211,3 +275,12 @@ class RpcDispatcher:
             xid=xid,
         )
         return accepted_reply(xid, AcceptStat.SYSTEM_ERR).parts()
+
+
+def _size(parts: Parts) -> int:
+    return sum(len(part) for part in parts)
+
+
+def _finish(finishers: list[Callable[[Outcome], None]], outcome: Outcome) -> None:
+    for finish in finishers:
+        finish(outcome)

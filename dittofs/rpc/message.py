@@ -91,10 +91,12 @@ class CallRejected(Exception):
     header is malformed after a readable XID (answered GARBAGE_ARGS).
     """
 
-    def __init__(self, xid: int, reply: XdrWriter) -> None:
+    def __init__(self, xid: int, reply: XdrWriter, stat: AcceptStat | RejectStat) -> None:
         super().__init__(xid)
         self.xid = xid
         self.reply = reply
+        #: The status *reply* carries, for those who observe calls.
+        self.stat = stat
 
 
 @attrs.frozen
@@ -134,13 +136,17 @@ def parse_call(record: bytes | memoryview) -> tuple[CallHeader, XdrReader]:
     try:
         message_type = reader.uint()
     except XdrError:
-        raise CallRejected(xid, accepted_reply(xid, AcceptStat.GARBAGE_ARGS)) from None
+        raise CallRejected(
+            xid, accepted_reply(xid, AcceptStat.GARBAGE_ARGS), AcceptStat.GARBAGE_ARGS
+        ) from None
     if message_type != CALL:
         raise XdrError("message is not a call")
     try:
         return _parse_call_body(xid, reader)
     except XdrError:
-        raise CallRejected(xid, accepted_reply(xid, AcceptStat.GARBAGE_ARGS)) from None
+        raise CallRejected(
+            xid, accepted_reply(xid, AcceptStat.GARBAGE_ARGS), AcceptStat.GARBAGE_ARGS
+        ) from None
 
 
 def _parse_call_body(xid: int, reader: XdrReader) -> tuple[CallHeader, XdrReader]:
@@ -153,17 +159,21 @@ def _parse_call_body(xid: int, reader: XdrReader) -> tuple[CallHeader, XdrReader
     reader.uint()  # verifier flavour: AUTH_NONE and AUTH_SYS calls carry no checked verifier
     reader.opaque(MAX_AUTH_BYTES)
     if rpcvers != RPC_VERSION:
-        raise CallRejected(xid, rpc_mismatch_reply(xid))
+        raise CallRejected(xid, rpc_mismatch_reply(xid), RejectStat.RPC_MISMATCH)
     if cred_flavor == AuthFlavor.AUTH_NONE:
         credentials = ANONYMOUS
     elif cred_flavor == AuthFlavor.AUTH_SYS:
         try:
             credentials = _parse_auth_sys(cred_body)
         except XdrError:
-            raise CallRejected(xid, auth_error_reply(xid, AuthStat.AUTH_BADCRED)) from None
+            raise CallRejected(
+                xid, auth_error_reply(xid, AuthStat.AUTH_BADCRED), RejectStat.AUTH_ERROR
+            ) from None
     else:
         # RPCSEC_GSS, AUTH_DH and unknown flavours: we only offer AUTH_NONE and AUTH_SYS.
-        raise CallRejected(xid, auth_error_reply(xid, AuthStat.AUTH_TOOWEAK))
+        raise CallRejected(
+            xid, auth_error_reply(xid, AuthStat.AUTH_TOOWEAK), RejectStat.AUTH_ERROR
+        )
     header = CallHeader(xid, program, version, procedure, credentials, reader.tell())
     return header, reader
 

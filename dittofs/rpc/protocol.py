@@ -30,7 +30,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dittofs import log as dittofs_log
-from dittofs.metrics import Metrics
 from dittofs.rpc.dispatch import Parts, RpcDispatcher
 from dittofs.rpc.record import DEFAULT_MAX_RECORD, RecordError, RecordReceiver, record_header
 
@@ -300,7 +299,8 @@ class RpcServerFactory(Factory):
 
     It counts connections (in all and per client address) and calls in
     flight, so it can refuse connections over the limits and, when the
-    server stops, wait for running calls before the stores are closed.
+    server stops, wait for running calls before the stores are closed.  The
+    dispatcher's observers hear of each connection opened, closed or refused.
     """
 
     protocol = RpcServerProtocol  # type: ignore[assignment]
@@ -313,7 +313,6 @@ class RpcServerFactory(Factory):
         *,
         limits: Limits | None = None,
         clock: IReactorTime | None = None,
-        metrics: Metrics | None = None,
     ) -> None:
         if limits is None:
             limits = Limits(max_record=max_record, max_in_flight=max_in_flight)
@@ -325,7 +324,6 @@ class RpcServerFactory(Factory):
         self.dispatcher = dispatcher
         self.limits = limits
         self.clock = clock
-        self.metrics = metrics if metrics is not None else dispatcher.metrics
         self.log_limiter = LogLimiter(clock.seconds)
         self.connections: set[RpcServerProtocol] = set()
         self.per_client: Counter[str] = Counter()
@@ -342,7 +340,8 @@ class RpcServerFactory(Factory):
             detail = f"{self.limits.max_connections_per_client} connections from this client"
         else:
             return super().buildProtocol(addr)  # type: ignore[return-value]
-        self.metrics.connections_refused.labels(reason).inc()
+        for observer in self.dispatcher.observers:
+            observer.connection_refused(host, reason)
         if self.log_limiter.allows(host, reason):
             log.warn("Refusing a connection from {host}: {detail}", host=host, detail=detail)
         return None
@@ -351,14 +350,15 @@ class RpcServerFactory(Factory):
         """Count a new connection."""
         self.connections.add(protocol)
         self.per_client[protocol.client_host] += 1
-        self.metrics.connections.inc()
-        self.metrics.connections_open.inc()
+        for observer in self.dispatcher.observers:
+            observer.connection_opened(protocol.client_host)
 
     def connection_lost(self, protocol: RpcServerProtocol) -> None:
         """Forget a closed connection."""
         if protocol in self.connections:
             self.connections.discard(protocol)
-            self.metrics.connections_open.dec()
+            for observer in self.dispatcher.observers:
+                observer.connection_closed(protocol.client_host)
             self.per_client[protocol.client_host] -= 1
             if self.per_client[protocol.client_host] <= 0:
                 del self.per_client[protocol.client_host]
@@ -366,12 +366,10 @@ class RpcServerFactory(Factory):
     def call_started(self) -> None:
         """Count a call in flight."""
         self.in_flight += 1
-        self.metrics.calls_in_flight.inc()
 
     def call_finished(self) -> None:
         """Uncount a call; wake whoever waits for the server to be idle."""
         self.in_flight -= 1
-        self.metrics.calls_in_flight.dec()
         if self.in_flight == 0:
             waiters, self._idle_waiters = self._idle_waiters, []
             for waiter in waiters:

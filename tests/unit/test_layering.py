@@ -89,3 +89,17 @@ class LayeringTests(SynchronousTestCase):
             }
             self.assertEqual(upward, set(), f"{module} reaches up")
         self.assertEqual(reach("dittofs.vocabulary"), set())
+
+    def test_the_rpc_layer_depends_on_nothing_above_it(self) -> None:
+        """``dittofs/rpc/`` imports nothing of DittoFS outside itself but the logging setup."""
+        allowed = ("dittofs.rpc", "dittofs.log")
+        for module in modules_under("dittofs.rpc"):
+            outside = {m for m in reach(module) if m != "dittofs" and not _inside(m, allowed)}
+            self.assertEqual(outside, set(), f"{module} reaches outside the RPC layer")
+
+    def test_metrics_is_a_leaf(self) -> None:
+        """Metrics know the calls they observe and the stores' interfaces, nothing that serves."""
+        above = ("dittofs.exports", "dittofs.web", "dittofs.tap", "dittofs.nfs3", "dittofs.stores")
+        reached = reach("dittofs.metrics")
+        self.assertIn("dittofs.rpc.observe", reached)
+        self.assertEqual({m for m in reached if _inside(m, above)}, set())

@@ -31,8 +31,9 @@ from dittofs import log as dittofs_log
 from dittofs.errors import NFSError, Status
 from dittofs.exports import Export, ExportTable
 from dittofs.log import redact
-from dittofs.metrics import Metrics, web_root
+from dittofs.metrics import Metrics
 from dittofs.stores.memory_content import MemoryContentStore
+from dittofs.web import web_root
 from tests.unit.test_log import write_config
 
 SECRET = "Tr0ub4dor3"

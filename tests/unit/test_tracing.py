@@ -25,9 +25,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs import tap, tracing
 from dittofs.interfaces import IContentStore, IMetadataStore
+from dittofs.metrics import Metrics
 from dittofs.mount import MOUNT_PROGRAM, MOUNT_V3, MountProc
 from dittofs.nfs3.const import NFS_PROGRAM, NFS_V3, Proc
-from dittofs.rpc.dispatch import RpcDispatcher
 from dittofs.rpc.message import AcceptStat
 from dittofs.stores.memory_content import MemoryContentStore
 from dittofs.stores.memory_metadata import MemoryMetadataStore
@@ -68,7 +68,9 @@ def traced_server(
         ),
         traced.store(content or MemoryContentStore(), IContentStore, "content"),
     )
-    server.dispatcher = traced.dispatcher(server.dispatcher)
+    observer = traced.observer()
+    assert observer is not None
+    server.dispatcher.observers.append(observer)
     return server, exporter
 
 
@@ -266,13 +268,6 @@ class RpcSpanTests(SynchronousTestCase):
         self.assertIsNone(self.server.dispatcher.dispatch(b"\0\0\0\1\0\0\0\1", "127.0.0.1", 700))
         self.assertEqual(self.exporter.get_finished_spans(), ())
 
-    def test_dispatcher_attributes_pass_through(self) -> None:
-        """The traced dispatcher is still the dispatcher for everything but dispatch."""
-        self.assertIsInstance(self.server.dispatcher.replay_cache.replayed, int)
-        self.assertEqual(
-            [program.number for program in self.server.dispatcher.programs],
-            [MOUNT_PROGRAM, NFS_PROGRAM],
-        )
 
 
 class StoreSpanTests(SynchronousTestCase):
@@ -408,11 +403,10 @@ class DisabledTests(SynchronousTestCase):
         return mock.patch.dict(os.environ, kept, clear=True)
 
     def assert_unwrapped(self, chosen: Tracing) -> None:
-        """*chosen* hands back the dispatcher and stores it is given."""
-        dispatcher = RpcDispatcher([])
+        """*chosen* observes no call and hands back the stores it is given."""
         metadata = MemoryMetadataStore()
         content = MemoryContentStore()
-        self.assertIs(chosen.dispatcher(dispatcher), dispatcher)
+        self.assertIsNone(chosen.observer())
         self.assertIs(chosen.store(metadata, IMetadataStore, "metadata"), metadata)
         self.assertIs(chosen.store(content, IContentStore, "content"), content)
 
@@ -442,10 +436,10 @@ class DisabledTests(SynchronousTestCase):
         self.assertIn("dittofs[otel]", warning["log_format"])
 
     def test_make_service_off(self) -> None:
-        """``makeService`` without OTEL_* variables serves with the plain dispatcher."""
+        """``makeService`` without OTEL_* variables gives the dispatcher no tracing observer."""
         with self.without_otel_variables():
             service = tap.makeService(parse(MEMORY), reactor=MemoryReactorClock())
-        self.assertIs(type(service.factory.dispatcher), RpcDispatcher)
+        self.assertEqual([type(o) for o in service.factory.dispatcher.observers], [Metrics])
         self.assertIs(service.tracing, DISABLED)
 
     def test_an_exporter_not_installed(self) -> None:
@@ -503,8 +497,7 @@ class EnvironmentTests(SynchronousTestCase):
         self.addCleanup(chosen.shutdown)
         assert chosen.provider is not None
         self.assertEqual(chosen.provider.resource.attributes["service.name"], "nfs-a")
-        dispatcher = RpcDispatcher([])
-        self.assertIsNot(chosen.dispatcher(dispatcher), dispatcher)
+        self.assertIsNotNone(chosen.observer())
 
     def test_named_dittofs_by_default(self) -> None:
         """Without OTEL_SERVICE_NAME the service is called dittofs, not unknown_service."""
@@ -529,7 +522,9 @@ class ServiceTests(SynchronousTestCase):
         self.patch(tracing, "from_environment", lambda: Tracing(provider))
         reactor = MemoryReactorClock()
         service = tap.makeService(parse([*MEMORY, "--listen", "tcp:2049"]), reactor=reactor)
-        self.assertIsNot(type(service.factory.dispatcher), RpcDispatcher)
+        self.assertEqual(
+            [type(o) for o in service.factory.dispatcher.observers], [Metrics, tracing._CallSpans]
+        )
         service.startService()
         ((_port, factory, _backlog, _interface),) = reactor.tcpServers
         peer = IPv4Address("TCP", "127.0.0.1", 800)
