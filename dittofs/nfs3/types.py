@@ -1,8 +1,11 @@
 """XDR codecs for the NFSv3 data types shared by many procedures (RFC 1813 section 2.5).
 
 ``fattr3``, ``post_op_attr``, ``pre_op_attr``/``wcc_data``, ``sattr3``,
-``nfstime3`` and ``post_op_fh3``.  Times are nanoseconds since the epoch on
-our side and (seconds, nanoseconds) on the wire.
+``nfstime3`` and ``post_op_fh3``, each in both directions: the server encodes
+attributes and decodes ``sattr3``; a client (:mod:`dittofs.testing`) does the
+reverse, with the decoded forms :class:`Fattr` and :class:`Wcc`.  Each pair
+round-trips (``tests/unit/test_nfs3_types.py``).  Times are nanoseconds since
+the epoch on our side and (seconds, nanoseconds) on the wire.
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ from __future__ import annotations
 import struct
 import time
 
+import attrs
+
 from dittofs.model import Attributes, SetAttributes, WccAttributes
-from dittofs.nfs3.const import TimeHow
+from dittofs.nfs3.const import NFS3_FHSIZE, TimeHow
 from dittofs.rpc.xdr import XdrError, XdrReader, XdrWriter
+from dittofs.vocabulary import FileType
 
 _NS = 1_000_000_000
 _UINT32_MAX = 0xFFFFFFFF
@@ -22,6 +28,10 @@ _FATTR3 = struct.Struct(">IIIIIQQIIQQIIIIII")
 _PRE_OP = struct.Struct(">QIIII")
 
 _TIME_HOWS = frozenset(int(how) for how in TimeHow)
+_FILE_TYPES = frozenset(int(kind) for kind in FileType)
+
+#: An ``atime`` or ``mtime`` for :func:`encode_sattr3` that asks for ``SET_TO_SERVER_TIME``.
+SERVER_TIME = -1
 
 
 def _seconds(ns: int) -> tuple[int, int]:
@@ -130,3 +140,103 @@ def decode_sattr3_with_time_source(reader: XdrReader) -> tuple[SetAttributes, bo
 def decode_sattr3(reader: XdrReader) -> SetAttributes:
     """Decode ``sattr3``; "set to server time" becomes the current time now."""
     return decode_sattr3_with_time_source(reader)[0]
+
+
+# -- a client's side: sattr3 out, attributes in -------------------------------------
+
+
+@attrs.frozen
+class Fattr:
+    """A decoded ``fattr3``; times are nanoseconds since the epoch."""
+
+    type: FileType
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    used: int
+    rdev: tuple[int, int]
+    fsid: int
+    fileid: int
+    atime: int
+    mtime: int
+    ctime: int
+
+
+@attrs.frozen
+class PreOpAttr:
+    """A decoded ``wcc_attr``: what the client had cached before a change."""
+
+    size: int
+    mtime: int
+    ctime: int
+
+
+@attrs.frozen
+class Wcc:
+    """A decoded ``wcc_data``: either half may be absent."""
+
+    before: PreOpAttr | None
+    after: Fattr | None
+
+
+def _encode_set_time(writer: XdrWriter, value: int | None) -> None:
+    if value is None:
+        writer.uint(TimeHow.DONT_CHANGE)
+    elif value == SERVER_TIME:
+        writer.uint(TimeHow.SET_TO_SERVER_TIME)
+    else:
+        writer.uint(TimeHow.SET_TO_CLIENT_TIME)
+        encode_nfstime3(writer, value)
+
+
+def encode_sattr3(writer: XdrWriter, changes: SetAttributes) -> None:
+    """Encode ``sattr3``; an ``atime``/``mtime`` of :data:`SERVER_TIME` asks for server time."""
+    for value in (changes.mode, changes.uid, changes.gid):
+        writer.boolean(value is not None)
+        if value is not None:
+            writer.uint(value)
+    writer.boolean(changes.size is not None)
+    if changes.size is not None:
+        writer.uhyper(changes.size)
+    _encode_set_time(writer, changes.atime)
+    _encode_set_time(writer, changes.mtime)
+
+
+def decode_fattr3(reader: XdrReader) -> Fattr:
+    """Decode ``fattr3``."""
+    return Fattr(
+        type=FileType(reader.enum(_FILE_TYPES)),
+        mode=reader.uint(),
+        nlink=reader.uint(),
+        uid=reader.uint(),
+        gid=reader.uint(),
+        size=reader.uhyper(),
+        used=reader.uhyper(),
+        rdev=(reader.uint(), reader.uint()),
+        fsid=reader.uhyper(),
+        fileid=reader.uhyper(),
+        atime=decode_nfstime3(reader),
+        mtime=decode_nfstime3(reader),
+        ctime=decode_nfstime3(reader),
+    )
+
+
+def decode_post_op_attr(reader: XdrReader) -> Fattr | None:
+    """Decode ``post_op_attr``."""
+    return decode_fattr3(reader) if reader.boolean() else None
+
+
+def decode_wcc_data(reader: XdrReader) -> Wcc:
+    """Decode ``wcc_data``."""
+    before = None
+    if reader.boolean():
+        size = reader.uhyper()
+        before = PreOpAttr(size, mtime=decode_nfstime3(reader), ctime=decode_nfstime3(reader))
+    return Wcc(before, decode_post_op_attr(reader))
+
+
+def decode_post_op_fh3(reader: XdrReader) -> bytes | None:
+    """Decode ``post_op_fh3``."""
+    return bytes(reader.opaque(NFS3_FHSIZE)) if reader.boolean() else None

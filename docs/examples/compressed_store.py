@@ -5,7 +5,7 @@ A store is a class that provides :class:`dittofs.interfaces.IContentStore`
 It is done when it passes the shared conformance suite::
 
     from twisted.trial.unittest import SynchronousTestCase
-    from tests.unit.conformance import ContentStoreConformance
+    from dittofs.testing.conformance import ContentStoreConformance
 
     class CompressedStoreTests(ContentStoreConformance, SynchronousTestCase):
         def make_store(self):

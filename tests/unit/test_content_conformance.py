@@ -1,4 +1,4 @@
-"""Every content store against the shared conformance suite (``tests/unit/conformance.py``).
+"""Every content store against the shared conformance suite (``dittofs/testing/conformance.py``).
 
 The filesystem store does its blocking I/O in a ``ThreadPool`` through
 ``deferToThreadPool``.  These tests replace the pool class inside
@@ -23,8 +23,8 @@ from dittofs.stores import fs_content, memory_content
 from dittofs.stores.fs_content import FilesystemContentStore
 from dittofs.stores.memory_content import MemoryContentStore
 from dittofs.testing import SynchronousReactorThreads, SynchronousThreadPool
+from dittofs.testing.conformance import ContentStoreConformance
 from dittofs.vocabulary import Status
-from tests.unit.conformance import ContentStoreConformance
 
 
 class MemoryContentStoreTests(ContentStoreConformance, SynchronousTestCase):

@@ -9,8 +9,8 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs.interfaces import IMetadataStore
+from dittofs.testing.conformance import MetadataStoreConformance
 from tests.unit import backends
-from tests.unit.conformance import MetadataStoreConformance
 
 
 class SqliteMetadataStoreTests(MetadataStoreConformance, SynchronousTestCase):

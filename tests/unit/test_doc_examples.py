@@ -9,7 +9,7 @@ from types import ModuleType
 from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs.interfaces import IContentStore
-from tests.unit.conformance import ContentStoreConformance
+from dittofs.testing.conformance import ContentStoreConformance
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 

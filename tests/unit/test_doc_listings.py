@@ -659,7 +659,7 @@ class ListingTests(SynchronousTestCase):
         pasting both into one module; it must run every test of
         ContentStoreConformance and pass each.
         """
-        from tests.unit.conformance import ContentStoreConformance
+        from dittofs.testing.conformance import ContentStoreConformance
 
         store = listing("docs/writing-stores.md", '--8<-- "examples/compressed_store.py"')
         included = re.fullmatch(r'--8<-- "(.+)"', store.text.strip())

@@ -1,4 +1,4 @@
-"""Every metadata store against the shared conformance suite (``tests/unit/conformance.py``)."""
+"""Every metadata store against the shared conformance suite, :mod:`dittofs.testing.conformance`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dittofs.interfaces import IMetadataStore
 from dittofs.stores.memory_metadata import MemoryMetadataStore
 from dittofs.testing import TickingClock
-from tests.unit.conformance import MetadataStoreConformance
+from dittofs.testing.conformance import MetadataStoreConformance
 
 
 class MemoryMetadataStoreTests(MetadataStoreConformance, SynchronousTestCase):

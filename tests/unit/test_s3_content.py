@@ -48,11 +48,11 @@ from dittofs.stores.s3_gc import collect_garbage
 from dittofs.stores.s3_objects import ListedObject, Manifest, S3Unavailable
 from dittofs.stores.s3_settings import parse_s3_spec
 from dittofs.stores.s3_state import StoredBytes
+from dittofs.testing.conformance import ContentStoreConformance
 from dittofs.vocabulary import Status
 from tests.e2e.seaweedfs import credentials_env, shared_seaweedfs
 from tests.e2e.server import free_port
 from tests.proxy import CuttableProxy
-from tests.unit.conformance import ContentStoreConformance
 
 BUCKET = "dittofs-unit"
 BLOCK = 256 * 1024

@@ -1,41 +1,17 @@
-"""Helpers for testing code against an in-process DittoFS, without a reactor or sockets.
+"""An in-process DittoFS and a client that speaks real RPC records to it.
 
 :func:`build_server` puts an :class:`~dittofs.exports.ExportTable`, the NFSv3
 and MOUNT programs and an :class:`~dittofs.rpc.dispatch.RpcDispatcher` over
-the stores you give it (in-memory ones by default).  :class:`NFSClient` then
-encodes real RPC call records, hands them to the dispatcher and decodes the
-replies into plain values, so a test sees exactly what a client on the wire
-would see.  Stores whose Deferreds fire synchronously (the memory stores, or
-a threaded store given :class:`SynchronousThreadPool` and
-:class:`SynchronousReactorThreads`) need no reactor at all, which suits
-``twisted.trial.unittest.SynchronousTestCase``::
-
-    from dittofs.testing import build_server
-    from dittofs.nfs3.const import Status
-
-    server = build_server()
-    client = server.client(uid=1000, gid=1000)
-    root = client.mnt(b"/export")
-    created = client.create(root, b"hello.txt").expect_ok()
-    client.write(created.handle, 0, b"hello").expect_ok()
-    assert client.read(created.handle, 0, 100).data == b"hello"
-    assert client.lookup(root, b"missing").status == Status.NOENT
-
-The same helpers serve the project's own tests; see ``docs/testing.md``.
+the stores it is given; :class:`NFSClient` encodes call records, hands them to
+the dispatcher and decodes the replies.
 """
 
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable, Sequence
-from typing import Any, Self
+from collections.abc import Sequence
 
 import attrs
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFromThreads
-from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from dittofs.exports import Export, ExportTable
 from dittofs.interfaces import IContentStore, IMetadataStore
@@ -51,467 +27,46 @@ from dittofs.nfs3.const import (
     PATH_MAX,
     Proc,
     StableHow,
-    TimeHow,
 )
 from dittofs.nfs3.service import NFSv3Program
+from dittofs.nfs3.types import (
+    decode_fattr3,
+    decode_nfstime3,
+    decode_post_op_attr,
+    decode_post_op_fh3,
+    decode_wcc_data,
+    encode_sattr3,
+)
 from dittofs.policy import AccessPolicy
 from dittofs.rpc.dispatch import RpcDispatcher
-from dittofs.rpc.message import (
-    CALL,
-    MSG_ACCEPTED,
-    REPLY,
-    RPC_VERSION,
-    AcceptStat,
-    AuthFlavor,
-)
+from dittofs.rpc.message import CALL, MSG_ACCEPTED, REPLY, RPC_VERSION, AcceptStat, AuthFlavor
 from dittofs.rpc.xdr import XdrError, XdrReader, XdrWriter
 from dittofs.stores.memory_content import MemoryContentStore
 from dittofs.stores.memory_metadata import MemoryMetadataStore
+from dittofs.testing._replies import (
+    AccessReply,
+    CommitReply,
+    CreateReply,
+    DirEntryReply,
+    FsinfoReply,
+    FsstatReply,
+    GetattrReply,
+    LinkReply,
+    LookupReply,
+    PathconfReply,
+    ReaddirReply,
+    ReadlinkReply,
+    ReadReply,
+    RenameReply,
+    RpcCallFailed,
+    RpcReply,
+    WccReply,
+    WriteReply,
+)
+from dittofs.testing._synchronous import TickingClock, synchronous_result
 from dittofs.vocabulary import CreateMode, FileType, Status
 
-__all__ = [
-    "SERVER_TIME",
-    "AccessReply",
-    "CommitReply",
-    "CreateReply",
-    "DirEntryReply",
-    "Fattr",
-    "FsinfoReply",
-    "FsstatReply",
-    "GetattrReply",
-    "InProcessServer",
-    "LinkReply",
-    "LookupReply",
-    "NFSClient",
-    "NotSynchronousError",
-    "PathconfReply",
-    "PreOpAttr",
-    "ReadReply",
-    "ReaddirReply",
-    "ReadlinkReply",
-    "RenameReply",
-    "Reply",
-    "RpcCallFailed",
-    "RpcReply",
-    "SynchronousReactorThreads",
-    "SynchronousThreadPool",
-    "TickingClock",
-    "Wcc",
-    "WccReply",
-    "WriteReply",
-    "build_server",
-    "decode_fattr3",
-    "decode_post_op_attr",
-    "decode_post_op_fh3",
-    "decode_wcc_data",
-    "encode_sattr3",
-    "serve_exports",
-    "synchronous_result",
-]
-
-#: Pass as ``atime`` or ``mtime`` in a :class:`~dittofs.model.SetAttributes` given to
-#: :class:`NFSClient` to send ``SET_TO_SERVER_TIME`` instead of a client time.
-SERVER_TIME = -1
-
-_NS = 1_000_000_000
-
-
-# -- running Deferreds and thread pools without a reactor ---------------------------
-
-
-class NotSynchronousError(AssertionError):
-    """A Deferred that the harness needed at once had not fired.
-
-    The harness drives the server without a reactor, so every store it uses
-    must fire its Deferreds before returning them (see :class:`SynchronousThreadPool`).
-    """
-
-
-def synchronous_result(deferred: Deferred[Any]) -> Any:
-    """Return the result of an already-fired Deferred, or raise its exception.
-
-    Raises :class:`NotSynchronousError` if it has not fired yet.
-    """
-    outcome: list[object] = []
-    deferred.addBoth(outcome.append)
-    if not outcome:
-        raise NotSynchronousError(f"{deferred!r} has not fired; is a store waiting on a reactor?")
-    result = outcome[0]
-    if isinstance(result, Failure):
-        result.raiseException()
-    return result
-
-
-class TickingClock:
-    """A clock for stores under test: every reading is *step* ns later than the last.
-
-    ``MemoryMetadataStore(clock=TickingClock())`` makes "the ctime changed"
-    a strict, deterministic comparison rather than a race with the real clock.
-    """
-
-    def __init__(self, start: int | None = None, step: int = 1_000) -> None:
-        self.now = time.time_ns() if start is None else start
-        self.step = step
-
-    def __call__(self) -> int:
-        """Return the next time, in nanoseconds since the epoch."""
-        self.now += self.step
-        return self.now
-
-
-class SynchronousThreadPool:
-    """A stand-in for :class:`twisted.python.threadpool.ThreadPool` that runs work inline.
-
-    Together with :class:`SynchronousReactorThreads`, ``deferToThreadPool``
-    returns an already-fired Deferred, so a store that does blocking work in
-    a pool can be tested with ``SynchronousTestCase`` (the idea of tahoe-lafs'
-    synchronous ``cputhreadpool`` mode).  The constructor accepts (and
-    ignores) ``ThreadPool``'s arguments so it can replace the class.
-    """
-
-    def __init__(self, minthreads: int = 0, maxthreads: int = 1, name: str | None = None) -> None:
-        self.name = name
-        self.started = False
-        self.calls = 0
-
-    def start(self) -> None:
-        """Nothing to start; recorded for tests that check the store's lifecycle."""
-        self.started = True
-
-    def stop(self) -> None:
-        """Nothing to stop."""
-        self.started = False
-
-    def callInThread(self, func: Callable[..., object], *args: Any, **kw: Any) -> None:
-        """Run *func* now, in the calling thread."""
-        self.calls += 1
-        func(*args, **kw)
-
-    def callInThreadWithCallback(
-        self,
-        onResult: Callable[[bool, object], object],
-        func: Callable[..., object],
-        *args: Any,
-        **kw: Any,
-    ) -> None:
-        """Run *func* now and report its outcome the way ``ThreadPool`` does."""
-        self.calls += 1
-        try:
-            result = func(*args, **kw)
-        except BaseException:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
-
-
-@implementer(IReactorFromThreads)
-class SynchronousReactorThreads:
-    """An ``IReactorFromThreads`` whose ``callFromThread`` calls at once."""
-
-    def callFromThread(self, callable: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """Call *callable* now: with :class:`SynchronousThreadPool` there is no other thread."""
-        callable(*args, **kwargs)
-
-
-# -- decoded results ------------------------------------------------------------------
-
-
-@attrs.frozen
-class Fattr:
-    """A decoded ``fattr3``; times are nanoseconds since the epoch."""
-
-    type: FileType
-    mode: int
-    nlink: int
-    uid: int
-    gid: int
-    size: int
-    used: int
-    rdev: tuple[int, int]
-    fsid: int
-    fileid: int
-    atime: int
-    mtime: int
-    ctime: int
-
-
-@attrs.frozen
-class PreOpAttr:
-    """A decoded ``wcc_attr``: what the client had cached before a change."""
-
-    size: int
-    mtime: int
-    ctime: int
-
-
-@attrs.frozen
-class Wcc:
-    """A decoded ``wcc_data``: either half may be absent."""
-
-    before: PreOpAttr | None
-    after: Fattr | None
-
-
-@attrs.frozen(kw_only=True)
-class Reply:
-    """The common part of every NFS result: its ``nfsstat3``."""
-
-    status: Status
-
-    def expect_ok(self) -> Self:
-        """Return this reply if it succeeded; raise ``AssertionError`` naming the status if not."""
-        if self.status != Status.OK:
-            raise AssertionError(f"{type(self).__name__} failed with NFS3ERR_{self.status.name}")
-        return self
-
-
-@attrs.frozen(kw_only=True)
-class GetattrReply(Reply):
-    """GETATTR3res."""
-
-    attributes: Fattr | None = None
-
-
-@attrs.frozen(kw_only=True)
-class WccReply(Reply):
-    """A result that is only ``wcc_data`` (SETATTR, REMOVE, RMDIR)."""
-
-    wcc: Wcc
-
-
-@attrs.frozen(kw_only=True)
-class LookupReply(Reply):
-    """LOOKUP3res."""
-
-    handle: bytes | None = None
-    attributes: Fattr | None = None
-    dir_attributes: Fattr | None = None
-
-
-@attrs.frozen(kw_only=True)
-class AccessReply(Reply):
-    """ACCESS3res."""
-
-    attributes: Fattr | None
-    access: int | None = None
-
-
-@attrs.frozen(kw_only=True)
-class ReadlinkReply(Reply):
-    """READLINK3res."""
-
-    attributes: Fattr | None
-    target: bytes | None = None
-
-
-@attrs.frozen(kw_only=True)
-class ReadReply(Reply):
-    """READ3res."""
-
-    attributes: Fattr | None
-    count: int | None = None
-    eof: bool | None = None
-    data: bytes | None = None
-
-
-@attrs.frozen(kw_only=True)
-class WriteReply(Reply):
-    """WRITE3res."""
-
-    wcc: Wcc
-    count: int | None = None
-    committed: StableHow | None = None
-    verifier: bytes | None = None
-
-
-@attrs.frozen(kw_only=True)
-class CreateReply(Reply):
-    """CREATE3res, MKDIR3res, SYMLINK3res and MKNOD3res, which share one shape."""
-
-    dir_wcc: Wcc
-    handle: bytes | None = None
-    attributes: Fattr | None = None
-
-
-@attrs.frozen(kw_only=True)
-class RenameReply(Reply):
-    """RENAME3res."""
-
-    from_wcc: Wcc
-    to_wcc: Wcc
-
-
-@attrs.frozen(kw_only=True)
-class LinkReply(Reply):
-    """LINK3res."""
-
-    attributes: Fattr | None
-    dir_wcc: Wcc
-
-
-@attrs.frozen
-class DirEntryReply:
-    """One READDIR or READDIRPLUS entry; ``attributes``/``handle`` only from READDIRPLUS."""
-
-    fileid: int
-    name: bytes
-    cookie: int
-    attributes: Fattr | None = None
-    handle: bytes | None = None
-
-
-@attrs.frozen(kw_only=True)
-class ReaddirReply(Reply):
-    """READDIR3res and READDIRPLUS3res."""
-
-    dir_attributes: Fattr | None
-    verifier: bytes | None = None
-    entries: list[DirEntryReply] = attrs.field(factory=list)
-    eof: bool | None = None
-
-
-@attrs.frozen(kw_only=True)
-class FsstatReply(Reply):
-    """FSSTAT3res."""
-
-    attributes: Fattr | None
-    tbytes: int | None = None
-    fbytes: int | None = None
-    abytes: int | None = None
-    tfiles: int | None = None
-    ffiles: int | None = None
-    afiles: int | None = None
-    invarsec: int | None = None
-
-
-@attrs.frozen(kw_only=True)
-class FsinfoReply(Reply):
-    """FSINFO3res; ``time_delta`` in nanoseconds."""
-
-    attributes: Fattr | None
-    rtmax: int | None = None
-    rtpref: int | None = None
-    rtmult: int | None = None
-    wtmax: int | None = None
-    wtpref: int | None = None
-    wtmult: int | None = None
-    dtpref: int | None = None
-    maxfilesize: int | None = None
-    time_delta: int | None = None
-    properties: int | None = None
-
-
-@attrs.frozen(kw_only=True)
-class PathconfReply(Reply):
-    """PATHCONF3res."""
-
-    attributes: Fattr | None
-    linkmax: int | None = None
-    name_max: int | None = None
-    no_trunc: bool | None = None
-    chown_restricted: bool | None = None
-    case_insensitive: bool | None = None
-    case_preserving: bool | None = None
-
-
-@attrs.frozen(kw_only=True)
-class CommitReply(Reply):
-    """COMMIT3res."""
-
-    wcc: Wcc
-    verifier: bytes | None = None
-
-
-@attrs.frozen
-class RpcReply:
-    """A decoded RPC reply header and the raw results that follow it.
-
-    ``accepted`` is False for MSG_DENIED, in which case ``stat`` is the
-    ``reject_stat`` and ``body`` the rest of the rejection.
-    """
-
-    xid: int
-    accepted: bool
-    stat: int
-    body: bytes
-
-
-class RpcCallFailed(AssertionError):
-    """The server did not run the call (not MSG_ACCEPTED with SUCCESS)."""
-
-    def __init__(self, reply: RpcReply) -> None:
-        super().__init__(f"RPC call not run: accepted={reply.accepted} stat={reply.stat}")
-        self.reply = reply
-
-
-# -- XDR of arguments and results -----------------------------------------------------
-
-
-def _encode_time(writer: XdrWriter, value: int | None) -> None:
-    if value is None:
-        writer.uint(TimeHow.DONT_CHANGE)
-    elif value == SERVER_TIME:
-        writer.uint(TimeHow.SET_TO_SERVER_TIME)
-    else:
-        writer.uint(TimeHow.SET_TO_CLIENT_TIME)
-        seconds, nanoseconds = divmod(value, _NS)
-        writer.uint(seconds)
-        writer.uint(nanoseconds)
-
-
-def encode_sattr3(writer: XdrWriter, changes: SetAttributes) -> None:
-    """Encode ``sattr3``; an ``atime``/``mtime`` of :data:`SERVER_TIME` asks for server time."""
-    for value in (changes.mode, changes.uid, changes.gid):
-        writer.boolean(value is not None)
-        if value is not None:
-            writer.uint(value)
-    writer.boolean(changes.size is not None)
-    if changes.size is not None:
-        writer.uhyper(changes.size)
-    _encode_time(writer, changes.atime)
-    _encode_time(writer, changes.mtime)
-
-
-def _time(reader: XdrReader) -> int:
-    seconds = reader.uint()
-    return seconds * _NS + reader.uint()
-
-
-def decode_fattr3(reader: XdrReader) -> Fattr:
-    """Decode ``fattr3``."""
-    return Fattr(
-        type=FileType(reader.uint()),
-        mode=reader.uint(),
-        nlink=reader.uint(),
-        uid=reader.uint(),
-        gid=reader.uint(),
-        size=reader.uhyper(),
-        used=reader.uhyper(),
-        rdev=(reader.uint(), reader.uint()),
-        fsid=reader.uhyper(),
-        fileid=reader.uhyper(),
-        atime=_time(reader),
-        mtime=_time(reader),
-        ctime=_time(reader),
-    )
-
-
-def decode_post_op_attr(reader: XdrReader) -> Fattr | None:
-    """Decode ``post_op_attr``."""
-    return decode_fattr3(reader) if reader.boolean() else None
-
-
-def decode_wcc_data(reader: XdrReader) -> Wcc:
-    """Decode ``wcc_data``."""
-    before = None
-    if reader.boolean():
-        before = PreOpAttr(size=reader.uhyper(), mtime=_time(reader), ctime=_time(reader))
-    return Wcc(before, decode_post_op_attr(reader))
-
-
-def decode_post_op_fh3(reader: XdrReader) -> bytes | None:
-    """Decode ``post_op_fh3``."""
-    return bytes(reader.opaque(NFS3_FHSIZE)) if reader.boolean() else None
+NS = 1_000_000_000
 
 
 def _status(reader: XdrReader) -> Status:
@@ -531,9 +86,6 @@ def _entries(reader: XdrReader, plus: bool) -> list[DirEntryReply]:
         else:
             entries.append(DirEntryReply(fileid, name, cookie))
     return entries
-
-
-# -- the server and the client --------------------------------------------------------
 
 
 @attrs.define
@@ -737,7 +289,7 @@ class NFSClient:
         encode_sattr3(writer, changes)
         writer.boolean(guard_ctime is not None)
         if guard_ctime is not None:
-            seconds, nanoseconds = divmod(guard_ctime, _NS)
+            seconds, nanoseconds = divmod(guard_ctime, NS)
             writer.uint(seconds)
             writer.uint(nanoseconds)
         return self._wcc_only(Proc.SETATTR, writer)
@@ -1032,7 +584,7 @@ class NFSClient:
             wtmult=sizes[5],
             dtpref=sizes[6],
             maxfilesize=reader.uhyper(),
-            time_delta=_time(reader),
+            time_delta=decode_nfstime3(reader),
             properties=reader.uint(),
         )
         self._done(reader)

@@ -1,7 +1,13 @@
 """The conformance suites every metadata and content store must pass.
 
-Each suite is a mixin of ``test_*`` methods over one ``make_store()`` hook;
-a store's test module mixes it into ``SynchronousTestCase``::
+They ship with DittoFS, so a store in a package of its own is tested exactly
+as DittoFS's own stores are.  Each suite is a mixin of ``test_*`` methods
+over one ``make_store()`` hook; a store's test module mixes it into
+``SynchronousTestCase``::
+
+    from twisted.trial.unittest import SynchronousTestCase
+    from dittofs.testing import TickingClock
+    from dittofs.testing.conformance import MetadataStoreConformance
 
     class MemoryMetadataStoreTests(MetadataStoreConformance, SynchronousTestCase):
         def make_store(self) -> IMetadataStore:
