@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from dittofs.policy import AccessPolicy, Squash, parse_clients
-from dittofs.stores import StoreSpecError, check_content_spec, check_metadata_spec
+from dittofs.stores import StoreSpecError, check_spec
 
 #: Keys an ``[[exports]]`` table may have.
 EXPORT_KEYS = frozenset(
@@ -139,8 +139,8 @@ def exports_from_tables(tables: Any, source: str, data_dir: Path) -> list[Export
         )
         content = _typed(where, "content", table.get("content", f"fs:{own / 'content'}"), str)
         try:
-            check_metadata_spec(metadata)
-            check_content_spec(content)
+            check_spec("metadata", metadata)
+            check_spec("content", content)
         except StoreSpecError as error:
             raise ConfigError(f"{where}: {error}") from None
         policy = policy_from(table, _table_label(where))

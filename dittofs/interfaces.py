@@ -16,16 +16,22 @@ script, and no caller ever composes two calls that must be atomic together.
 File ids are positive integers, never reused within one store, and 1 is not
 special (the root is whatever :meth:`IMetadataStore.root` says).  The content
 store keys a file's bytes by that file id.
+
+Stores are found by :class:`IStoreFactory` plugins, so a store in a package of
+its own is used as DittoFS's own are.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IReactorFromThreads
 
     from dittofs.model import (
         Attributes,
@@ -244,3 +250,41 @@ class ICacheStatistics(Interface):
 
     def cache_statistics() -> CacheStatistics:
         """Return the cache's figures now (cheap and non-blocking: called on each scrape)."""
+
+
+class IStoreFactory(Interface):
+    """Builds a store from the specification a user writes (``--metadata``, ``--content``).
+
+    DittoFS finds store factories as Twisted plugins, the way
+    ``twisted.cred.strcred`` finds checker factories: an object that provides
+    this interface and ``twisted.plugin.IPlugin``, in a module of a
+    ``twisted/plugins/`` directory of any installed package.  The scheme,
+    the part of a specification before its first colon, picks the factory.
+    Importing the plugin module must be cheap: import the store's own
+    module (and its libraries) in :meth:`build`.
+    """
+
+    role = Attribute("'metadata' (an IMetadataStore) or 'content' (an IContentStore).")
+    schemes = Attribute("The schemes it answers to, lower case; the first is its name.")
+    usage = Attribute("How a specification is written, for --help: 'sqlite[:PATH]'.")
+    description = Attribute("One line saying what the store keeps where, for --help.")
+
+    def check(spec: str) -> None:
+        """Raise :class:`~dittofs.stores.StoreSpecError` (one line) if *spec* cannot work.
+
+        Nothing is built, opened or connected: this runs while options are
+        parsed, so a typo is a usage error before anything starts.
+        """
+
+    def where(spec: str, data_dir: Path) -> str | None:
+        """Where the store keeps its data (a file, a URL), for the log; None when nowhere.
+
+        The caller hides passwords in what this returns.
+        """
+
+    def build(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> Any:
+        """The store *spec* names, not yet opened; *data_dir* is the server's data directory.
+
+        Raise :class:`~dittofs.stores.StoreSpecError` when a library the
+        store needs is not installed.
+        """

@@ -14,6 +14,7 @@ on stop it stops listening, then closes the stores.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import signal
@@ -59,11 +60,9 @@ from dittofs.rpc.dispatch import RpcDispatcher, RpcProgram
 from dittofs.rpc.observe import RpcObserver
 from dittofs.rpc.protocol import Limits, RpcServerFactory
 from dittofs.stores import (
-    CONTENT_CHOICES,
-    METADATA_CHOICES,
     StoreSpecError,
-    check_content_spec,
-    check_metadata_spec,
+    check_spec,
+    choices,
     content_store,
     describe_store,
     metadata_store,
@@ -162,8 +161,8 @@ _CHECKS: dict[str, Callable[[str], None]] = {
     "listen": _check_listen,
     "export": check_export_path,
     "data-dir": _check_data_dir,
-    "metadata": check_metadata_spec,
-    "content": check_content_spec,
+    "metadata": functools.partial(check_spec, "metadata"),
+    "content": functools.partial(check_spec, "content"),
     "log-level": _check_log_level,
     "log-format": _check_log_format,
     "metrics": _check_metrics,
@@ -186,8 +185,8 @@ class Options(usage.Options):
             None,
             "Where sqlite and fs keep their files [default: ~/.local/share/dittofs].",
         ],
-        ["metadata", "m", None, f"Metadata store: {METADATA_CHOICES} [default: sqlite]."],
-        ["content", None, None, f"Content store: {CONTENT_CHOICES} [default: fs]."],
+        ["metadata", "m", None, f"Metadata store: {choices('metadata')} [default: sqlite]."],
+        ["content", None, None, f"Content store: {choices('content')} [default: fs]."],
         ["content-path", None, None, "Keep content in this directory (same as --content fs:PATH)."],
         ["log-level", None, None, "DEBUG, INFO, WARN or ERROR [default: INFO]."],
         ["log-format", None, None, "text, or json for one JSON object a line [default: text]."],

@@ -1,42 +1,65 @@
-"""Store backends, chosen by a short specification string (like ``twisted.cred.strcred``).
+"""Stores chosen by a short specification string, found as plugins (like ``twisted.cred.strcred``).
 
-Metadata: ``memory``, ``sqlite`` (in the data directory) or ``sqlite:PATH``,
-``postgresql://...`` (a libpq URL), ``redis://...`` (a Redis URL, with
-``?prefix=NAME`` to keep several filesystems in one database).  Content:
-``memory``, ``fs`` (in the data directory) or ``fs:PATH``, or
-``s3://bucket/prefix?option=value`` (see docs/s3.md).  Each backend
-module is imported only when asked for, so an optional dependency of one
-backend never burdens the others.
+A specification's scheme, the part before its first colon, names an
+:class:`~dittofs.interfaces.IStoreFactory` plugin; the rest is the factory's
+to read.  DittoFS's own (``dittofs/stores/factories.py``): metadata
+``memory``, ``sqlite[:PATH]``, ``postgresql://URL``, ``redis://URL``; content
+``memory``, ``fs[:PATH]``, ``s3://BUCKET[/PREFIX][?OPTIONS]``.  Any installed
+package can add more (``docs/writing-stores.md``).
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.interfaces import IReactorFromThreads
 
-from dittofs.interfaces import IContentStore, IMetadataStore
+from dittofs.interfaces import IContentStore, IMetadataStore, IStoreFactory
 from dittofs.log import redact
 
-METADATA_CHOICES = "memory, sqlite[:PATH], postgresql://URL, redis://URL"
-CONTENT_CHOICES = "memory, fs[:PATH], s3://BUCKET[/PREFIX][?OPTIONS]"
+ROLES = ("metadata", "content")
 
 
 class StoreSpecError(ValueError):
-    """A store specification string names no known backend or lacks its argument."""
+    """A store specification names no installed store, or one that cannot work as written."""
 
 
-def _split(spec: str) -> tuple[str, str]:
-    kind, _, argument = spec.partition(":")
-    return kind.strip().lower(), argument
+@functools.cache
+def installed(role: str) -> dict[str, IStoreFactory]:
+    """Every installed store factory for *role*, by scheme."""
+    from twisted.plugin import getPlugins
+
+    found: dict[str, IStoreFactory] = {}
+    for factory in getPlugins(IStoreFactory):
+        if factory.role == role:
+            for scheme in factory.schemes:
+                found.setdefault(scheme, factory)
+    return found
 
 
-def _sqlite_path(argument: str, data_dir: Path) -> Path:
-    return Path(argument) if argument else data_dir / "metadata.db"
+def choices(role: str) -> str:
+    """The installed stores for *role*, as --help lists them: ``memory, sqlite[:PATH], ...``."""
+    distinct = {id(factory): factory for factory in installed(role).values()}.values()
+    return ", ".join(sorted(factory.usage for factory in distinct))
 
 
-def _fs_path(argument: str, data_dir: Path) -> Path:
-    return Path(argument) if argument else data_dir / "content"
+def _scheme(spec: str) -> str:
+    return spec.partition(":")[0].strip().lower()
+
+
+def factory_for(role: str, spec: str) -> IStoreFactory:
+    """The factory *spec* names for *role*; StoreSpecError if none is installed."""
+    factory = installed(role).get(_scheme(spec))
+    if factory is None:
+        raise StoreSpecError(f"unknown {role} store {spec!r} (choose from {choices(role)})")
+    return factory
+
+
+def check_spec(role: str, spec: str) -> None:
+    """Raise StoreSpecError unless *spec* can build a *role* store (nothing is built)."""
+    factory_for(role, spec).check(spec)
 
 
 def describe_store(role: str, spec: str, data_dir: Path) -> str:
@@ -48,91 +71,24 @@ def describe_store(role: str, spec: str, data_dir: Path) -> str:
     are meant, as resolved from the data directory, not only the option as
     typed.
     """
-    kind, argument = _split(spec)
-    if kind == "memory":
-        return f"memory {role}"
-    if kind == "sqlite":
-        where = str(_sqlite_path(argument, data_dir))
-    elif kind == "fs":
-        where = str(_fs_path(argument, data_dir))
-    else:
-        where = spec.strip()
-    return redact(f"{kind} {role} ({where})")
+    where = factory_for(role, spec).where(spec, data_dir)
+    described = f"{_scheme(spec)} {role}"
+    return described if where is None else redact(f"{described} ({where})")
 
 
-def check_metadata_spec(spec: str) -> None:
-    """Raise StoreSpecError unless *spec* names a metadata backend (nothing is built)."""
-    if _split(spec)[0] not in ("memory", "sqlite", "postgresql", "postgres", "redis", "rediss"):
-        raise StoreSpecError(f"unknown metadata store {spec!r} (choose from {METADATA_CHOICES})")
-
-
-def check_content_spec(spec: str) -> None:
-    """Raise StoreSpecError unless *spec* names a content backend (nothing is built)."""
-    kind = _split(spec)[0]
-    if kind not in ("memory", "fs", "s3"):
-        raise StoreSpecError(f"unknown content store {spec!r} (choose from {CONTENT_CHOICES})")
-    if kind == "s3":
-        from dittofs.stores.s3_settings import S3SpecError, parse_s3_spec
-
-        try:
-            parse_s3_spec(spec)
-        except S3SpecError as error:
-            raise StoreSpecError(f"content store {spec!r}: {error}") from None
+def build_store(role: str, spec: str, data_dir: Path, reactor: IReactorFromThreads) -> Any:
+    """Build (not open) the *role* store *spec* names."""
+    check_spec(role, spec)
+    return factory_for(role, spec).build(spec, data_dir, reactor)
 
 
 def metadata_store(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> IMetadataStore:
     """Build the metadata store a specification names."""
-    check_metadata_spec(spec)
-    kind, argument = _split(spec)
-    if kind == "memory":
-        from dittofs.stores.memory_metadata import MemoryMetadataStore
-
-        return MemoryMetadataStore()
-    if kind == "sqlite":
-        from dittofs.stores.sqlite_metadata import SqliteMetadataStore
-
-        return SqliteMetadataStore(_sqlite_path(argument, data_dir), reactor)
-    if kind in ("postgresql", "postgres"):
-        try:
-            from dittofs.stores.postgres_metadata import PostgresMetadataStore
-        except ImportError as error:
-            raise StoreSpecError(
-                f"PostgreSQL metadata needs psycopg: pip install 'dittofs[postgresql]' ({error})"
-            ) from None
-        return PostgresMetadataStore(spec, reactor)
-    if kind in ("redis", "rediss"):
-        try:
-            from dittofs.stores.redis_metadata import RedisMetadataStore
-        except ImportError as error:
-            raise StoreSpecError(
-                f"Redis metadata needs redis-py: pip install 'dittofs[redis]' ({error})"
-            ) from None
-        return RedisMetadataStore(spec, reactor)
-    raise AssertionError(kind)
+    store: IMetadataStore = build_store("metadata", spec, data_dir, reactor)
+    return store
 
 
 def content_store(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> IContentStore:
     """Build the content store a specification names."""
-    check_content_spec(spec)
-    kind, argument = _split(spec)
-    if kind == "memory":
-        from dittofs.stores.memory_content import MemoryContentStore
-
-        return MemoryContentStore()
-    if kind == "fs":
-        from dittofs.stores.fs_content import FilesystemContentStore
-
-        return FilesystemContentStore(_fs_path(argument, data_dir), reactor)
-    if kind == "s3":
-        from dittofs.stores.s3_settings import parse_s3_spec
-
-        try:
-            import boto3  # type: ignore[import-untyped]  # noqa: F401
-
-            from dittofs.stores.s3_content import S3ContentStore
-        except ImportError as error:
-            raise StoreSpecError(
-                f"S3 content needs boto3: pip install 'dittofs[s3]' ({error})"
-            ) from None
-        return S3ContentStore(parse_s3_spec(spec, data_dir), reactor)
-    raise AssertionError(kind)
+    store: IContentStore = build_store("content", spec, data_dir, reactor)
+    return store

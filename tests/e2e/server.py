@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -77,13 +77,21 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], log_path: Path)
 
 @contextlib.contextmanager
 def dittofs_server(
-    workdir: Path, *options: str, export: str = "/export", port: int | None = None
+    workdir: Path,
+    *options: str,
+    export: str = "/export",
+    port: int | None = None,
+    launcher: Sequence[str] = (sys.executable, "-m", "twisted", "--log-format", "text"),
 ) -> Iterator[RunningServer]:
-    """Start the dittofs plugin with *options* on a free loopback port; stop it after."""
+    """Start the dittofs plugin with *options* on a free loopback port; stop it after.
+
+    *launcher* is the command before ``dittofs``: ``twist`` of this
+    environment unless told otherwise.
+    """
     port = port or free_port()
     log_path = workdir / f"dittofs-{port}.log"
     command = [
-        sys.executable, "-m", "twisted", "--log-format", "text", "dittofs",
+        *launcher, "dittofs",
         "--listen", f"tcp:{port}:interface=127.0.0.1", "--export", export,
         "--data-dir", str(workdir / f"data-{port}"), *options,
     ]  # fmt: skip

@@ -15,8 +15,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
 
 def load(name: str) -> ModuleType:
-    """Import an example by file name (docs/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    """Import an example by its path below docs/examples, without ``.py`` (docs/ is no package)."""
+    spec = importlib.util.spec_from_file_location(Path(name).name, EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -24,9 +24,10 @@ def load(name: str) -> ModuleType:
 
 
 class CompressedStoreTests(ContentStoreConformance, SynchronousTestCase):
-    """The example content store of docs/examples/compressed_store.py keeps the whole contract."""
+    """The example store, docs/examples/compressed-store/compressed_store.py, keeps the contract."""
 
     def make_store(self) -> IContentStore:
         """A fresh example store."""
-        store: IContentStore = load("compressed_store").CompressedMemoryContentStore()
+        module = load("compressed-store/compressed_store")
+        store: IContentStore = module.CompressedMemoryContentStore()
         return store

@@ -145,6 +145,9 @@ COLLECTED = "collected, not run"
 SAMPLE = "sample output, checked"
 ELSEWHERE = "run by another test"
 
+#: The listing of docs/writing-stores.md that includes the example store.
+STORE_LISTING = '--8<-- "examples/compressed-store/compressed_store.py"'
+
 RULES: tuple[Rule, ...] = (
     # README.md
     Rule("README.md", "sh", "pip install . && .venv/bin/twistd", RUN,
@@ -278,13 +281,22 @@ RULES: tuple[Rule, ...] = (
          "unit:test_testing_listing_runs",
          "exec'd in a fresh namespace; its own assert checks the read"),
     # docs/writing-stores.md
-    Rule("docs/writing-stores.md", "python", '--8<-- "examples/compressed_store.py"', RUN,
+    Rule("docs/writing-stores.md", "python", STORE_LISTING, RUN,
          "unit:test_writing_stores_listings_pass_the_conformance_suite",
          "the included file exec'd, then the next listing's test case run on it "
          "(tests/unit/test_doc_examples.py runs it too)"),
     Rule("docs/writing-stores.md", "python", "class CompressedStoreTests", RUN,
          "unit:test_writing_stores_listings_pass_the_conformance_suite",
          "exec'd after the store listing; its test case passes the whole conformance suite"),
+    Rule("docs/writing-stores.md", "python", "compressed_store_plugin.py", ELSEWHERE,
+         "tests/e2e/test_packaging.py::test_a_store_from_another_package_serves",
+         "installed with the package around it, then serving through twistd dittofs"),
+    Rule("docs/writing-stores.md", "toml", "compressed-store/pyproject.toml", ELSEWHERE,
+         "tests/e2e/test_packaging.py::test_a_store_from_another_package_serves",
+         "the package is built from it and installed in a fresh virtual environment"),
+    Rule("docs/writing-stores.md", "sh", "--content compressed:1073741824", RUN,
+         "tests/e2e/test_packaging.py::test_a_store_from_another_package_serves",
+         "pip install as written (into the fresh environment), twistd as written on a free port"),
 )  # fmt: skip
 
 #: Where the ``e2e:`` and ``unit:`` proofs of :data:`RULES` live.
@@ -661,7 +673,9 @@ class ListingTests(SynchronousTestCase):
         """
         from dittofs.testing.conformance import ContentStoreConformance
 
-        store = listing("docs/writing-stores.md", '--8<-- "examples/compressed_store.py"')
+        store = listing(
+            "docs/writing-stores.md", '--8<-- "examples/compressed-store/compressed_store.py"'
+        )
         included = re.fullmatch(r'--8<-- "(.+)"', store.text.strip())
         assert included, store.text
         source = (ROOT / "docs" / included.group(1)).read_text()

@@ -60,3 +60,38 @@ class PluginTests(SynchronousTestCase):
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.strip(), "False")
+
+
+class StoreFactoryPluginTests(SynchronousTestCase):
+    """DittoFS's own stores are found the way a third party's are: as IStoreFactory plugins."""
+
+    def test_every_shipped_store_is_found(self) -> None:
+        """Each scheme DittoFS ships is answered by a plugin that fully provides IStoreFactory."""
+        from dittofs.interfaces import IStoreFactory
+        from dittofs.stores import installed
+
+        expected = {
+            "metadata": {"memory", "sqlite", "postgresql", "postgres", "redis", "rediss"},
+            "content": {"memory", "fs", "s3"},
+        }
+        for role, schemes in expected.items():
+            found = installed(role)
+            self.assertLessEqual(schemes, set(found))
+            for scheme in schemes:
+                factory = found[scheme]
+                self.assertTrue(verifyObject(IStoreFactory, factory))
+                self.assertEqual(factory.role, role)
+                self.assertIn(scheme, factory.schemes)
+                self.assertTrue(factory.usage.startswith(factory.schemes[0]))
+
+    def test_unknown_scheme_lists_what_is_installed(self) -> None:
+        """A specification no plugin answers is one line that lists the installed choices."""
+        from dittofs.stores import StoreSpecError, check_spec, choices
+
+        with self.assertRaises(StoreSpecError) as caught:
+            check_spec("metadata", "floppy:/dev/fd0")
+        message = str(caught.exception)
+        self.assertNotIn("\n", message)
+        self.assertIn("'floppy:/dev/fd0'", message)
+        self.assertIn(choices("metadata"), message)
+        self.assertIn("sqlite[:PATH]", choices("metadata"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dittofs.stores import StoreSpecError, check_content_spec
+from dittofs.stores import StoreSpecError, check_spec
 from dittofs.stores.s3_objects import Manifest, S3Failure
 from dittofs.stores.s3_settings import GiB, MiB, S3SpecError, parse_s3_spec
 
@@ -81,9 +81,9 @@ class S3SpecTests(SynchronousTestCase):
 
     def test_check_content_spec(self) -> None:
         """The command line check accepts good s3 specs and reports bad ones as usage errors."""
-        check_content_spec("s3://bucket/prefix?block_size=1MiB")
+        check_spec("content", "s3://bucket/prefix?block_size=1MiB")
         with self.assertRaises(StoreSpecError):
-            check_content_spec("s3://bucket?block_size=lots")
+            check_spec("content", "s3://bucket?block_size=lots")
 
 
 class ManifestTests(SynchronousTestCase):
