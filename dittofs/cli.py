@@ -78,9 +78,9 @@ def _gc(reactor: Any, options: GcOptions) -> Deferred[int]:
             f"gc: the {spec.split(':')[0]} content store keeps no unreferenced blocks\n"
         )
         return succeed(0)
-    from dittofs.stores.s3_gc import collect_garbage
-    from dittofs.stores.s3_objects import ObjectStore
-    from dittofs.stores.s3_settings import parse_s3_spec
+    from dittofs.stores.s3.gc import collect_garbage
+    from dittofs.stores.s3.objects import ObjectStore
+    from dittofs.stores.s3.settings import parse_s3_spec
 
     settings = parse_s3_spec(spec, Path(options["data-dir"]))
     grace = float(options["grace"])

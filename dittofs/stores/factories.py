@@ -63,7 +63,7 @@ def _missing(what: str, extra: str, error: ImportError) -> StoreSpecError:
 
 
 def _memory_metadata(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> Any:
-    from dittofs.stores.memory_metadata import MemoryMetadataStore
+    from dittofs.stores.metadata.memory import MemoryMetadataStore
 
     return MemoryMetadataStore()
 
@@ -73,14 +73,14 @@ def _sqlite_path(spec: str, data_dir: Path) -> str:
 
 
 def _sqlite(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> Any:
-    from dittofs.stores.sqlite_metadata import SqliteMetadataStore
+    from dittofs.stores.metadata.sqlite import SqliteMetadataStore
 
     return SqliteMetadataStore(Path(_sqlite_path(spec, data_dir)), reactor)
 
 
 def _postgresql(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> Any:
     try:
-        from dittofs.stores.postgres_metadata import PostgresMetadataStore
+        from dittofs.stores.metadata.postgres import PostgresMetadataStore
     except ImportError as error:
         raise _missing("PostgreSQL metadata", "postgresql", error) from None
     return PostgresMetadataStore(spec, reactor)
@@ -88,7 +88,7 @@ def _postgresql(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> Any:
 
 def _redis(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> Any:
     try:
-        from dittofs.stores.redis_metadata import RedisMetadataStore
+        from dittofs.stores.metadata.redis import RedisMetadataStore
     except ImportError as error:
         raise _missing("Redis metadata", "redis", error) from None
     return RedisMetadataStore(spec, reactor)
@@ -120,7 +120,7 @@ redis_metadata = StoreFactory(
 
 
 def _memory_content(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> Any:
-    from dittofs.stores.memory_content import MemoryContentStore
+    from dittofs.stores.content.memory import MemoryContentStore
 
     return MemoryContentStore()
 
@@ -130,13 +130,13 @@ def _fs_path(spec: str, data_dir: Path) -> str:
 
 
 def _fs(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> Any:
-    from dittofs.stores.fs_content import FilesystemContentStore
+    from dittofs.stores.content.fs import FilesystemContentStore
 
     return FilesystemContentStore(Path(_fs_path(spec, data_dir)), reactor)
 
 
 def _check_s3(spec: str) -> None:
-    from dittofs.stores.s3_settings import S3SpecError, parse_s3_spec
+    from dittofs.stores.s3.settings import S3SpecError, parse_s3_spec
 
     try:
         parse_s3_spec(spec)
@@ -145,12 +145,12 @@ def _check_s3(spec: str) -> None:
 
 
 def _s3(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> Any:
-    from dittofs.stores.s3_settings import parse_s3_spec
+    from dittofs.stores.s3.settings import parse_s3_spec
 
     try:
         import boto3  # type: ignore[import-untyped]  # noqa: F401
 
-        from dittofs.stores.s3_content import S3ContentStore
+        from dittofs.stores.s3.content import S3ContentStore
     except ImportError as error:
         raise _missing("S3 content", "s3", error) from None
     return S3ContentStore(parse_s3_spec(spec, data_dir), reactor)

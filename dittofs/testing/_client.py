@@ -41,8 +41,8 @@ from dittofs.policy import AccessPolicy
 from dittofs.rpc.dispatch import RpcDispatcher
 from dittofs.rpc.message import CALL, MSG_ACCEPTED, REPLY, RPC_VERSION, AcceptStat, AuthFlavor
 from dittofs.rpc.xdr import XdrError, XdrReader, XdrWriter
-from dittofs.stores.memory_content import MemoryContentStore
-from dittofs.stores.memory_metadata import MemoryMetadataStore
+from dittofs.stores.content.memory import MemoryContentStore
+from dittofs.stores.metadata.memory import MemoryMetadataStore
 from dittofs.testing._replies import (
     AccessReply,
     CommitReply,

@@ -322,7 +322,7 @@ def test_gc_command_collects_unreferenced_blocks(weed: SeaweedFS, tmp_path: Path
     Run beside the live gateway, as the command allows; the file still reads
     back afterwards, from a fresh cache, so every block it needs survived.
     """
-    from dittofs.stores.s3_settings import parse_s3_spec
+    from dittofs.stores.s3.settings import parse_s3_spec
 
     local = random_file(tmp_path / "f.bin", 3 * MiB)
     options = s3_options(weed, tmp_path, "cache", durability="remote")

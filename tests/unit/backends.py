@@ -27,10 +27,10 @@ import redis
 from twisted.python import threadpool
 from twisted.trial.unittest import SynchronousTestCase
 
-from dittofs.stores import redis_metadata
-from dittofs.stores.postgres_metadata import PostgresMetadataStore
-from dittofs.stores.redis_metadata import RedisMetadataStore
-from dittofs.stores.sqlite_metadata import SqliteMetadataStore
+from dittofs.stores.metadata import redis as redis_metadata
+from dittofs.stores.metadata.postgres import PostgresMetadataStore
+from dittofs.stores.metadata.redis import RedisMetadataStore
+from dittofs.stores.metadata.sqlite import SqliteMetadataStore
 from dittofs.testing import SynchronousReactorThreads, SynchronousThreadPool, TickingClock
 
 POSTGRES = os.environ.get(

@@ -2,7 +2,7 @@
 
 The filesystem store does its blocking I/O in a ``ThreadPool`` through
 ``deferToThreadPool``.  These tests replace the pool class inside
-``dittofs.stores.fs_content`` with :class:`dittofs.testing.SynchronousThreadPool`
+``dittofs.stores.content.fs`` with :class:`dittofs.testing.SynchronousThreadPool`
 and give the store a reactor whose ``callFromThread`` calls at once, so the
 real ``deferToThreadPool`` path runs but every Deferred has fired on return.
 """
@@ -19,9 +19,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs.errors import NFSError
 from dittofs.interfaces import IContentStore
-from dittofs.stores import fs_content, memory_content
-from dittofs.stores.fs_content import FilesystemContentStore
-from dittofs.stores.memory_content import MemoryContentStore
+from dittofs.stores.content import fs as fs_content
+from dittofs.stores.content import memory as memory_content
+from dittofs.stores.content.fs import FilesystemContentStore
+from dittofs.stores.content.memory import MemoryContentStore
 from dittofs.testing import SynchronousReactorThreads, SynchronousThreadPool
 from dittofs.testing.conformance import ContentStoreConformance
 from dittofs.vocabulary import Status

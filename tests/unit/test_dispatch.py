@@ -20,8 +20,8 @@ from dittofs.mount import MountProgram
 from dittofs.nfs3.service import NFSv3Program
 from dittofs.rpc.dispatch import NULL_PROCEDURE, CallContext, Procedure, RpcDispatcher
 from dittofs.rpc.xdr import XdrReader, XdrWriter
-from dittofs.stores.memory_content import MemoryContentStore
-from dittofs.stores.memory_metadata import MemoryMetadataStore
+from dittofs.stores.content.memory import MemoryContentStore
+from dittofs.stores.metadata.memory import MemoryMetadataStore
 from tests.unit.test_message import (
     GARBAGE_ARGS,
     MSG_ACCEPTED,

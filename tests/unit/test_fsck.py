@@ -9,8 +9,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs import fsck
 from dittofs.model import InodeRecord, Inventory, NewNode
-from dittofs.stores.memory_content import MemoryContentStore
-from dittofs.stores.memory_metadata import MemoryMetadataStore
+from dittofs.stores.content.memory import MemoryContentStore
+from dittofs.stores.metadata.memory import MemoryMetadataStore
 from dittofs.vocabulary import FileType
 
 DIR, REG = FileType.DIR, FileType.REG

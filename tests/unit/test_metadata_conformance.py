@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs.interfaces import IMetadataStore
-from dittofs.stores.memory_metadata import MemoryMetadataStore
+from dittofs.stores.metadata.memory import MemoryMetadataStore
 from dittofs.testing import TickingClock
 from dittofs.testing.conformance import MetadataStoreConformance
 

@@ -14,8 +14,8 @@ from dittofs.exports import Export, ExportTable
 from dittofs.mount import MountProgram
 from dittofs.policy import AccessPolicy, parse_clients
 from dittofs.rpc.dispatch import RpcDispatcher
-from dittofs.stores.memory_content import MemoryContentStore
-from dittofs.stores.memory_metadata import MemoryMetadataStore
+from dittofs.stores.content.memory import MemoryContentStore
+from dittofs.stores.metadata.memory import MemoryMetadataStore
 from tests.unit.test_message import (
     GARBAGE_ARGS,
     PROC_UNAVAIL,

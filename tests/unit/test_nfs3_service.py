@@ -24,9 +24,9 @@ from dittofs.nfs3.handle import FileHandle
 from dittofs.nfs3.service import MAX_IO
 from dittofs.policy import AccessPolicy, Squash
 from dittofs.rpc.message import AcceptStat
-from dittofs.stores import memory_content
-from dittofs.stores.memory_content import MemoryContentStore
-from dittofs.stores.memory_metadata import MemoryMetadataStore
+from dittofs.stores.content import memory as memory_content
+from dittofs.stores.content.memory import MemoryContentStore
+from dittofs.stores.metadata.memory import MemoryMetadataStore
 from dittofs.testing import (
     SERVER_TIME,
     Fattr,

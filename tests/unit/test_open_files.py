@@ -10,7 +10,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dittofs.stores.open_files import OpenFiles
+from dittofs.stores.content.open_files import OpenFiles
 
 
 class OpenFilesTests(SynchronousTestCase):

@@ -15,8 +15,8 @@ from dittofs.model import SetAttributes
 from dittofs.nfs3.const import Access
 from dittofs.policy import AccessPolicy, Squash, parse_clients
 from dittofs.rpc.message import ANONYMOUS, AuthFlavor, Credentials
-from dittofs.stores.memory_content import MemoryContentStore
-from dittofs.stores.memory_metadata import MemoryMetadataStore
+from dittofs.stores.content.memory import MemoryContentStore
+from dittofs.stores.metadata.memory import MemoryMetadataStore
 from dittofs.testing import SERVER_TIME, InProcessServer, NFSClient, TickingClock, serve_exports
 from dittofs.vocabulary import FileType, Status
 from tests.unit import backends

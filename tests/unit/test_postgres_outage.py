@@ -13,7 +13,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs.errors import NFSError
-from dittofs.stores import sql_metadata
+from dittofs.stores.metadata import sql as sql_metadata
 from dittofs.vocabulary import Status
 from tests.proxy import CuttableProxy
 from tests.unit import backends

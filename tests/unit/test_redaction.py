@@ -32,7 +32,7 @@ from dittofs.errors import NFSError, Status
 from dittofs.exports import Export, ExportTable
 from dittofs.log import redact
 from dittofs.metrics import Metrics
-from dittofs.stores.memory_content import MemoryContentStore
+from dittofs.stores.content.memory import MemoryContentStore
 from dittofs.web import web_root
 from tests.unit.test_log import write_config
 

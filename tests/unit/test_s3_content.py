@@ -43,11 +43,11 @@ from dittofs.interfaces import (
     IContentStore,
     IReadinessProbe,
 )
-from dittofs.stores.s3_content import S3ContentStore
-from dittofs.stores.s3_gc import collect_garbage
-from dittofs.stores.s3_objects import ListedObject, Manifest, S3Unavailable
-from dittofs.stores.s3_settings import parse_s3_spec
-from dittofs.stores.s3_state import StoredBytes
+from dittofs.stores.s3.content import S3ContentStore
+from dittofs.stores.s3.gc import collect_garbage
+from dittofs.stores.s3.objects import ListedObject, Manifest, S3Unavailable
+from dittofs.stores.s3.settings import parse_s3_spec
+from dittofs.stores.s3.state import StoredBytes
 from dittofs.testing.conformance import ContentStoreConformance
 from dittofs.vocabulary import Status
 from tests.e2e.seaweedfs import credentials_env, shared_seaweedfs

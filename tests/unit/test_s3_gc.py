@@ -1,4 +1,4 @@
-"""Tests for :func:`dittofs.stores.s3_gc.collect_garbage`'s progress, over an in-memory bucket.
+"""Tests for :func:`dittofs.stores.s3.gc.collect_garbage`'s progress, over an in-memory bucket.
 
 ``dittofs gc`` reads one manifest per file and lists every block: minutes on
 a large filesystem, so it reports each phase to a progress bar as
@@ -17,10 +17,10 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs import progress
-from dittofs.stores import s3_gc
-from dittofs.stores.s3_gc import collect_garbage
-from dittofs.stores.s3_objects import ListedObject, Manifest
-from dittofs.stores.s3_settings import parse_s3_spec
+from dittofs.stores.s3 import gc as s3_gc
+from dittofs.stores.s3.gc import collect_garbage
+from dittofs.stores.s3.objects import ListedObject, Manifest
+from dittofs.stores.s3.settings import parse_s3_spec
 
 SETTINGS = parse_s3_spec("s3://bucket/fs")
 LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)

@@ -11,8 +11,8 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs.stores import StoreSpecError, check_spec
-from dittofs.stores.s3_objects import Manifest, S3Failure
-from dittofs.stores.s3_settings import GiB, MiB, S3SpecError, parse_s3_spec
+from dittofs.stores.s3.objects import Manifest, S3Failure
+from dittofs.stores.s3.settings import GiB, MiB, S3SpecError, parse_s3_spec
 
 
 class S3SpecTests(SynchronousTestCase):

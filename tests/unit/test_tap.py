@@ -34,8 +34,8 @@ from dittofs import cli, tap
 from dittofs import log as dittofs_log
 from dittofs.config import default_export_id
 from dittofs.rpc.protocol import RpcServerFactory
-from dittofs.stores.memory_content import MemoryContentStore
-from dittofs.stores.memory_metadata import MemoryMetadataStore
+from dittofs.stores.content.memory import MemoryContentStore
+from dittofs.stores.metadata.memory import MemoryMetadataStore
 from tests.unit.test_message import (
     SUCCESS,
     build_call,

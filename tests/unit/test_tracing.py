@@ -29,8 +29,8 @@ from dittofs.metrics import Metrics
 from dittofs.mount import MOUNT_PROGRAM, MOUNT_V3, MountProc
 from dittofs.nfs3.const import NFS_PROGRAM, NFS_V3, Proc
 from dittofs.rpc.message import AcceptStat
-from dittofs.stores.memory_content import MemoryContentStore
-from dittofs.stores.memory_metadata import MemoryMetadataStore
+from dittofs.stores.content.memory import MemoryContentStore
+from dittofs.stores.metadata.memory import MemoryMetadataStore
 from dittofs.testing import InProcessServer, RpcCallFailed, TickingClock, build_server
 from dittofs.testing import synchronous_result as result_of
 from dittofs.tracing import DISABLED, Tracing, _exporter_names, from_environment

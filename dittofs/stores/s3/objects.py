@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from dittofs.stores.s3_settings import S3Settings
+from dittofs.stores.s3.settings import S3Settings
 
 #: S3 error codes that mean "the service is there but cannot answer now".
 _TRANSIENT_CODES = frozenset(

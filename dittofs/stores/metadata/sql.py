@@ -48,7 +48,7 @@ from dittofs.model import (
     SetAttributes,
     WccAttributes,
 )
-from dittofs.stores import rules
+from dittofs.stores.metadata import rules
 from dittofs.vocabulary import CreateMode, FileType, Status
 
 SCHEMA_VERSION = 1

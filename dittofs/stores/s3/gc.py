@@ -22,8 +22,8 @@ from datetime import UTC, datetime, timedelta
 import attrs
 
 from dittofs.progress import Advance, Phases, unwatched
-from dittofs.stores.s3_objects import ListedObject, Manifest, ObjectStore, S3NotFound
-from dittofs.stores.s3_settings import S3Settings
+from dittofs.stores.s3.objects import ListedObject, Manifest, ObjectStore, S3NotFound
+from dittofs.stores.s3.settings import S3Settings
 
 #: Unreferenced blocks younger than this (seconds) are left alone by default.
 DEFAULT_GRACE = 3600.0

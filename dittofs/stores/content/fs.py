@@ -7,7 +7,7 @@ under two levels of fan-out directories (``ab/cd/<fileid>``) so no directory
 grows to millions of entries.  Unstable writes go to the page cache; stable
 writes and COMMIT call ``fdatasync``/``fsync``, which is what makes the write
 verifier's promise true.  Recently used files stay open
-(:mod:`dittofs.stores.open_files`), so a READ or WRITE costs one system call,
+(:mod:`dittofs.stores.content.open_files`), so a READ or WRITE costs one system call,
 not three.
 """
 
@@ -30,7 +30,7 @@ from zope.interface import implementer
 from dittofs.errors import NFSError
 from dittofs.interfaces import IContentInventory, IContentStore
 from dittofs.model import SpaceUsage
-from dittofs.stores.open_files import OpenFiles
+from dittofs.stores.content.open_files import OpenFiles
 from dittofs.vocabulary import Status
 
 T = TypeVar("T")

@@ -22,15 +22,15 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from dittofs.stores.cache_tier import CacheTier
-from dittofs.stores.s3_objects import (
+from dittofs.stores.s3.cache_tier import CacheTier
+from dittofs.stores.s3.objects import (
     ListedObject,
     Manifest,
     ObjectStore,
     S3Failure,
     S3NotFound,
 )
-from dittofs.stores.s3_settings import S3Settings
+from dittofs.stores.s3.settings import S3Settings
 
 #: File states kept in memory when idle; more are dropped least recently used first.
 MAX_IDLE_STATES = 10_000

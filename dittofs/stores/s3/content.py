@@ -11,8 +11,8 @@ changed block is uploaded under a new random version and the file's small
 manifest is replaced with one atomic PUT, so a random 4 KiB write into a big
 file costs one block, not the file, and a reader always sees a whole manifest.
 
-Writes land in the cache tier (:mod:`dittofs.stores.cache_tier`) and are
-uploaded in the background (:mod:`dittofs.stores.s3_uploader`).  Reads come
+Writes land in the cache tier (:mod:`dittofs.stores.s3.cache_tier`) and are
+uploaded in the background (:mod:`dittofs.stores.s3.uploader`).  Reads come
 from the cache or, for blocks not cached, from S3 with GETs run in parallel:
 whole blocks (kept in the cache) for sequential readers, who also get the
 next blocks prefetched, and ranged GETs of just the bytes asked for otherwise.
@@ -59,12 +59,12 @@ from dittofs.interfaces import (
     IReadinessProbe,
 )
 from dittofs.model import CacheStatistics, SpaceUsage
-from dittofs.stores.cache_tier import CacheFull, CacheTier, fsync_path
-from dittofs.stores.s3_gc import DEFAULT_GRACE, GcReport, collect_garbage
-from dittofs.stores.s3_objects import ObjectStore, S3Failure, S3NotFound, S3Unavailable
-from dittofs.stores.s3_settings import DURABILITY_REMOTE, S3Settings
-from dittofs.stores.s3_state import FileState, FileTable, Health, StoredBytes, load_state
-from dittofs.stores.s3_uploader import Uploader
+from dittofs.stores.s3.cache_tier import CacheFull, CacheTier, fsync_path
+from dittofs.stores.s3.gc import DEFAULT_GRACE, GcReport, collect_garbage
+from dittofs.stores.s3.objects import ObjectStore, S3Failure, S3NotFound, S3Unavailable
+from dittofs.stores.s3.settings import DURABILITY_REMOTE, S3Settings
+from dittofs.stores.s3.state import FileState, FileTable, Health, StoredBytes, load_state
+from dittofs.stores.s3.uploader import Uploader
 from dittofs.vocabulary import Status
 
 T = TypeVar("T")

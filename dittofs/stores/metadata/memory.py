@@ -43,7 +43,7 @@ from dittofs.model import (
     SetAttributes,
     WccAttributes,
 )
-from dittofs.stores import rules
+from dittofs.stores.metadata import rules
 from dittofs.vocabulary import CreateMode, FileType, Status
 
 P = ParamSpec("P")

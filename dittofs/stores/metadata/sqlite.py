@@ -19,7 +19,7 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 
 from dittofs.errors import NFSError
-from dittofs.stores.sql_metadata import Cursor, SqlMetadataStore
+from dittofs.stores.metadata.sql import Cursor, SqlMetadataStore
 from dittofs.vocabulary import Status
 
 SCHEMA = (

@@ -30,10 +30,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from dittofs.stores.cache_tier import CacheTier
-from dittofs.stores.s3_objects import Manifest, ObjectStore, S3Failure, S3Unavailable
-from dittofs.stores.s3_settings import S3Settings
-from dittofs.stores.s3_state import FileState, FileTable, Health, StoredBytes, load_state
+from dittofs.stores.s3.cache_tier import CacheTier
+from dittofs.stores.s3.objects import Manifest, ObjectStore, S3Failure, S3Unavailable
+from dittofs.stores.s3.settings import S3Settings
+from dittofs.stores.s3.state import FileState, FileTable, Health, StoredBytes, load_state
 
 #: Seconds between probes of an unreachable S3, and before a failed round is retried.
 PROBE_INTERVAL = 1.0

@@ -72,7 +72,7 @@ def parse_duration(text: str, what: str) -> float:
 
 @attrs.frozen(kw_only=True)
 class S3Settings:
-    """Everything an :class:`~dittofs.stores.s3_content.S3ContentStore` is configured with.
+    """Everything an :class:`~dittofs.stores.s3.content.S3ContentStore` is configured with.
 
     Sizes are bytes and durations seconds.  ``endpoint`` None means AWS's own
     endpoint for ``region``; ``region`` None lets boto3 decide (environment or

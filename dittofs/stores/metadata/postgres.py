@@ -21,7 +21,7 @@ from psycopg import errors as pg_errors
 from twisted.enterprise import adbapi
 
 from dittofs.errors import NFSError
-from dittofs.stores.sql_metadata import Cursor, SqlMetadataStore
+from dittofs.stores.metadata.sql import Cursor, SqlMetadataStore
 from dittofs.vocabulary import Status
 
 #: Advisory lock keys (arbitrary constants, scoped to DittoFS's tables).

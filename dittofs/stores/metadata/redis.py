@@ -60,7 +60,7 @@ from dittofs.model import (
     SetAttributes,
     WccAttributes,
 )
-from dittofs.stores import rules
+from dittofs.stores.metadata import rules
 from dittofs.vocabulary import CreateMode, FileType, Status
 
 log = Logger(observer=dittofs_log.observer)

@@ -1,0 +1,1 @@
+"""Content stores kept on this machine: memory, and files in a directory."""

@@ -1,0 +1,1 @@
+"""Metadata stores: memory, and SQLite, PostgreSQL and Redis for what must survive."""
