@@ -32,24 +32,16 @@ from zope.interface import implementer
 from dittofs.errors import NFSError
 from dittofs.interfaces import IMetadataInventory, IMetadataStore
 from dittofs.model import (
-    MODE_MASK,
-    Attributes,
-    Created,
     DirEntry,
     DirPage,
     FileCounts,
     InodeRecord,
     Inventory,
-    Linked,
-    NewNode,
-    Removed,
-    Renamed,
     Repair,
-    SetAttributes,
-    WccAttributes,
 )
-from dittofs.stores.metadata import rules
-from dittofs.vocabulary import CreateMode, FileType, Status
+from dittofs.stores.metadata import namespace
+from dittofs.stores.metadata.namespace import Inode, Namespace, NamespaceStore
+from dittofs.vocabulary import FileType, Status
 
 SCHEMA_VERSION = 1
 #: Back-off after the database was found unreachable (seconds, doubling).
@@ -61,9 +53,20 @@ MAX_FILES = 2**32
 T = TypeVar("T")
 
 _INODE_COLUMNS = (
-    "fileid, type, mode, nlink, uid, gid, size, rdev_major, rdev_minor, atime, mtime, ctime"
+    "fileid, type, mode, nlink, uid, gid, size, rdev_major, rdev_minor, atime, mtime, ctime, parent"
 )
 _JOINED_INODE_COLUMNS = ", ".join("i." + column for column in _INODE_COLUMNS.split(", "))
+#: The columns :meth:`_Transaction.write` may set, each under its Inode field's name.
+_WRITABLE = frozenset({"mode", "nlink", "uid", "gid", "size", "atime", "mtime", "ctime", "parent"})
+
+
+def _inode(row: Sequence[Any]) -> Inode:
+    """An inode from the columns of :data:`_INODE_COLUMNS`, in order."""
+    return Inode(
+        fileid=row[0], type=FileType(row[1]), mode=row[2], nlink=row[3], uid=row[4],
+        gid=row[5], size=row[6], rdev=(row[7], row[8]), atime=row[9], mtime=row[10],
+        ctime=row[11], parent=row[12],
+    )  # fmt: skip
 
 
 class Cursor(Protocol):
@@ -102,7 +105,7 @@ class Dialect(Protocol):
 
 
 @implementer(IMetadataStore, IMetadataInventory)
-class SqlMetadataStore:
+class SqlMetadataStore(NamespaceStore):
     """Metadata in SQL tables; a subclass chooses the engine and its dialect."""
 
     name = "sql"
@@ -116,7 +119,7 @@ class SqlMetadataStore:
         self._pool = pool
         self._dialect = dialect
         self._clock = clock
-        self._generation = 0
+        self._namespace = Namespace(0, clock)
         self._root = 0
         self._backoff = 0.0
         self._retry_at = 0.0
@@ -160,136 +163,9 @@ class SqlMetadataStore:
         self._execute(cursor, statement, *params)
         return cursor.fetchone()
 
-    def _row_attributes(self, row: Sequence[Any]) -> Attributes:
-        return rules.attributes(
-            fileid=row[0],
-            generation=self._generation,
-            type=row[1],
-            mode=row[2],
-            nlink=row[3],
-            uid=row[4],
-            gid=row[5],
-            size=row[6],
-            rdev=(row[7], row[8]),
-            atime=row[9],
-            mtime=row[10],
-            ctime=row[11],
-        )
-
-    def _inode(self, cursor: Cursor, fileid: int) -> Attributes:
-        row = self._one(
-            cursor, f"SELECT {_INODE_COLUMNS} FROM dittofs_inodes WHERE fileid = ?", fileid
-        )
-        if row is None:
-            raise NFSError(Status.STALE, f"file id {fileid} does not exist")
-        return self._row_attributes(row)
-
-    def _directory(self, cursor: Cursor, fileid: int) -> Attributes:
-        attributes = self._inode(cursor, fileid)
-        if attributes.type != FileType.DIR:
-            raise NFSError(Status.NOTDIR)
-        return attributes
-
-    def _entry(self, cursor: Cursor, directory: int, name: bytes) -> Attributes | None:
-        row = self._one(
-            cursor,
-            f"SELECT {_JOINED_INODE_COLUMNS} "
-            "FROM dittofs_entries e JOIN dittofs_inodes i ON i.fileid = e.fileid "
-            "WHERE e.dir = ? AND e.name = ?",
-            directory,
-            name,
-        )
-        return None if row is None else self._row_attributes(row)
-
-    def _has_entries(self, cursor: Cursor, directory: int) -> bool:
-        return (
-            self._one(cursor, "SELECT 1 FROM dittofs_entries WHERE dir = ? LIMIT 1", directory)
-            is not None
-        )
-
-    def _touch(self, cursor: Cursor, fileid: int, now: int) -> None:
-        self._execute(
-            cursor,
-            "UPDATE dittofs_inodes SET mtime = ?, ctime = ? WHERE fileid = ?",
-            now,
-            now,
-            fileid,
-        )
-
-    def _add_entry(self, cursor: Cursor, directory: int, name: bytes, child: Attributes) -> None:
-        cookie = self._one(
-            cursor,
-            "UPDATE dittofs_inodes SET next_cookie = next_cookie + 1 WHERE fileid = ? "
-            "RETURNING next_cookie - 1",
-            directory,
-        )[0]
-        self._execute(
-            cursor,
-            "INSERT INTO dittofs_entries (dir, name, cookie, fileid) VALUES (?, ?, ?, ?)",
-            directory,
-            name,
-            cookie,
-            child.fileid,
-        )
-        if child.type == FileType.DIR:
-            self._execute(
-                cursor,
-                "UPDATE dittofs_inodes SET parent = ? WHERE fileid = ?",
-                directory,
-                child.fileid,
-            )
-            self._execute(
-                cursor, "UPDATE dittofs_inodes SET nlink = nlink + 1 WHERE fileid = ?", directory
-            )
-
-    def _drop_entry(self, cursor: Cursor, directory: int, name: bytes, child: Attributes) -> None:
-        self._execute(
-            cursor, "DELETE FROM dittofs_entries WHERE dir = ? AND name = ?", directory, name
-        )
-        if child.type == FileType.DIR:
-            self._execute(
-                cursor, "UPDATE dittofs_inodes SET nlink = nlink - 1 WHERE fileid = ?", directory
-            )
-
-    def _unlink(self, cursor: Cursor, child: Attributes, now: int) -> int | None:
-        """Drop one link of *child*; delete it and return its id when that was the last."""
-        remaining = child.nlink - rules.links_lost(child.type)
-        if remaining <= 0:
-            self._execute(cursor, "DELETE FROM dittofs_inodes WHERE fileid = ?", child.fileid)
-            self._execute(cursor, "INSERT INTO dittofs_orphans (fileid) VALUES (?)", child.fileid)
-            return child.fileid
-        self._execute(
-            cursor,
-            "UPDATE dittofs_inodes SET nlink = ?, ctime = ? WHERE fileid = ?",
-            remaining,
-            now,
-            child.fileid,
-        )
-        return None
-
-    def _insert_inode(self, cursor: Cursor, node: NewNode, now: int, nlink: int) -> int:
-        initial = node.attributes
-        size = rules.initial_size(node)
-        row = self._one(
-            cursor,
-            "INSERT INTO dittofs_inodes (type, mode, nlink, uid, gid, size, rdev_major, "
-            "rdev_minor, atime, mtime, ctime, parent, target, verifier, next_cookie) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, 1) RETURNING fileid",
-            int(node.type),
-            node.mode & MODE_MASK,
-            nlink,
-            node.uid,
-            node.gid,
-            size,
-            node.rdev[0],
-            node.rdev[1],
-            now if initial.atime is None else initial.atime,
-            now if initial.mtime is None else initial.mtime,
-            now,
-            node.symlink_target,
-            node.verifier if node.how == CreateMode.EXCLUSIVE else b"",
-        )
-        return int(row[0])
+    def _in_transaction(self, operation: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run a :class:`Namespace` operation in one transaction."""
+        return self._run(lambda cursor: operation(_Transaction(cursor, self._dialect), *args))
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -297,7 +173,8 @@ class SqlMetadataStore:
         """Apply the schema and create the root, in one transaction; refuse newer schemas."""
 
         def learn(identity: tuple[int, int]) -> None:
-            self._generation, self._root = identity
+            generation, self._root = identity
+            self._namespace = Namespace(generation, self._clock)
 
         opened: Deferred[tuple[int, int]] = self._pool.runInteraction(self._open)
         return opened.addCallback(learn)
@@ -318,10 +195,7 @@ class SqlMetadataStore:
             )
             root = int(self._one(cursor, "SELECT value FROM dittofs_meta WHERE key = 'root'")[0])
             return generation, root
-        now = self._clock()
-        root_node = NewNode(type=FileType.DIR, mode=rules.ROOT_MODE, uid=0, gid=0)
-        root = self._insert_inode(cursor, root_node, now, nlink=2)
-        self._execute(cursor, "UPDATE dittofs_inodes SET parent = ? WHERE fileid = ?", root, root)
+        root = Namespace(0, self._clock).make_root(_Transaction(cursor, self._dialect))
         generation = secrets.randbits(31) + 1
         for key, value in (
             ("schema_version", SCHEMA_VERSION),
@@ -340,207 +214,13 @@ class SqlMetadataStore:
 
     # -- IMetadataStore -------------------------------------------------------------------
 
-    def root(self) -> Deferred[Attributes]:
-        """See :meth:`IMetadataStore.root`."""
-        return self._run(self._inode, self._root)
 
-    def getattr(self, fileid: int) -> Deferred[Attributes]:
-        """See :meth:`IMetadataStore.getattr`."""
-        return self._run(self._inode, fileid)
 
-    def setattr(
-        self, fileid: int, changes: SetAttributes, guard_ctime: int | None
-    ) -> Deferred[WccAttributes]:
-        """See :meth:`IMetadataStore.setattr`."""
-        return self._run(self._setattr, fileid, changes, guard_ctime)
 
-    def _setattr(
-        self, cursor: Cursor, fileid: int, changes: SetAttributes, guard_ctime: int | None
-    ) -> WccAttributes:
-        self._dialect.lock_inodes(cursor, [fileid])
-        before = self._inode(cursor, fileid)
-        if guard_ctime is not None and guard_ctime != before.ctime:
-            raise NFSError(Status.NOT_SYNC)
-        if changes.size is not None and before.type != FileType.REG:
-            raise NFSError(Status.INVAL, "size can only be set on regular files")
-        now = self._clock()
-        assignments: list[str] = []
-        values: list[Any] = []
-        for column, value in (
-            ("mode", None if changes.mode is None else changes.mode & MODE_MASK),
-            ("uid", changes.uid),
-            ("gid", changes.gid),
-            ("size", changes.size),
-            ("atime", changes.atime),
-            (
-                "mtime",
-                changes.mtime
-                if changes.mtime is not None
-                else (now if changes.size is not None else None),
-            ),
-        ):
-            if value is not None:
-                assignments.append(f"{column} = ?")
-                values.append(value)
-        assignments.append("ctime = ?")
-        values.append(now)
-        self._execute(
-            cursor,
-            f"UPDATE dittofs_inodes SET {', '.join(assignments)} WHERE fileid = ?",
-            *values,
-            fileid,
-        )
-        return WccAttributes(before, self._inode(cursor, fileid))
 
-    def lookup(self, directory: int, name: bytes) -> Deferred[Attributes]:
-        """See :meth:`IMetadataStore.lookup`."""
-        return self._run(self._lookup, directory, name)
 
-    def _lookup(self, cursor: Cursor, directory: int, name: bytes) -> Attributes:
-        self._directory(cursor, directory)
-        if name == b"..":
-            parent = self._one(
-                cursor, "SELECT parent FROM dittofs_inodes WHERE fileid = ?", directory
-            )[0]
-            return self._inode(cursor, parent)
-        found = self._entry(cursor, directory, name)
-        if found is None:
-            raise NFSError(Status.NOENT)
-        return found
 
-    def create(self, directory: int, name: bytes, node: NewNode) -> Deferred[Created]:
-        """See :meth:`IMetadataStore.create`."""
-        return self._run(self._create, directory, name, node)
 
-    def _create(self, cursor: Cursor, directory: int, name: bytes, node: NewNode) -> Created:
-        self._dialect.lock_inodes(cursor, [directory])
-        before = self._directory(cursor, directory)
-        existing = self._entry(cursor, directory, name)
-        now = self._clock()
-        if existing is not None:
-            verifier = self._one(
-                cursor, "SELECT verifier FROM dittofs_inodes WHERE fileid = ?", existing.fileid
-            )[0]
-            rules.check_create_replay(node, existing.type, bytes(verifier))
-            if node.how == CreateMode.UNCHECKED and node.attributes.size is not None:
-                self._execute(
-                    cursor,
-                    "UPDATE dittofs_inodes SET size = ?, mtime = ?, ctime = ? WHERE fileid = ?",
-                    node.attributes.size,
-                    now,
-                    now,
-                    existing.fileid,
-                )
-                existing = self._inode(cursor, existing.fileid)
-            return Created(existing, WccAttributes(before, before), existed=True)
-        fileid = self._insert_inode(cursor, node, now, nlink=2 if node.type == FileType.DIR else 1)
-        child = self._inode(cursor, fileid)
-        self._add_entry(cursor, directory, name, child)
-        self._touch(cursor, directory, now)
-        return Created(child, WccAttributes(before, self._inode(cursor, directory)))
-
-    def link(self, fileid: int, directory: int, name: bytes) -> Deferred[Linked]:
-        """See :meth:`IMetadataStore.link`."""
-        return self._run(self._link, fileid, directory, name)
-
-    def _link(self, cursor: Cursor, fileid: int, directory: int, name: bytes) -> Linked:
-        self._dialect.lock_inodes(cursor, [fileid, directory])
-        node = self._inode(cursor, fileid)
-        before = self._directory(cursor, directory)
-        if node.type == FileType.DIR:
-            raise NFSError(Status.ISDIR, "hard links to directories are not allowed")
-        if self._entry(cursor, directory, name) is not None:
-            raise NFSError(Status.EXIST)
-        now = self._clock()
-        self._add_entry(cursor, directory, name, node)
-        self._execute(
-            cursor,
-            "UPDATE dittofs_inodes SET nlink = nlink + 1, ctime = ? WHERE fileid = ?",
-            now,
-            fileid,
-        )
-        self._touch(cursor, directory, now)
-        return Linked(
-            self._inode(cursor, fileid), WccAttributes(before, self._inode(cursor, directory))
-        )
-
-    def remove(self, directory: int, name: bytes, is_directory: bool) -> Deferred[Removed]:
-        """See :meth:`IMetadataStore.remove`."""
-        return self._run(self._remove, directory, name, is_directory)
-
-    def _remove(self, cursor: Cursor, directory: int, name: bytes, is_directory: bool) -> Removed:
-        self._dialect.lock_inodes(cursor, [directory])
-        before = self._directory(cursor, directory)
-        child = self._entry(cursor, directory, name)
-        if child is None:
-            raise NFSError(Status.NOENT)
-        self._dialect.lock_inodes(cursor, [child.fileid])
-        has_entries = child.type == FileType.DIR and self._has_entries(cursor, child.fileid)
-        rules.check_remove(child.type, is_directory, has_entries)
-        now = self._clock()
-        self._drop_entry(cursor, directory, name, child)
-        orphan = self._unlink(cursor, child, now)
-        self._touch(cursor, directory, now)
-        return Removed(WccAttributes(before, self._inode(cursor, directory)), orphan)
-
-    def rename(
-        self, source: int, source_name: bytes, target: int, target_name: bytes
-    ) -> Deferred[Renamed]:
-        """See :meth:`IMetadataStore.rename`."""
-        return self._run(self._rename, source, source_name, target, target_name)
-
-    def _rename(
-        self, cursor: Cursor, source: int, source_name: bytes, target: int, target_name: bytes
-    ) -> Renamed:
-        self._dialect.lock_inodes(cursor, [source, target])
-        from_before = self._directory(cursor, source)
-        to_before = self._directory(cursor, target)
-        moving = self._entry(cursor, source, source_name)
-        if moving is None:
-            raise NFSError(Status.NOENT)
-        replaced = self._entry(cursor, target, target_name)
-        if replaced is not None and replaced.fileid == moving.fileid:
-            return Renamed(
-                WccAttributes(from_before, from_before), WccAttributes(to_before, to_before), None
-            )
-        if moving.type == FileType.DIR and source != target:
-            self._dialect.lock_namespace(cursor)
-            if self._is_ancestor(cursor, moving.fileid, target):
-                raise NFSError(Status.INVAL, "cannot move a directory into its own subtree")
-        now = self._clock()
-        orphan = None
-        if replaced is not None:
-            self._dialect.lock_inodes(cursor, [replaced.fileid])
-            has_entries = replaced.type == FileType.DIR and self._has_entries(
-                cursor, replaced.fileid
-            )
-            rules.check_rename_target(moving.type, replaced.type, has_entries)
-            self._drop_entry(cursor, target, target_name, replaced)
-            orphan = self._unlink(cursor, replaced, now)
-        self._drop_entry(cursor, source, source_name, moving)
-        self._add_entry(cursor, target, target_name, moving)
-        self._execute(
-            cursor, "UPDATE dittofs_inodes SET ctime = ? WHERE fileid = ?", now, moving.fileid
-        )
-        self._touch(cursor, source, now)
-        self._touch(cursor, target, now)
-        return Renamed(
-            WccAttributes(from_before, self._inode(cursor, source)),
-            WccAttributes(to_before, self._inode(cursor, target)),
-            orphan,
-        )
-
-    def _is_ancestor(self, cursor: Cursor, fileid: int, directory: int) -> bool:
-        node = directory
-        while True:
-            if node == fileid:
-                return True
-            parent = self._one(cursor, "SELECT parent FROM dittofs_inodes WHERE fileid = ?", node)[
-                0
-            ]
-            if parent == node:
-                return False
-            node = parent
 
     def readdir(
         self, directory: int, cookie: int, max_entries: int, with_attributes: bool
@@ -551,7 +231,7 @@ class SqlMetadataStore:
     def _readdir(
         self, cursor: Cursor, directory: int, cookie: int, max_entries: int, with_attributes: bool
     ) -> DirPage:
-        self._directory(cursor, directory)
+        self._namespace.listable(_Transaction(cursor, self._dialect), directory)
         if with_attributes:
             self._execute(
                 cursor,
@@ -572,46 +252,19 @@ class SqlMetadataStore:
                 max_entries + 1,
             )
         rows = cursor.fetchall()
+        generation = self._namespace.generation
         entries = [
             DirEntry(
                 row[0],
                 bytes(row[1]),
                 row[2],
-                self._row_attributes(row[2:]) if with_attributes else None,
+                namespace.attributes(_inode(row[2:]), generation) if with_attributes else None,
             )
             for row in rows[:max_entries]
         ]
         return DirPage(entries, eof=len(rows) <= max_entries)
 
-    def readlink(self, fileid: int) -> Deferred[bytes]:
-        """See :meth:`IMetadataStore.readlink`."""
-        return self._run(self._readlink, fileid)
 
-    def _readlink(self, cursor: Cursor, fileid: int) -> bytes:
-        row = self._one(cursor, "SELECT type, target FROM dittofs_inodes WHERE fileid = ?", fileid)
-        if row is None:
-            raise NFSError(Status.STALE)
-        if row[0] != FileType.LNK:
-            raise NFSError(Status.INVAL, "not a symbolic link")
-        return bytes(row[1])
-
-    def record_write(self, fileid: int, end: int) -> Deferred[WccAttributes]:
-        """See :meth:`IMetadataStore.record_write`."""
-        return self._run(self._record_write, fileid, end)
-
-    def _record_write(self, cursor: Cursor, fileid: int, end: int) -> WccAttributes:
-        self._dialect.lock_inodes(cursor, [fileid])
-        before = self._inode(cursor, fileid)
-        now = self._clock()
-        self._execute(
-            cursor,
-            "UPDATE dittofs_inodes SET size = ?, mtime = ?, ctime = ? WHERE fileid = ?",
-            max(before.size, end),
-            now,
-            now,
-            fileid,
-        )
-        return WccAttributes(before, self._inode(cursor, fileid))
 
     def pending_orphans(self) -> Deferred[list[int]]:
         """See :meth:`IMetadataStore.pending_orphans`."""
@@ -679,3 +332,86 @@ class SqlMetadataStore:
                     repair.fileid,
                     repair.name,
                 )
+
+
+class _Transaction:
+    """The namespace's primitives as SQL statements in one database transaction.
+
+    Rows are locked (``lock``) before they are read for a change, so on
+    PostgreSQL several gateways serialise their changes to a directory; the
+    read-modify-write of a link count is then safe.
+    """
+
+    def __init__(self, cursor: Cursor, dialect: Dialect) -> None:
+        self._cursor = cursor
+        self._dialect = dialect
+
+    def _execute(self, statement: str, *params: Any) -> None:
+        self._cursor.execute(self._dialect.sql(statement), params)
+
+    def _one(self, statement: str, *params: Any) -> Any:
+        self._execute(statement, *params)
+        return self._cursor.fetchone()
+
+    def lock(self, *fileids: int) -> None:
+        self._dialect.lock_inodes(self._cursor, fileids)
+
+    def lock_namespace(self) -> None:
+        self._dialect.lock_namespace(self._cursor)
+
+    def read(self, fileid: int) -> Inode | None:
+        row = self._one(f"SELECT {_INODE_COLUMNS} FROM dittofs_inodes WHERE fileid = ?", fileid)
+        return None if row is None else _inode(row)
+
+    def find(self, directory: int, name: bytes) -> int | None:
+        row = self._one(
+            "SELECT fileid FROM dittofs_entries WHERE dir = ? AND name = ?", directory, name
+        )
+        return None if row is None else int(row[0])
+
+    def is_empty(self, directory: int) -> bool:
+        return self._one("SELECT 1 FROM dittofs_entries WHERE dir = ? LIMIT 1", directory) is None
+
+    def verifier(self, fileid: int) -> bytes:
+        return bytes(self._one("SELECT verifier FROM dittofs_inodes WHERE fileid = ?", fileid)[0])
+
+    def target(self, fileid: int) -> bytes:
+        return bytes(self._one("SELECT target FROM dittofs_inodes WHERE fileid = ?", fileid)[0])
+
+    def insert(self, inode: Inode, target: bytes, verifier: bytes) -> int:
+        row = self._one(
+            "INSERT INTO dittofs_inodes (type, mode, nlink, uid, gid, size, rdev_major, "
+            "rdev_minor, atime, mtime, ctime, parent, target, verifier, next_cookie) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) RETURNING fileid",
+            int(inode.type), inode.mode, inode.nlink, inode.uid, inode.gid, inode.size,
+            inode.rdev[0], inode.rdev[1], inode.atime, inode.mtime, inode.ctime, inode.parent,
+            target, verifier,
+        )  # fmt: skip
+        return int(row[0])
+
+    def write(self, fileid: int, **fields: int) -> None:
+        assert _WRITABLE.issuperset(fields), fields
+        assignments = ", ".join(f"{column} = ?" for column in fields)
+        self._execute(
+            f"UPDATE dittofs_inodes SET {assignments} WHERE fileid = ?", *fields.values(), fileid
+        )
+
+    def add_entry(self, directory: int, name: bytes, fileid: int) -> None:
+        cookie = self._one(
+            "UPDATE dittofs_inodes SET next_cookie = next_cookie + 1 WHERE fileid = ? "
+            "RETURNING next_cookie - 1",
+            directory,
+        )[0]
+        self._execute(
+            "INSERT INTO dittofs_entries (dir, name, cookie, fileid) VALUES (?, ?, ?, ?)",
+            directory, name, cookie, fileid,
+        )  # fmt: skip
+
+    def drop_entry(self, directory: int, name: bytes) -> None:
+        self._execute("DELETE FROM dittofs_entries WHERE dir = ? AND name = ?", directory, name)
+
+    def delete(self, fileid: int) -> None:
+        self._execute("DELETE FROM dittofs_inodes WHERE fileid = ?", fileid)
+
+    def journal_orphan(self, fileid: int) -> None:
+        self._execute("INSERT INTO dittofs_orphans (fileid) VALUES (?)", fileid)
