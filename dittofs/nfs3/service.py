@@ -683,22 +683,31 @@ class NFSv3Program:
         *,
         caller: Credentials,
     ) -> None:
-        """POSIX rename permissions: write and search on both directories, the sticky
-        bit on each for the entry it loses, and write on a directory that changes parent
-        (its ``..`` entry changes)."""
+        """POSIX rename checks, in Linux's order (``vfs_rename``).
+
+        The source's directory as ``may_delete`` checks it (write and search,
+        then the sticky bit); the target's as ``may_create`` checks it, or, when
+        the name is taken, as ``may_delete`` checks it (write and search, the
+        sticky bit, then whether the entry may be replaced by this type: a
+        directory only by a directory); and only then write permission on a
+        directory that changes parent (its ``..`` entry changes).
+        """
         require(source, caller, WRITE | EXECUTE)
-        require(target, caller, WRITE | EXECUTE)
         require_sticky(source, moving, caller)
+        require(target, caller, WRITE | EXECUTE)
+        try:
+            replaced = await export.metadata.lookup(target.fileid, args.target.name)
+        except NFSError as error:
+            if error.status != Status.NOENT:
+                raise
+        else:
+            require_sticky(target, replaced, caller)
+            if moving.type == FileType.DIR and replaced.type != FileType.DIR:
+                raise NFSError(Status.NOTDIR, "a directory can replace only a directory")
+            if moving.type != FileType.DIR and replaced.type == FileType.DIR:
+                raise NFSError(Status.ISDIR, "only a directory can replace a directory")
         if moving.type == FileType.DIR and source.fileid != target.fileid:
             require(moving, caller, WRITE)
-        if target.mode & _STICKY:
-            try:
-                replaced = await export.metadata.lookup(target.fileid, args.target.name)
-            except NFSError as error:
-                if error.status != Status.NOENT:
-                    raise
-            else:
-                require_sticky(target, replaced, caller)
 
     async def _refuse_rename_into_itself(
         self,

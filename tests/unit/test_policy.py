@@ -391,6 +391,23 @@ class PermissionMatrix:
             self.root.lookup(self.d, name).expect_ok()  # type: ignore[attr-defined]
         self.assertStatus(self.other.rename(self.d, b"f", self.d, b"g"), Status.ACCES)
 
+    def test_rename_checks_the_target_type_before_the_moving_directory(self) -> None:
+        """A directory renamed onto a file in another directory is NOTDIR, even when the
+        directory itself is not writable (Linux's may_delete on the target comes before
+        the write check of the ``..`` that would change)."""
+        self._made(self.other.mkdir(self.s, b"a", SetAttributes(mode=0)))
+        b = self._made(self.other.mkdir(self.s, b"b", SetAttributes(mode=0o777)))
+        self._made(self.other.create(b, b"x"))
+        self.assertStatus(self.other.rename(self.s, b"a", b, b"x"), Status.NOTDIR)
+        self.assertStatus(self.other.rename(self.s, b"a", b, b"y"), Status.ACCES)
+
+    def test_rename_checks_the_source_sticky_bit_before_the_target(self) -> None:
+        """The source's may_delete (with its sticky bit, EPERM) comes before the target's
+        write check (EACCES)."""
+        self._made(self.other.create(self.t, b"y"))
+        self.assertStatus(self.third.rename(self.t, b"y", self.d, b"z"), Status.PERM)
+        self.assertStatus(self.other.rename(self.t, b"y", self.d, b"z"), Status.ACCES)
+
     def test_mkdir_keeps_only_permissions_and_sticky(self) -> None:
         """mkdir(2) masks setuid and setgid (a setgid parent still passes its setgid on)."""
         made = self.owner.mkdir(self.d, b"x", SetAttributes(mode=0o7755)).expect_ok().attributes  # type: ignore[attr-defined]
