@@ -77,7 +77,10 @@ class DisciplinedTransaction:
     def find(self, directory: int, name: bytes) -> Any:
         """An entry, only before any write."""
         self._reading(f"entry {name!r} of {directory}")
-        return self._inner.find(directory, name)
+        found = self._inner.find(directory, name)
+        if found is not None:
+            self._seen.add(found.fileid)
+        return found
 
     def is_empty(self, directory: int) -> bool:
         """Emptiness, only before any write."""

@@ -92,9 +92,9 @@ class _Transaction:
         node = self._nodes.get(fileid)
         return None if node is None else node.inode
 
-    def find(self, directory: int, name: bytes) -> int | None:
+    def find(self, directory: int, name: bytes) -> Inode | None:
         entry = self._nodes[directory].names.get(name)
-        return None if entry is None else entry[1]
+        return None if entry is None else self._nodes[entry[1]].inode
 
     def is_empty(self, directory: int) -> bool:
         return not self._nodes[directory].names

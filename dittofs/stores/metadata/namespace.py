@@ -99,8 +99,8 @@ class Transaction(Protocol):
     def read(self, fileid: int) -> Inode | None:
         """The inode, or None if there is none."""
 
-    def find(self, directory: int, name: bytes) -> int | None:
-        """The file id *name* names in *directory*, or None."""
+    def find(self, directory: int, name: bytes) -> Inode | None:
+        """The inode *name* names in *directory*, or None, read together (one snapshot)."""
 
     def is_empty(self, directory: int) -> bool:
         """True if *directory* has no entries."""
@@ -194,7 +194,7 @@ class Namespace:
         found = tx.find(directory, name)
         if found is None:
             raise NFSError(Status.NOENT)
-        return self._attributes(tx, found)
+        return attributes(found, self.generation)
 
     def listable(self, tx: Transaction, fileid: int) -> None:
         """Check that READDIR may list *fileid*: it exists (else STALE) and is a directory."""
@@ -258,7 +258,7 @@ class Namespace:
         now = self.clock()
         existing = tx.find(directory, name)
         if existing is not None:
-            return self._create_again(tx, existing, node, before, now)
+            return self._create_again(tx, existing.fileid, node, before, now)
         initial = node.attributes
         nlink = 2 if node.type == FileType.DIR else 1
         inode = Inode(
@@ -332,11 +332,11 @@ class Namespace:
         """See :meth:`IMetadataStore.remove`: REMOVE takes files, RMDIR empty directories."""
         tx.lock(directory)
         parent = self._directory(tx, directory)
-        found = tx.find(directory, name)
-        if found is None:
+        entry = tx.find(directory, name)
+        if entry is None:
             raise NFSError(Status.NOENT)
-        tx.lock(found)
-        child = self._inode(tx, found)
+        tx.lock(entry.fileid)
+        child = self._inode(tx, entry.fileid)
         self._check_may_go(tx, child, is_directory)
         before = attributes(parent, self.generation)
         now = self.clock()
@@ -352,10 +352,12 @@ class Namespace:
         tx.lock(source, target)
         from_before = attributes(self._directory(tx, source), self.generation)
         to_before = attributes(self._directory(tx, target), self.generation)
-        found = tx.find(source, source_name)
-        if found is None:
+        entry = tx.find(source, source_name)
+        if entry is None:
             raise NFSError(Status.NOENT)
-        replacing = tx.find(target, target_name)
+        found = entry.fileid
+        replacing_entry = tx.find(target, target_name)
+        replacing = None if replacing_entry is None else replacing_entry.fileid
         if replacing == found:
             # Onto another link of the same file (or itself): nothing happens.
             unchanged = WccAttributes(from_before, from_before), WccAttributes(to_before, to_before)

@@ -163,11 +163,13 @@ class _Transaction:
         fields = self._fields(fileid)
         return None if fields is None else _inode(fields)
 
-    def find(self, directory: int, name: bytes) -> int | None:
+    def find(self, directory: int, name: bytes) -> Inode | None:
         key = self.key("d", directory)
         self._watch(key)
         value = self.pipe.hget(key, name)
-        return None if value is None else int(value.split(b":")[1])
+        # An entry whose inode is gone was removed meanwhile: a watched key changed,
+        # and the attempt runs again.
+        return None if value is None else self.read(int(value.split(b":")[1]))
 
     def is_empty(self, directory: int) -> bool:
         key = self.key("d", directory)

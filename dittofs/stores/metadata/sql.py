@@ -363,11 +363,16 @@ class _Transaction:
         row = self._one(f"SELECT {_INODE_COLUMNS} FROM dittofs_inodes WHERE fileid = ?", fileid)
         return None if row is None else _inode(row)
 
-    def find(self, directory: int, name: bytes) -> int | None:
+    def find(self, directory: int, name: bytes) -> Inode | None:
+        # One statement: under READ COMMITTED, an entry and its inode read apart could
+        # straddle another gateway's removal of both.
         row = self._one(
-            "SELECT fileid FROM dittofs_entries WHERE dir = ? AND name = ?", directory, name
+            f"SELECT {_JOINED_INODE_COLUMNS} FROM dittofs_entries e "
+            "JOIN dittofs_inodes i ON i.fileid = e.fileid WHERE e.dir = ? AND e.name = ?",
+            directory,
+            name,
         )
-        return None if row is None else int(row[0])
+        return None if row is None else _inode(row)
 
     def is_empty(self, directory: int) -> bool:
         return self._one("SELECT 1 FROM dittofs_entries WHERE dir = ? LIMIT 1", directory) is None
