@@ -40,9 +40,16 @@ def installed(role: str) -> dict[str, IStoreFactory]:
 
 
 def choices(role: str) -> str:
-    """The installed stores for *role*, as --help lists them: ``memory, sqlite[:PATH], ...``."""
+    """The installed stores for *role*, as --help lists them: ``memory, sqlite[:PATH], ...``.
+
+    DittoFS's own come first, in their usual order; other packages' follow by name.
+    """
+    from dittofs.stores.factories import SHIPPED
+
+    rank = {id(factory): index for index, factory in enumerate(SHIPPED)}
     distinct = {id(factory): factory for factory in installed(role).values()}.values()
-    return ", ".join(sorted(factory.usage for factory in distinct))
+    ordered = sorted(distinct, key=lambda f: (rank.get(id(f), len(rank)), f.usage))
+    return ", ".join(factory.usage for factory in ordered)
 
 
 def _scheme(spec: str) -> str:

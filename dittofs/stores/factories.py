@@ -168,3 +168,9 @@ s3_content = StoreFactory(
     "content", ("s3",), "s3://BUCKET[/PREFIX][?OPTIONS]",
     "an S3 bucket, with a local cache (see docs/s3.md)", _s3, _the_url, _check_s3,
 )  # fmt: skip
+
+#: DittoFS's own, in the order --help lists them (before any other package's).
+SHIPPED = (
+    memory_metadata, sqlite_metadata, postgresql_metadata, redis_metadata,
+    memory_content, fs_content, s3_content,
+)  # fmt: skip

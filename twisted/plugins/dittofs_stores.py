@@ -1,21 +1,9 @@
 """The store factories DittoFS ships, found as ``IStoreFactory`` plugins like anyone else's."""
 
-from dittofs.stores.factories import (
-    fs_content,
-    memory_content,
-    memory_metadata,
-    postgresql_metadata,
-    redis_metadata,
-    s3_content,
-    sqlite_metadata,
-)
+from dittofs.stores.factories import SHIPPED
 
-__all__ = [
-    "fs_content",
-    "memory_content",
-    "memory_metadata",
-    "postgresql_metadata",
-    "redis_metadata",
-    "s3_content",
-    "sqlite_metadata",
-]
+# getPlugins collects the module's attributes that provide the interface.
+(
+    memory_metadata, sqlite_metadata, postgresql_metadata, redis_metadata,
+    memory_content, fs_content, s3_content,
+) = SHIPPED  # fmt: skip
