@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
     from twisted.internet.defer import Deferred
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
     from dittofs.model import (
         Attributes,
+        BlockChange,
         CacheStatistics,
         Created,
         DirPage,
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
         Renamed,
         Repair,
         SetAttributes,
+        Slice,
         SpaceUsage,
         WccAttributes,
     )
@@ -224,6 +227,48 @@ class IMetadataInventory(Interface):
 
     def repair(repairs: list[Repair]) -> Deferred[None]:
         """Apply ``Repair`` changes, all in one transaction where the store has them."""
+
+
+class IBlockMaps(Interface):
+    """Optional, on a metadata store: which content objects hold each block of each file.
+
+    A content store that writes immutable objects (the S3 store) records here
+    which objects make up each file, so that every gateway sharing the
+    metadata store reads one map, changed atomically, whatever gateway wrote.
+    The map is a list of :class:`~dittofs.model.Slice` per block; the content
+    store chooses the block size and names the objects.  An object key names
+    slices of one block of one file only (the content store names each object
+    it writes anew), so dropping a block's slices tells exactly which objects
+    nothing names any more.
+    """
+
+    def block_slices(fileid: int, first: int, last: int) -> Deferred[list[Slice]]:
+        """Return a Deferred of the slices of blocks *first* to *last* (both included).
+
+        Ordered by block, then oldest first (``seq``).  What it reads grows
+        with the slices of those blocks, never with the size of the file.
+        """
+
+    def change_blocks(
+        fileid: int, add: Sequence[Slice], drop_from: int | None
+    ) -> Deferred[BlockChange]:
+        """Change a file's map in one atomic step; return a Deferred of ``BlockChange``.
+
+        First every slice of blocks *drop_from* and above goes (when
+        *drop_from* is not None), then each slice of *add* is added with a
+        ``seq`` higher than any slice of *fileid* ever had, in order.  The
+        changes of one file are serialised across every gateway, so a higher
+        ``seq`` was committed later.  ``INVAL`` for a slice with a negative
+        field or no length.
+        """
+
+    def object_keys(after: str, limit: int) -> Deferred[list[str]]:
+        """Return a Deferred of the object keys some slice names, each once, in order.
+
+        At most *limit* keys greater than *after*, in the order of their UTF-8
+        bytes (the order in which S3 lists keys), so a collector can walk the
+        map beside a bucket listing with bounded memory.
+        """
 
 
 class IContentInventory(Interface):

@@ -204,3 +204,32 @@ class Repair:
     fileid: int
     value: int = 0
     name: bytes = b""
+
+
+@attrs.frozen
+class Slice:
+    """Bytes of one block of a file, as a block map records them.
+
+    The ``length`` bytes at ``offset`` within block ``block`` are the bytes
+    from ``start`` of the object named ``key`` (zeros when ``key`` is empty:
+    what a truncate leaves).  Where slices of a block overlap, the one with
+    the higher ``seq`` is newer and wins; a store gives ``seq`` when the slice
+    is added (it is 0 before).
+    """
+
+    block: int
+    offset: int
+    length: int
+    key: str = ""
+    start: int = 0
+    seq: int = 0
+
+
+@attrs.frozen
+class BlockChange:
+    """What one change of a block map did."""
+
+    #: The ``seq`` given to each added slice, in the order they were given.
+    seqs: tuple[int, ...]
+    #: Object keys no slice names any more: their objects may be deleted.
+    orphaned: tuple[str, ...]

@@ -31,12 +31,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
 from dittofs.errors import NFSError
-from dittofs.interfaces import IContentStore, IMetadataStore
-from dittofs.model import Attributes, Created, NewNode, SetAttributes
+from dittofs.interfaces import IBlockMaps, IContentStore, IMetadataStore
+from dittofs.model import Attributes, BlockChange, Created, NewNode, SetAttributes, Slice
 from dittofs.vocabulary import CreateMode, FileType, Status
 
 VERIFIER = b"\x01\x02\x03\x04\x05\x06\x07\x08"
@@ -818,6 +819,149 @@ class MetadataStoreConformance(_StoreSuite):
         self.resolve(self.store.remove(self.root.fileid, b"a", False))
         self.resolve(self.store.remove(self.root.fileid, b"d", True))
         self.assertEqual(self.resolve(self.store.file_counts()).files, counts.files)
+
+
+class BlockMapConformance(_StoreSuite):
+    """What :class:`~dittofs.interfaces.IBlockMaps` promises, for a metadata store that has it.
+
+    File ids here are any numbers: a block map outlives the inode (content
+    is deleted after the last link goes), so it never asks the namespace.
+    """
+
+    def slices(self, fileid: int, first: int = 0, last: int = 2**40) -> list[Slice]:
+        """The slices of blocks *first* to *last* of *fileid*."""
+        found: list[Slice] = self.resolve(self.store.block_slices(fileid, first, last))
+        return found
+
+    def change(self, fileid: int, add: list[Slice], drop_from: int | None = None) -> BlockChange:
+        """Change a map and return the ``BlockChange``."""
+        changed: BlockChange = self.resolve(self.store.change_blocks(fileid, add, drop_from))
+        return changed
+
+    def keys(self, after: str = "", limit: int = 1000) -> list[str]:
+        """One page of :meth:`IBlockMaps.object_keys`."""
+        keys: list[str] = self.resolve(self.store.object_keys(after, limit))
+        return keys
+
+    def test_provides_interface(self) -> None:
+        """The store really implements every method of the block map contract."""
+        self.assertTrue(verifyObject(IBlockMaps, self.store))
+
+    def test_unknown_file_has_an_empty_map(self) -> None:
+        """A file never mapped has no slices, and dropping its blocks orphans nothing."""
+        self.assertEqual(self.slices(7), [])
+        self.assertEqual(self.change(7, [], drop_from=0), BlockChange((), ()))
+
+    def test_slices_read_back_by_block_then_age(self) -> None:
+        """Every field comes back; blocks in order, each block's slices oldest first."""
+        first = [Slice(3, 0, 4096, "k3a"), Slice(1, 100, 50, "k1a", start=100)]
+        second = [Slice(3, 10, 20, "k3b", start=10), Slice(1, 0, 10, "")]
+        seqs = self.change(9, first).seqs + self.change(9, second).seqs
+        self.assertEqual(len(set(seqs)), 4)
+        self.assertEqual(list(seqs), sorted(seqs), "a later slice has a higher seq")
+        expected = [
+            attrs.evolve(first[1], seq=seqs[1]),
+            attrs.evolve(second[1], seq=seqs[3]),
+            attrs.evolve(first[0], seq=seqs[0]),
+            attrs.evolve(second[0], seq=seqs[2]),
+        ]
+        self.assertEqual(self.slices(9), expected)
+
+    def test_a_range_reads_only_its_blocks(self) -> None:
+        """Blocks outside *first*..*last* are not returned; both ends are included."""
+        self.change(9, [Slice(block, 0, 1, f"k{block}") for block in range(6)])
+        self.assertEqual([piece.block for piece in self.slices(9, 2, 4)], [2, 3, 4])
+        self.assertEqual([piece.block for piece in self.slices(9, 5, 5)], [5])
+        self.assertEqual(self.slices(9, 6, 100), [])
+
+    def test_block_indices_beyond_32_bits(self) -> None:
+        """A block far into a huge sparse file is mapped and read alone."""
+        far = 2**40
+        seq = self.change(9, [Slice(far, 5, 7, "far", start=5)]).seqs[0]
+        self.assertEqual(self.slices(9, far, far), [Slice(far, 5, 7, "far", 5, seq)])
+        self.assertEqual(self.slices(9, 0, far - 1), [])
+
+    def test_files_have_separate_maps(self) -> None:
+        """A change of one file's map leaves every other file's alone."""
+        self.change(1, [Slice(0, 0, 10, "one")])
+        self.change(2, [Slice(0, 0, 10, "two")])
+        self.assertEqual(self.change(1, [], drop_from=0).orphaned, ("one",))
+        self.assertEqual([piece.key for piece in self.slices(2)], ["two"])
+
+    def test_drop_from_a_block(self) -> None:
+        """Blocks from *drop_from* go; their keys are orphaned, sorted, the empty key never."""
+        self.change(9, [Slice(0, 0, 8, "a"), Slice(1, 0, 8, "c"), Slice(2, 0, 8, "")])
+        self.change(9, [Slice(1, 4, 4, "b"), Slice(3, 0, 8, "c3")])
+        change = self.change(9, [], drop_from=1)
+        self.assertEqual(change, BlockChange((), ("b", "c", "c3")))
+        self.assertEqual([piece.key for piece in self.slices(9)], ["a"])
+
+    def test_drop_comes_before_add(self) -> None:
+        """A truncate and a new slice in one change: the new slice stays, re-added keys live."""
+        self.change(9, [Slice(0, 0, 8, "old"), Slice(1, 0, 8, "again")])
+        change = self.change(9, [Slice(0, 4, 4, ""), Slice(1, 0, 2, "again")], drop_from=0)
+        self.assertEqual(change.orphaned, ("old",))
+        found = [(piece.block, piece.offset, piece.key) for piece in self.slices(9)]
+        self.assertEqual(found, [(0, 4, ""), (1, 0, "again")])
+        self.assertEqual(self.keys(), ["again"])
+
+    def test_seq_keeps_growing_after_everything_is_dropped(self) -> None:
+        """After a truncate to zero, new slices are still newer than any before it.
+
+        A gateway that cached a block by its newest ``seq`` must never see that
+        number again for different bytes.
+        """
+        before = self.change(9, [Slice(0, 0, 8, "a")]).seqs[0]
+        self.change(9, [], drop_from=0)
+        after = self.change(9, [Slice(0, 0, 8, "b")]).seqs[0]
+        self.assertGreater(after, before)
+
+    def test_a_bad_slice_changes_nothing(self) -> None:
+        """INVAL for a slice with no length or a negative field, and the map is as it was."""
+        self.change(9, [Slice(0, 0, 8, "a")])
+        kept = self.slices(9)
+        for bad in (Slice(0, 0, 0, "x"), Slice(0, -1, 8, "x"), Slice(-1, 0, 8, "x")):
+            failed = self.store.change_blocks(9, [Slice(1, 0, 8, "y"), bad], 0)
+            self.assertFailsWith(failed, Status.INVAL)
+            self.assertEqual(self.slices(9), kept)
+        self.assertEqual(self.keys(), ["a"])
+
+    def test_keys_with_any_characters(self) -> None:
+        """Keys are kept byte for byte, separators and all."""
+        key = "blocks/00ff:x y:é/€-1"
+        self.change(9, [Slice(0, 0, 8, key, start=3)])
+        self.assertEqual(self.slices(9)[0].key, key)
+        self.assertEqual(self.keys(), [key])
+
+    def test_object_keys_in_byte_order_each_once(self) -> None:
+        """Every named key once, in UTF-8 byte order (upper case before lower, é after z)."""
+        names = ["b", "a", "B", "é", "z", "A1", "a"]
+        self.change(1, [Slice(0, i, 1, name) for i, name in enumerate(names)])
+        self.change(2, [Slice(5, 0, 1, "m"), Slice(6, 0, 1, "")])
+        expected = sorted({*names, "m"}, key=lambda key: key.encode())
+        self.assertEqual(self.keys(), expected)
+
+    def test_object_keys_page(self) -> None:
+        """Pages resume after the last key and stop at *limit*."""
+        every = [f"k{i:03d}" for i in range(25)]
+        self.change(1, [Slice(i, 0, 1, key) for i, key in enumerate(every)])
+        pages: list[str] = []
+        after = ""
+        for _ in range(10):
+            page = self.keys(after, 10)
+            self.assertLessEqual(len(page), 10)
+            if not page:
+                break
+            pages.extend(page)
+            after = page[-1]
+        self.assertEqual(pages, every)
+
+    def test_orphaned_keys_leave_the_listing(self) -> None:
+        """Once no slice names a key it is not listed, so a collector may delete its object."""
+        self.change(1, [Slice(0, 0, 1, "gone"), Slice(1, 0, 1, "kept")])
+        self.change(1, [], drop_from=0)
+        self.change(1, [Slice(1, 0, 1, "kept")])
+        self.assertEqual(self.keys(), ["kept"])
 
 
 class ContentStoreConformance(_StoreSuite):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs.interfaces import IMetadataStore
-from dittofs.testing.conformance import MetadataStoreConformance
+from dittofs.testing.conformance import BlockMapConformance, MetadataStoreConformance
 from tests.unit import backends
 
 
@@ -31,6 +31,30 @@ class PostgresMetadataStoreTests(MetadataStoreConformance, SynchronousTestCase):
 
 class RedisMetadataStoreTests(MetadataStoreConformance, SynchronousTestCase):
     """The Redis store keeps the whole metadata contract, on the real local server."""
+
+    def make_store(self) -> IMetadataStore:
+        """A store under a fresh key prefix."""
+        return backends.redis_store(self)
+
+
+class SqliteBlockMapTests(BlockMapConformance, SynchronousTestCase):
+    """The SQLite store keeps the block map contract."""
+
+    def make_store(self) -> IMetadataStore:
+        """A store in a fresh SQLite file."""
+        return backends.sqlite_store(self)
+
+
+class PostgresBlockMapTests(BlockMapConformance, SynchronousTestCase):
+    """The PostgreSQL store keeps the block map contract, on the real local server."""
+
+    def make_store(self) -> IMetadataStore:
+        """A store in a fresh schema of the test database."""
+        return backends.postgres_store(self)
+
+
+class RedisBlockMapTests(BlockMapConformance, SynchronousTestCase):
+    """The Redis store keeps the block map contract, on the real local server."""
 
     def make_store(self) -> IMetadataStore:
         """A store under a fresh key prefix."""

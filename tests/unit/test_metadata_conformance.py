@@ -12,7 +12,7 @@ from dittofs.errors import NFSError
 from dittofs.interfaces import IMetadataStore
 from dittofs.stores.metadata.memory import MemoryMetadataStore
 from dittofs.testing import TickingClock
-from dittofs.testing.conformance import MetadataStoreConformance
+from dittofs.testing.conformance import BlockMapConformance, MetadataStoreConformance
 from dittofs.vocabulary import Status
 
 T = TypeVar("T")
@@ -24,6 +24,14 @@ class MemoryMetadataStoreTests(MetadataStoreConformance, SynchronousTestCase):
     def make_store(self) -> IMetadataStore:
         """A fresh store whose clock ticks on every reading, so time comparisons are strict."""
         return MemoryMetadataStore(clock=TickingClock())
+
+
+class MemoryBlockMapTests(BlockMapConformance, SynchronousTestCase):
+    """The in-memory metadata store keeps the block map contract."""
+
+    def make_store(self) -> MemoryMetadataStore:
+        """A fresh store."""
+        return MemoryMetadataStore()
 
 
 class MemoryMetadataStoreSpecificTests(SynchronousTestCase):

@@ -14,27 +14,30 @@ gets ``NFS3ERR_STALE`` instead of another file that reused the id.
 from __future__ import annotations
 
 import functools
+import itertools
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import attrs
-from sortedcontainers import SortedDict
+from sortedcontainers import SortedDict, SortedSet
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from dittofs.errors import NFSError
-from dittofs.interfaces import IMetadataInventory, IMetadataStore
+from dittofs.interfaces import IBlockMaps, IMetadataInventory, IMetadataStore
 from dittofs.model import (
+    BlockChange,
     DirEntry,
     DirPage,
     FileCounts,
     InodeRecord,
     Inventory,
     Repair,
+    Slice,
 )
-from dittofs.stores.metadata import namespace
+from dittofs.stores.metadata import blockmap, namespace
 from dittofs.stores.metadata.namespace import Inode, Namespace, NamespaceStore
 
 P = ParamSpec("P")
@@ -142,7 +145,7 @@ def _pop_name(directory: _Node, name: bytes) -> int:
     return fileid
 
 
-@implementer(IMetadataStore, IMetadataInventory)
+@implementer(IMetadataStore, IMetadataInventory, IBlockMaps)
 class MemoryMetadataStore(NamespaceStore):
     """Metadata kept in Python objects; lost when the process exits."""
 
@@ -152,6 +155,10 @@ class MemoryMetadataStore(NamespaceStore):
         self._nodes: dict[int, _Node] = {}
         self._orphans: set[int] = set()
         self._next_fileid = 1
+        #: Block maps: file id -> block -> its slices, oldest first; and every key they name.
+        self._maps: dict[int, SortedDict] = {}
+        self._keys: SortedSet = SortedSet()
+        self._seqs = itertools.count(1)
         self._namespace = Namespace(secrets.randbits(31) + 1, clock)
         self._tx = _Transaction(self)
         self._root = self._namespace.make_root(self._tx, root_uid)
@@ -210,6 +217,44 @@ class MemoryMetadataStore(NamespaceStore):
     def file_counts(self) -> FileCounts:
         """See :meth:`IMetadataStore.file_counts`."""
         return FileCounts(len(self._nodes), MAX_FILES - len(self._nodes))
+
+    # -- IBlockMaps ---------------------------------------------------------------------
+
+    @_guarded
+    def block_slices(self, fileid: int, first: int, last: int) -> list[Slice]:
+        """See :meth:`IBlockMaps.block_slices`."""
+        blocks = self._maps.get(fileid)
+        if blocks is None:
+            return []
+        return [piece for block in blocks.irange(first, last) for piece in blocks[block]]
+
+    @_guarded
+    def change_blocks(
+        self, fileid: int, add: Sequence[Slice], drop_from: int | None
+    ) -> BlockChange:
+        """See :meth:`IBlockMaps.change_blocks`."""
+        blockmap.check_slices(add)
+        blocks = self._maps.setdefault(fileid, SortedDict())
+        dropped: list[str] = []
+        if drop_from is not None:
+            for block in list(blocks.irange(drop_from)):
+                dropped.extend(piece.key for piece in blocks.pop(block))
+        seqs = []
+        for piece in add:
+            seqs.append(next(self._seqs))
+            blocks.setdefault(piece.block, []).append(attrs.evolve(piece, seq=seqs[-1]))
+            if piece.key:
+                self._keys.add(piece.key)
+        if not blocks:
+            del self._maps[fileid]
+        gone = blockmap.orphaned(dropped, add)
+        self._keys.difference_update(gone)
+        return BlockChange(tuple(seqs), gone)
+
+    @_guarded
+    def object_keys(self, after: str, limit: int) -> list[str]:
+        """See :meth:`IBlockMaps.object_keys`."""
+        return list(itertools.islice(self._keys.irange(after, inclusive=(False, False)), limit))
 
     # -- IMetadataInventory --------------------------------------------------------------
 

@@ -27,6 +27,8 @@ from dittofs.vocabulary import Status
 #: Advisory lock keys (arbitrary constants, scoped to DittoFS's tables).
 _SCHEMA_LOCK = 0x0D1770F5
 _NAMESPACE_LOCK = 0x0D1770F6
+#: The class of the advisory locks that serialise changes to one file's block map.
+_BLOCKS_LOCK_CLASS = 0x0D1770F7
 
 SCHEMA = (
     f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})",
@@ -44,6 +46,12 @@ SCHEMA = (
     "CREATE UNIQUE INDEX IF NOT EXISTS dittofs_entries_cookie ON dittofs_entries (dir, cookie)",
     "CREATE INDEX IF NOT EXISTS dittofs_entries_fileid ON dittofs_entries (fileid)",
     "CREATE TABLE IF NOT EXISTS dittofs_orphans (fileid BIGINT PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS dittofs_slices ("
+    " seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, fileid BIGINT NOT NULL,"
+    " block BIGINT NOT NULL, at BIGINT NOT NULL, length BIGINT NOT NULL,"
+    ' obj_key TEXT COLLATE "C" NOT NULL, obj_start BIGINT NOT NULL)',
+    "CREATE INDEX IF NOT EXISTS dittofs_slices_block ON dittofs_slices (fileid, block, seq)",
+    "CREATE INDEX IF NOT EXISTS dittofs_slices_key ON dittofs_slices (obj_key)",
 )
 
 DEFAULT_POOL_SIZE = 8
@@ -69,6 +77,18 @@ class PostgresDialect:
     def lock_namespace(self, cursor: Cursor) -> None:
         """Serialise directory moves across every gateway of this database."""
         cursor.execute(f"SELECT pg_advisory_xact_lock({_NAMESPACE_LOCK})", ())
+        cursor.fetchall()
+
+    def lock_blocks(self, cursor: Cursor, fileid: int) -> None:
+        """Serialise changes to one file's block map, so ``seq`` order is commit order.
+
+        The identity column hands out ``seq`` when a row is inserted, not when
+        it commits; under this lock the two orders agree for each file.  Ids
+        that agree in their low 31 bits share a lock, which only serialises more.
+        """
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, %s)", (_BLOCKS_LOCK_CLASS, fileid & 0x7FFFFFFF)
+        )
         cursor.fetchall()
 
     def translate_error(self, error: Exception) -> Exception:

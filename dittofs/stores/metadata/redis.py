@@ -10,6 +10,12 @@ URL's ``prefix`` query parameter, default ``default``):
 - ``d:<dir>``: hash from entry name to ``<cookie>:<fileid>``.
 - ``c:<dir>``: sorted set of entry names scored by cookie, so a READDIR page
   is one ``ZRANGEBYSCORE`` from the cookie, never a rescan.
+- ``s:<fileid>``: a file's block map (:class:`~dittofs.interfaces.IBlockMaps`),
+  a sorted set of slices scored by block, each member
+  ``<seq, 20 digits>:<offset>:<length>:<start>:<key>``, so the members of one
+  block sort oldest first; ``next_seq`` hands out ``seq``; ``objects`` is the
+  sorted set (all scores 0) of every key a slice names, listed by
+  ``ZRANGEBYLEX``.
 
 Changes are optimistic transactions: every key an operation's decision
 depends on is ``WATCH``ed before it is read, the writes go in one
@@ -27,13 +33,13 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.client import Pipeline
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -42,17 +48,19 @@ from zope.interface import implementer
 
 from dittofs import log as dittofs_log
 from dittofs.errors import NFSError
-from dittofs.interfaces import IMetadataInventory, IMetadataStore
+from dittofs.interfaces import IBlockMaps, IMetadataInventory, IMetadataStore
 from dittofs.model import (
     Attributes,
+    BlockChange,
     DirEntry,
     DirPage,
     FileCounts,
     InodeRecord,
     Inventory,
     Repair,
+    Slice,
 )
-from dittofs.stores.metadata import namespace
+from dittofs.stores.metadata import blockmap, namespace
 from dittofs.stores.metadata.namespace import Inode, Namespace, NamespaceStore
 from dittofs.vocabulary import FileType, Status
 
@@ -102,6 +110,17 @@ def _parse_fields(raw: dict[bytes, bytes], fileid: int) -> dict[str, Any] | None
     return fields
 
 
+def _slice_member(piece: Slice, seq: int) -> bytes:
+    """A slice as a member of its file's map (the block is its score)."""
+    return f"{seq:020d}:{piece.offset}:{piece.length}:{piece.start}:{piece.key}".encode()
+
+
+def _slice(member: bytes, block: float) -> Slice:
+    """A slice from a member of its file's map and its score."""
+    seq, offset, length, start, key = member.decode().split(":", 4)
+    return Slice(int(block), int(offset), int(length), key, int(start), int(seq))
+
+
 def _inode(fields: dict[str, Any]) -> Inode:
     """An inode from its parsed hash."""
     return Inode(
@@ -139,7 +158,7 @@ class _Transaction:
         assert not self.writing, "the namespace read something new after its first write"
         self.pipe.watch(key)
 
-    def _queue(self) -> Any:
+    def queue(self) -> Any:
         """The pipeline, queueing writes (MULTI) from the first one on."""
         if not self.writing:
             self.writing = True
@@ -195,7 +214,7 @@ class _Transaction:
             "mtime": inode.mtime, "ctime": inode.ctime, "parent": inode.parent,
             "target": target, "verifier": verifier, "next_cookie": 1,
         }  # fmt: skip
-        pipe = self._queue()
+        pipe = self.queue()
         pipe.hset(self.key("i", fileid), mapping=fields)
         pipe.incr(self.prefix + b"files")
         self._inodes[fileid] = {**fields, "fileid": fileid}
@@ -205,34 +224,34 @@ class _Transaction:
         known = self._inodes[fileid]
         assert known is not None, "written before it was read"
         known.update(fields)
-        self._queue().hset(self.key("i", fileid), mapping=fields)
+        self.queue().hset(self.key("i", fileid), mapping=fields)
 
     def add_entry(self, directory: int, name: bytes, fileid: int) -> None:
         known = self._inodes[directory]
         assert known is not None, "a directory is read before an entry is added"
         cookie = known["next_cookie"]
         known["next_cookie"] = cookie + 1
-        pipe = self._queue()
+        pipe = self.queue()
         pipe.hset(self.key("i", directory), "next_cookie", cookie + 1)
         pipe.hset(self.key("d", directory), name, f"{cookie}:{fileid}".encode())
         pipe.zadd(self.key("c", directory), {name: cookie})
 
     def drop_entry(self, directory: int, name: bytes) -> None:
-        pipe = self._queue()
+        pipe = self.queue()
         pipe.hdel(self.key("d", directory), name)
         pipe.zrem(self.key("c", directory), name)
 
     def delete(self, fileid: int) -> None:
         self._inodes[fileid] = None
-        pipe = self._queue()
+        pipe = self.queue()
         pipe.delete(self.key("i", fileid), self.key("d", fileid), self.key("c", fileid))
         pipe.decr(self.prefix + b"files")
 
     def journal_orphan(self, fileid: int) -> None:
-        self._queue().sadd(self.prefix + b"orphans", fileid)
+        self.queue().sadd(self.prefix + b"orphans", fileid)
 
 
-@implementer(IMetadataStore, IMetadataInventory)
+@implementer(IMetadataStore, IMetadataInventory, IBlockMaps)
 class RedisMetadataStore(NamespaceStore):
     """Metadata in Redis (``redis://host:port/db?prefix=NAME``)."""
 
@@ -380,12 +399,6 @@ class RedisMetadataStore(NamespaceStore):
     def _key(self, kind: str, fileid: int) -> bytes:
         return self._prefix + f"{kind}:{fileid}".encode()
 
-
-
-
-
-
-
     def readdir(
         self, directory: int, cookie: int, max_entries: int, with_attributes: bool
     ) -> Deferred[DirPage]:
@@ -433,8 +446,6 @@ class RedisMetadataStore(NamespaceStore):
         ]
         return DirPage(entries, eof=len(names) <= max_entries)
 
-
-
     def pending_orphans(self) -> Deferred[list[int]]:
         """See :meth:`IMetadataStore.pending_orphans`."""
         return self._in_thread(
@@ -457,6 +468,63 @@ class RedisMetadataStore(NamespaceStore):
     def _file_counts(self) -> FileCounts:
         files = int(self._client.get(self._prefix + b"files") or 0)
         return FileCounts(files, MAX_FILES - files)
+
+    # -- IBlockMaps ----------------------------------------------------------------------
+
+    def block_slices(self, fileid: int, first: int, last: int) -> Deferred[list[Slice]]:
+        """See :meth:`IBlockMaps.block_slices`: one ``ZRANGEBYSCORE``."""
+        return self._in_thread(self._block_slices, fileid, first, last)
+
+    def _block_slices(self, fileid: int, first: int, last: int) -> list[Slice]:
+        found = self._client.zrangebyscore(self._key("s", fileid), first, last, withscores=True)
+        return [_slice(member, block) for member, block in found]
+
+    def change_blocks(
+        self, fileid: int, add: Sequence[Slice], drop_from: int | None
+    ) -> Deferred[BlockChange]:
+        """See :meth:`IBlockMaps.change_blocks`: the file's map watched, the change one EXEC."""
+        try:
+            blockmap.check_slices(add)
+        except NFSError:
+            return fail()
+        return self._in_thread(self._transact, self._change_blocks, fileid, add, drop_from)
+
+    def _change_blocks(
+        self, tx: _Transaction, fileid: int, add: Sequence[Slice], drop_from: int | None
+    ) -> BlockChange:
+        key = tx.key("s", fileid)
+        tx.pipe.watch(key)
+        dropped: list[str] = []
+        if drop_from is not None:
+            members = tx.pipe.zrangebyscore(key, drop_from, "+inf", withscores=True)
+            dropped = [_slice(member, block).key for member, block in members]
+        # Handed out after the watch: a change committed before this one has lower numbers,
+        # and one committed in between makes this attempt run again with new ones.
+        last = int(self._client.incrby(self._prefix + b"next_seq", len(add))) if add else 0
+        seqs = tuple(range(last - len(add) + 1, last + 1))
+        orphaned = blockmap.orphaned(dropped, add)
+        pipe = tx.queue()
+        if drop_from is not None:
+            pipe.zremrangebyscore(key, drop_from, "+inf")
+        if add:
+            members = {_slice_member(p, seq): p.block for p, seq in zip(add, seqs, strict=True)}
+            pipe.zadd(key, members)
+            named = {piece.key: 0 for piece in add if piece.key}
+            if named:
+                pipe.zadd(self._prefix + b"objects", named)
+        if orphaned:
+            pipe.zrem(self._prefix + b"objects", *orphaned)
+        return BlockChange(seqs, orphaned)
+
+    def object_keys(self, after: str, limit: int) -> Deferred[list[str]]:
+        """See :meth:`IBlockMaps.object_keys`: one ``ZRANGEBYLEX``."""
+        return self._in_thread(self._object_keys, after, limit)
+
+    def _object_keys(self, after: str, limit: int) -> list[str]:
+        keys = self._client.zrangebylex(
+            self._prefix + b"objects", b"(" + after.encode(), b"+", start=0, num=limit
+        )
+        return [key.decode() for key in keys]
 
     # -- IMetadataInventory --------------------------------------------------------------
 

@@ -16,6 +16,10 @@ Schema (version :data:`SCHEMA_VERSION`):
   (dir, cookie), so a listing resumes at a cookie through the index.
 - ``dittofs_orphans(fileid)``: files whose last link went and whose content is
   still to be deleted (written in the same transaction as the unlink).
+- ``dittofs_slices``: the block maps (:class:`~dittofs.interfaces.IBlockMaps`),
+  one row per slice, its ``seq`` handed out by the database; indexed by
+  (fileid, block, seq) so a read of a few blocks never scans the file, and by
+  key so a collector can walk the keys in order.
 """
 
 from __future__ import annotations
@@ -30,16 +34,18 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from dittofs.errors import NFSError
-from dittofs.interfaces import IMetadataInventory, IMetadataStore
+from dittofs.interfaces import IBlockMaps, IMetadataInventory, IMetadataStore
 from dittofs.model import (
+    BlockChange,
     DirEntry,
     DirPage,
     FileCounts,
     InodeRecord,
     Inventory,
     Repair,
+    Slice,
 )
-from dittofs.stores.metadata import namespace
+from dittofs.stores.metadata import blockmap, namespace
 from dittofs.stores.metadata.namespace import Inode, Namespace, NamespaceStore
 from dittofs.vocabulary import FileType, Status
 
@@ -97,6 +103,9 @@ class Dialect(Protocol):
     def lock_namespace(self, cursor: Cursor) -> None:
         """Serialise directory moves, so two of them can never build a cycle together."""
 
+    def lock_blocks(self, cursor: Cursor, fileid: int) -> None:
+        """Serialise changes to one file's block map until the transaction ends."""
+
     def translate_error(self, error: Exception) -> Exception:
         """Map an engine error to the NFSError a client should see (or return it unchanged)."""
 
@@ -104,7 +113,7 @@ class Dialect(Protocol):
         """True when *error* means the database cannot be reached right now."""
 
 
-@implementer(IMetadataStore, IMetadataInventory)
+@implementer(IMetadataStore, IMetadataInventory, IBlockMaps)
 class SqlMetadataStore(NamespaceStore):
     """Metadata in SQL tables; a subclass chooses the engine and its dialect."""
 
@@ -214,14 +223,6 @@ class SqlMetadataStore(NamespaceStore):
 
     # -- IMetadataStore -------------------------------------------------------------------
 
-
-
-
-
-
-
-
-
     def readdir(
         self, directory: int, cookie: int, max_entries: int, with_attributes: bool
     ) -> Deferred[DirPage]:
@@ -264,8 +265,6 @@ class SqlMetadataStore(NamespaceStore):
         ]
         return DirPage(entries, eof=len(rows) <= max_entries)
 
-
-
     def pending_orphans(self) -> Deferred[list[int]]:
         """See :meth:`IMetadataStore.pending_orphans`."""
         return self._run(self._pending_orphans)
@@ -285,6 +284,71 @@ class SqlMetadataStore(NamespaceStore):
     def _file_counts(self, cursor: Cursor) -> FileCounts:
         files = int(self._one(cursor, "SELECT COUNT(*) FROM dittofs_inodes")[0])
         return FileCounts(files, MAX_FILES - files)
+
+    # -- IBlockMaps ----------------------------------------------------------------------
+
+    def block_slices(self, fileid: int, first: int, last: int) -> Deferred[list[Slice]]:
+        """See :meth:`IBlockMaps.block_slices`."""
+        return self._run(self._block_slices, fileid, first, last)
+
+    def _block_slices(self, cursor: Cursor, fileid: int, first: int, last: int) -> list[Slice]:
+        self._execute(
+            cursor,
+            "SELECT block, at, length, obj_key, obj_start, seq FROM dittofs_slices "
+            "WHERE fileid = ? AND block >= ? AND block <= ? ORDER BY block, seq",
+            fileid,
+            first,
+            last,
+        )
+        return [Slice(*row) for row in cursor.fetchall()]
+
+    def change_blocks(
+        self, fileid: int, add: Sequence[Slice], drop_from: int | None
+    ) -> Deferred[BlockChange]:
+        """See :meth:`IBlockMaps.change_blocks`: one transaction, the file's map locked."""
+        try:
+            blockmap.check_slices(add)
+        except NFSError:
+            return fail()
+        return self._run(self._change_blocks, fileid, add, drop_from)
+
+    def _change_blocks(
+        self, cursor: Cursor, fileid: int, add: Sequence[Slice], drop_from: int | None
+    ) -> BlockChange:
+        self._dialect.lock_blocks(cursor, fileid)
+        dropped: list[str] = []
+        if drop_from is not None:
+            self._execute(
+                cursor,
+                "DELETE FROM dittofs_slices WHERE fileid = ? AND block >= ? RETURNING obj_key",
+                fileid,
+                drop_from,
+            )
+            dropped = [row[0] for row in cursor.fetchall()]
+        seqs = []
+        for piece in add:
+            row = self._one(
+                cursor,
+                "INSERT INTO dittofs_slices (fileid, block, at, length, obj_key, obj_start) "
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+                fileid, piece.block, piece.offset, piece.length, piece.key, piece.start,
+            )  # fmt: skip
+            seqs.append(int(row[0]))
+        return BlockChange(tuple(seqs), blockmap.orphaned(dropped, add))
+
+    def object_keys(self, after: str, limit: int) -> Deferred[list[str]]:
+        """See :meth:`IBlockMaps.object_keys` (byte order: SQLite's and PostgreSQL's "C")."""
+        return self._run(self._object_keys, after, limit)
+
+    def _object_keys(self, cursor: Cursor, after: str, limit: int) -> list[str]:
+        self._execute(
+            cursor,
+            "SELECT DISTINCT obj_key FROM dittofs_slices WHERE obj_key > ? "
+            "ORDER BY obj_key LIMIT ?",
+            after,
+            limit,
+        )
+        return [row[0] for row in cursor.fetchall()]
 
     # -- IMetadataInventory --------------------------------------------------------------
 

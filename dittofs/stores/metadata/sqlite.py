@@ -36,6 +36,12 @@ SCHEMA = (
     "CREATE UNIQUE INDEX IF NOT EXISTS dittofs_entries_cookie ON dittofs_entries (dir, cookie)",
     "CREATE INDEX IF NOT EXISTS dittofs_entries_fileid ON dittofs_entries (fileid)",
     "CREATE TABLE IF NOT EXISTS dittofs_orphans (fileid INTEGER PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS dittofs_slices ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT, fileid INTEGER NOT NULL, block INTEGER NOT NULL,"
+    " at INTEGER NOT NULL, length INTEGER NOT NULL, obj_key TEXT NOT NULL,"
+    " obj_start INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS dittofs_slices_block ON dittofs_slices (fileid, block, seq)",
+    "CREATE INDEX IF NOT EXISTS dittofs_slices_key ON dittofs_slices (obj_key)",
 )
 
 
@@ -52,6 +58,9 @@ class SqliteDialect:
         """The single connection already serialises every transaction."""
 
     def lock_namespace(self, cursor: Cursor) -> None:
+        """The single connection already serialises every transaction."""
+
+    def lock_blocks(self, cursor: Cursor, fileid: int) -> None:
         """The single connection already serialises every transaction."""
 
     def translate_error(self, error: Exception) -> Exception:
