@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from dittofs.model import (
         Attributes,
         BlockChange,
+        BlockMap,
         CacheStatistics,
         Created,
         DirPage,
@@ -235,31 +236,36 @@ class IBlockMaps(Interface):
     A content store that writes immutable objects (the S3 store) records here
     which objects make up each file, so that every gateway sharing the
     metadata store reads one map, changed atomically, whatever gateway wrote.
-    The map is a list of :class:`~dittofs.model.Slice` per block; the content
-    store chooses the block size and names the objects.  An object key names
+    The map is a content length and a list of :class:`~dittofs.model.Slice`
+    per block; the content store chooses the block size and names the
+    objects.  A file never mapped has length 0 and no slices.  An object key names
     slices of one block of one file only (the content store names each object
     it writes anew), so dropping a block's slices tells exactly which objects
     nothing names any more.
     """
 
-    def block_slices(fileid: int, first: int, last: int) -> Deferred[list[Slice]]:
-        """Return a Deferred of the slices of blocks *first* to *last* (both included).
+    def block_slices(fileid: int, first: int, last: int) -> Deferred[BlockMap]:
+        """Return a Deferred of the length and the slices of blocks *first* to *last*.
 
-        Ordered by block, then oldest first (``seq``).  What it reads grows
-        with the slices of those blocks, never with the size of the file.
+        Both ends are included; slices are ordered by block, then oldest first
+        (``seq``).  What it reads grows with the slices of those blocks,
+        never with the size of the file.
         """
 
     def change_blocks(
-        fileid: int, add: Sequence[Slice], drop_from: int | None
+        fileid: int, add: Sequence[Slice], drop_from: int | None, length: int
     ) -> Deferred[BlockChange]:
         """Change a file's map in one atomic step; return a Deferred of ``BlockChange``.
 
         First every slice of blocks *drop_from* and above goes (when
         *drop_from* is not None), then each slice of *add* is added with a
         ``seq`` higher than any slice of *fileid* ever had, in order.  The
-        changes of one file are serialised across every gateway, so a higher
-        ``seq`` was committed later.  ``INVAL`` for a slice with a negative
-        field or no length.
+        length becomes *length* when *drop_from* is given (a truncate), else
+        the larger of *length* and the old one (a write, or a truncate that
+        extends).  A change that leaves no slice and length 0 forgets the
+        file.  The changes of one file are serialised across every gateway,
+        so a higher ``seq`` was committed later.  ``INVAL`` for a slice with a
+        negative field or no length, or a negative *length*.
         """
 
     def object_keys(after: str, limit: int) -> Deferred[list[str]]:

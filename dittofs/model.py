@@ -226,6 +226,15 @@ class Slice:
 
 
 @attrs.frozen
+class BlockMap:
+    """Part of a file's block map: its content length and the slices of some blocks."""
+
+    #: Where the file's content ends: reads stop here (holes up to it are zeros).
+    length: int
+    slices: tuple[Slice, ...]
+
+
+@attrs.frozen
 class BlockChange:
     """What one change of a block map did."""
 

@@ -37,7 +37,15 @@ from zope.interface.verify import verifyObject
 
 from dittofs.errors import NFSError
 from dittofs.interfaces import IBlockMaps, IContentStore, IMetadataStore
-from dittofs.model import Attributes, BlockChange, Created, NewNode, SetAttributes, Slice
+from dittofs.model import (
+    Attributes,
+    BlockChange,
+    BlockMap,
+    Created,
+    NewNode,
+    SetAttributes,
+    Slice,
+)
 from dittofs.vocabulary import CreateMode, FileType, Status
 
 VERIFIER = b"\x01\x02\x03\x04\x05\x06\x07\x08"
@@ -828,14 +836,21 @@ class BlockMapConformance(_StoreSuite):
     is deleted after the last link goes), so it never asks the namespace.
     """
 
-    def slices(self, fileid: int, first: int = 0, last: int = 2**40) -> list[Slice]:
-        """The slices of blocks *first* to *last* of *fileid*."""
-        found: list[Slice] = self.resolve(self.store.block_slices(fileid, first, last))
+    def map(self, fileid: int, first: int = 0, last: int = 2**40) -> BlockMap:
+        """The length and the slices of blocks *first* to *last* of *fileid*."""
+        found: BlockMap = self.resolve(self.store.block_slices(fileid, first, last))
         return found
 
-    def change(self, fileid: int, add: list[Slice], drop_from: int | None = None) -> BlockChange:
+    def slices(self, fileid: int, first: int = 0, last: int = 2**40) -> list[Slice]:
+        """The slices of blocks *first* to *last* of *fileid*."""
+        return list(self.map(fileid, first, last).slices)
+
+    def change(
+        self, fileid: int, add: list[Slice], drop_from: int | None = None, length: int = 0
+    ) -> BlockChange:
         """Change a map and return the ``BlockChange``."""
-        changed: BlockChange = self.resolve(self.store.change_blocks(fileid, add, drop_from))
+        deferred = self.store.change_blocks(fileid, add, drop_from, length)
+        changed: BlockChange = self.resolve(deferred)
         return changed
 
     def keys(self, after: str = "", limit: int = 1000) -> list[str]:
@@ -848,9 +863,10 @@ class BlockMapConformance(_StoreSuite):
         self.assertTrue(verifyObject(IBlockMaps, self.store))
 
     def test_unknown_file_has_an_empty_map(self) -> None:
-        """A file never mapped has no slices, and dropping its blocks orphans nothing."""
-        self.assertEqual(self.slices(7), [])
+        """A file never mapped has length 0 and no slices; dropping its blocks orphans nothing."""
+        self.assertEqual(self.map(7), BlockMap(0, ()))
         self.assertEqual(self.change(7, [], drop_from=0), BlockChange((), ()))
+        self.assertEqual(self.map(7), BlockMap(0, ()))
 
     def test_slices_read_back_by_block_then_age(self) -> None:
         """Every field comes back; blocks in order, each block's slices oldest first."""
@@ -877,33 +893,52 @@ class BlockMapConformance(_StoreSuite):
     def test_block_indices_beyond_32_bits(self) -> None:
         """A block far into a huge sparse file is mapped and read alone."""
         far = 2**40
-        seq = self.change(9, [Slice(far, 5, 7, "far", start=5)]).seqs[0]
-        self.assertEqual(self.slices(9, far, far), [Slice(far, 5, 7, "far", 5, seq)])
+        seq = self.change(9, [Slice(far, 5, 7, "far", start=5)], length=2**52).seqs[0]
+        self.assertEqual(self.map(9, far, far), BlockMap(2**52, (Slice(far, 5, 7, "far", 5, seq),)))
         self.assertEqual(self.slices(9, 0, far - 1), [])
 
     def test_files_have_separate_maps(self) -> None:
         """A change of one file's map leaves every other file's alone."""
-        self.change(1, [Slice(0, 0, 10, "one")])
-        self.change(2, [Slice(0, 0, 10, "two")])
+        self.change(1, [Slice(0, 0, 10, "one")], length=10)
+        self.change(2, [Slice(0, 0, 10, "two")], length=20)
         self.assertEqual(self.change(1, [], drop_from=0).orphaned, ("one",))
+        self.assertEqual(self.map(2), BlockMap(20, tuple(self.slices(2))))
         self.assertEqual([piece.key for piece in self.slices(2)], ["two"])
+
+    def test_a_write_never_shortens(self) -> None:
+        """Without *drop_from* the length only grows: an earlier write may land last."""
+        self.change(9, [Slice(2, 0, 10, "late")], length=2 * 4096 + 10)
+        self.change(9, [Slice(0, 0, 10, "early")], length=10)
+        self.assertEqual(self.map(9).length, 2 * 4096 + 10)
+        self.change(9, [], length=10**12)
+        self.assertEqual(self.map(9).length, 10**12, "a truncate that extends")
 
     def test_drop_from_a_block(self) -> None:
         """Blocks from *drop_from* go; their keys are orphaned, sorted, the empty key never."""
-        self.change(9, [Slice(0, 0, 8, "a"), Slice(1, 0, 8, "c"), Slice(2, 0, 8, "")])
+        self.change(9, [Slice(0, 0, 8, "a"), Slice(1, 0, 8, "c"), Slice(2, 0, 8, "")], length=99)
         self.change(9, [Slice(1, 4, 4, "b"), Slice(3, 0, 8, "c3")])
-        change = self.change(9, [], drop_from=1)
+        change = self.change(9, [], drop_from=1, length=8)
         self.assertEqual(change, BlockChange((), ("b", "c", "c3")))
         self.assertEqual([piece.key for piece in self.slices(9)], ["a"])
+        self.assertEqual(self.map(9).length, 8, "a truncate sets the length")
 
     def test_drop_comes_before_add(self) -> None:
         """A truncate and a new slice in one change: the new slice stays, re-added keys live."""
-        self.change(9, [Slice(0, 0, 8, "old"), Slice(1, 0, 8, "again")])
-        change = self.change(9, [Slice(0, 4, 4, ""), Slice(1, 0, 2, "again")], drop_from=0)
+        self.change(9, [Slice(0, 0, 8, "old"), Slice(1, 0, 8, "again")], length=4104)
+        change = self.change(
+            9, [Slice(0, 4, 4, ""), Slice(1, 0, 2, "again")], drop_from=0, length=4
+        )
         self.assertEqual(change.orphaned, ("old",))
         found = [(piece.block, piece.offset, piece.key) for piece in self.slices(9)]
         self.assertEqual(found, [(0, 4, ""), (1, 0, "again")])
         self.assertEqual(self.keys(), ["again"])
+        self.assertEqual(self.map(9).length, 4)
+
+    def test_a_delete_forgets_the_file(self) -> None:
+        """Dropping every block to length 0 leaves the map of a file never written."""
+        self.change(9, [Slice(0, 0, 8, "a")], length=8)
+        self.change(9, [], drop_from=0, length=0)
+        self.assertEqual(self.map(9), BlockMap(0, ()))
 
     def test_seq_keeps_growing_after_everything_is_dropped(self) -> None:
         """After a truncate to zero, new slices are still newer than any before it.
@@ -911,19 +946,21 @@ class BlockMapConformance(_StoreSuite):
         A gateway that cached a block by its newest ``seq`` must never see that
         number again for different bytes.
         """
-        before = self.change(9, [Slice(0, 0, 8, "a")]).seqs[0]
+        before = self.change(9, [Slice(0, 0, 8, "a")], length=8).seqs[0]
         self.change(9, [], drop_from=0)
-        after = self.change(9, [Slice(0, 0, 8, "b")]).seqs[0]
+        after = self.change(9, [Slice(0, 0, 8, "b")], length=8).seqs[0]
         self.assertGreater(after, before)
 
-    def test_a_bad_slice_changes_nothing(self) -> None:
+    def test_a_bad_change_changes_nothing(self) -> None:
         """INVAL for a slice with no length or a negative field, and the map is as it was."""
-        self.change(9, [Slice(0, 0, 8, "a")])
-        kept = self.slices(9)
-        for bad in (Slice(0, 0, 0, "x"), Slice(0, -1, 8, "x"), Slice(-1, 0, 8, "x")):
-            failed = self.store.change_blocks(9, [Slice(1, 0, 8, "y"), bad], 0)
+        self.change(9, [Slice(0, 0, 8, "a")], length=8)
+        kept = self.map(9)
+        bad_slices = (Slice(0, 0, 0, "x"), Slice(0, -1, 8, "x"), Slice(-1, 0, 8, "x"))
+        for bad in bad_slices:
+            failed = self.store.change_blocks(9, [Slice(1, 0, 8, "y"), bad], 0, 0)
             self.assertFailsWith(failed, Status.INVAL)
-            self.assertEqual(self.slices(9), kept)
+        self.assertFailsWith(self.store.change_blocks(9, [], 0, -1), Status.INVAL)
+        self.assertEqual(self.map(9), kept)
         self.assertEqual(self.keys(), ["a"])
 
     def test_keys_with_any_characters(self) -> None:

@@ -14,11 +14,23 @@ from dittofs.model import Slice
 from dittofs.vocabulary import Status
 
 
-def check_slices(add: Sequence[Slice]) -> None:
-    """Refuse (``INVAL``) slices that cannot describe bytes: a negative field or no length."""
+def check_change(add: Sequence[Slice], length: int) -> None:
+    """Refuse (``INVAL``) slices that cannot describe bytes (a negative field or no length)."""
+    if length < 0:
+        raise NFSError(Status.INVAL, f"a negative length: {length}")
     for piece in add:
         if min(piece.block, piece.offset, piece.start) < 0 or piece.length <= 0:
             raise NFSError(Status.INVAL, f"not a slice of a block: {piece}")
+
+
+def new_length(old: int, drop_from: int | None, length: int) -> int:
+    """The length after a change: as given by a truncate, never shorter after a write."""
+    return length if drop_from is not None else max(old, length)
+
+
+def forgets(add: Sequence[Slice], drop_from: int | None, length: int) -> bool:
+    """True when a change leaves nothing to remember: no slice and length 0 (a delete)."""
+    return drop_from == 0 and not add and length == 0
 
 
 def orphaned(dropped: Iterable[str], add: Sequence[Slice]) -> tuple[str, ...]:

@@ -29,6 +29,7 @@ from dittofs.errors import NFSError
 from dittofs.interfaces import IBlockMaps, IMetadataInventory, IMetadataStore
 from dittofs.model import (
     BlockChange,
+    BlockMap,
     DirEntry,
     DirPage,
     FileCounts,
@@ -42,6 +43,9 @@ from dittofs.stores.metadata.namespace import Inode, Namespace, NamespaceStore
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+#: The blocks of a file that has no map.
+_NO_BLOCKS = SortedDict()
 
 #: A nominal limit reported by FSSTAT: memory, not a table, bounds this store.
 MAX_FILES = 2**32
@@ -155,8 +159,10 @@ class MemoryMetadataStore(NamespaceStore):
         self._nodes: dict[int, _Node] = {}
         self._orphans: set[int] = set()
         self._next_fileid = 1
-        #: Block maps: file id -> block -> its slices, oldest first; and every key they name.
+        #: Block maps: file id -> block -> its slices, oldest first; each mapped file's
+        #: length; and every key a slice names.
         self._maps: dict[int, SortedDict] = {}
+        self._lengths: dict[int, int] = {}
         self._keys: SortedSet = SortedSet()
         self._seqs = itertools.count(1)
         self._namespace = Namespace(secrets.randbits(31) + 1, clock)
@@ -221,19 +227,18 @@ class MemoryMetadataStore(NamespaceStore):
     # -- IBlockMaps ---------------------------------------------------------------------
 
     @_guarded
-    def block_slices(self, fileid: int, first: int, last: int) -> list[Slice]:
+    def block_slices(self, fileid: int, first: int, last: int) -> BlockMap:
         """See :meth:`IBlockMaps.block_slices`."""
-        blocks = self._maps.get(fileid)
-        if blocks is None:
-            return []
-        return [piece for block in blocks.irange(first, last) for piece in blocks[block]]
+        blocks = self._maps.get(fileid, _NO_BLOCKS)
+        found = (piece for block in blocks.irange(first, last) for piece in blocks[block])
+        return BlockMap(self._lengths.get(fileid, 0), tuple(found))
 
     @_guarded
     def change_blocks(
-        self, fileid: int, add: Sequence[Slice], drop_from: int | None
+        self, fileid: int, add: Sequence[Slice], drop_from: int | None, length: int
     ) -> BlockChange:
         """See :meth:`IBlockMaps.change_blocks`."""
-        blockmap.check_slices(add)
+        blockmap.check_change(add, length)
         blocks = self._maps.setdefault(fileid, SortedDict())
         dropped: list[str] = []
         if drop_from is not None:
@@ -245,8 +250,9 @@ class MemoryMetadataStore(NamespaceStore):
             blocks.setdefault(piece.block, []).append(attrs.evolve(piece, seq=seqs[-1]))
             if piece.key:
                 self._keys.add(piece.key)
-        if not blocks:
-            del self._maps[fileid]
+        self._lengths[fileid] = blockmap.new_length(self._lengths.get(fileid, 0), drop_from, length)
+        if blockmap.forgets(add, drop_from, length):
+            del self._maps[fileid], self._lengths[fileid]
         gone = blockmap.orphaned(dropped, add)
         self._keys.difference_update(gone)
         return BlockChange(tuple(seqs), gone)

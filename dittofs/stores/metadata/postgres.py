@@ -52,6 +52,8 @@ SCHEMA = (
     ' obj_key TEXT COLLATE "C" NOT NULL, obj_start BIGINT NOT NULL)',
     "CREATE INDEX IF NOT EXISTS dittofs_slices_block ON dittofs_slices (fileid, block, seq)",
     "CREATE INDEX IF NOT EXISTS dittofs_slices_key ON dittofs_slices (obj_key)",
+    "CREATE TABLE IF NOT EXISTS dittofs_block_lengths ("
+    " fileid BIGINT PRIMARY KEY, length BIGINT NOT NULL)",
 )
 
 DEFAULT_POOL_SIZE = 8

@@ -13,9 +13,9 @@ URL's ``prefix`` query parameter, default ``default``):
 - ``s:<fileid>``: a file's block map (:class:`~dittofs.interfaces.IBlockMaps`),
   a sorted set of slices scored by block, each member
   ``<seq, 20 digits>:<offset>:<length>:<start>:<key>``, so the members of one
-  block sort oldest first; ``next_seq`` hands out ``seq``; ``objects`` is the
-  sorted set (all scores 0) of every key a slice names, listed by
-  ``ZRANGEBYLEX``.
+  block sort oldest first; ``n:<fileid>``: its content length; ``next_seq``
+  hands out ``seq``; ``objects`` is the sorted set (all scores 0) of every
+  key a slice names, listed by ``ZRANGEBYLEX``.
 
 Changes are optimistic transactions: every key an operation's decision
 depends on is ``WATCH``ed before it is read, the writes go in one
@@ -52,6 +52,7 @@ from dittofs.interfaces import IBlockMaps, IMetadataInventory, IMetadataStore
 from dittofs.model import (
     Attributes,
     BlockChange,
+    BlockMap,
     DirEntry,
     DirPage,
     FileCounts,
@@ -471,33 +472,43 @@ class RedisMetadataStore(NamespaceStore):
 
     # -- IBlockMaps ----------------------------------------------------------------------
 
-    def block_slices(self, fileid: int, first: int, last: int) -> Deferred[list[Slice]]:
-        """See :meth:`IBlockMaps.block_slices`: one ``ZRANGEBYSCORE``."""
+    def block_slices(self, fileid: int, first: int, last: int) -> Deferred[BlockMap]:
+        """See :meth:`IBlockMaps.block_slices`: one round trip, in one MULTI."""
         return self._in_thread(self._block_slices, fileid, first, last)
 
-    def _block_slices(self, fileid: int, first: int, last: int) -> list[Slice]:
-        found = self._client.zrangebyscore(self._key("s", fileid), first, last, withscores=True)
-        return [_slice(member, block) for member, block in found]
+    def _block_slices(self, fileid: int, first: int, last: int) -> BlockMap:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.get(self._key("n", fileid))
+        pipe.zrangebyscore(self._key("s", fileid), first, last, withscores=True)
+        length, found = pipe.execute()
+        slices = tuple(_slice(member, block) for member, block in found)
+        return BlockMap(int(length or 0), slices)
 
     def change_blocks(
-        self, fileid: int, add: Sequence[Slice], drop_from: int | None
+        self, fileid: int, add: Sequence[Slice], drop_from: int | None, length: int
     ) -> Deferred[BlockChange]:
         """See :meth:`IBlockMaps.change_blocks`: the file's map watched, the change one EXEC."""
         try:
-            blockmap.check_slices(add)
+            blockmap.check_change(add, length)
         except NFSError:
             return fail()
-        return self._in_thread(self._transact, self._change_blocks, fileid, add, drop_from)
+        return self._in_thread(self._transact, self._change_blocks, fileid, add, drop_from, length)
 
     def _change_blocks(
-        self, tx: _Transaction, fileid: int, add: Sequence[Slice], drop_from: int | None
+        self,
+        tx: _Transaction,
+        fileid: int,
+        add: Sequence[Slice],
+        drop_from: int | None,
+        length: int,
     ) -> BlockChange:
-        key = tx.key("s", fileid)
-        tx.pipe.watch(key)
+        key, length_key = tx.key("s", fileid), tx.key("n", fileid)
+        tx.pipe.watch(key, length_key)
         dropped: list[str] = []
         if drop_from is not None:
             members = tx.pipe.zrangebyscore(key, drop_from, "+inf", withscores=True)
             dropped = [_slice(member, block).key for member, block in members]
+        old = int(tx.pipe.get(length_key) or 0)
         # Handed out after the watch: a change committed before this one has lower numbers,
         # and one committed in between makes this attempt run again with new ones.
         last = int(self._client.incrby(self._prefix + b"next_seq", len(add))) if add else 0
@@ -514,6 +525,10 @@ class RedisMetadataStore(NamespaceStore):
                 pipe.zadd(self._prefix + b"objects", named)
         if orphaned:
             pipe.zrem(self._prefix + b"objects", *orphaned)
+        if blockmap.forgets(add, drop_from, length):
+            pipe.delete(length_key)
+        else:
+            pipe.set(length_key, blockmap.new_length(old, drop_from, length))
         return BlockChange(seqs, orphaned)
 
     def object_keys(self, after: str, limit: int) -> Deferred[list[str]]:

@@ -19,7 +19,8 @@ Schema (version :data:`SCHEMA_VERSION`):
 - ``dittofs_slices``: the block maps (:class:`~dittofs.interfaces.IBlockMaps`),
   one row per slice, its ``seq`` handed out by the database; indexed by
   (fileid, block, seq) so a read of a few blocks never scans the file, and by
-  key so a collector can walk the keys in order.
+  key so a collector can walk the keys in order.  ``dittofs_block_lengths``:
+  each mapped file's content length.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dittofs.errors import NFSError
 from dittofs.interfaces import IBlockMaps, IMetadataInventory, IMetadataStore
 from dittofs.model import (
     BlockChange,
+    BlockMap,
     DirEntry,
     DirPage,
     FileCounts,
@@ -287,11 +289,11 @@ class SqlMetadataStore(NamespaceStore):
 
     # -- IBlockMaps ----------------------------------------------------------------------
 
-    def block_slices(self, fileid: int, first: int, last: int) -> Deferred[list[Slice]]:
+    def block_slices(self, fileid: int, first: int, last: int) -> Deferred[BlockMap]:
         """See :meth:`IBlockMaps.block_slices`."""
         return self._run(self._block_slices, fileid, first, last)
 
-    def _block_slices(self, cursor: Cursor, fileid: int, first: int, last: int) -> list[Slice]:
+    def _block_slices(self, cursor: Cursor, fileid: int, first: int, last: int) -> BlockMap:
         self._execute(
             cursor,
             "SELECT block, at, length, obj_key, obj_start, seq FROM dittofs_slices "
@@ -300,20 +302,30 @@ class SqlMetadataStore(NamespaceStore):
             first,
             last,
         )
-        return [Slice(*row) for row in cursor.fetchall()]
+        found = tuple(Slice(*row) for row in cursor.fetchall())
+        return BlockMap(self._block_length(cursor, fileid), found)
+
+    def _block_length(self, cursor: Cursor, fileid: int) -> int:
+        row = self._one(cursor, "SELECT length FROM dittofs_block_lengths WHERE fileid = ?", fileid)
+        return 0 if row is None else int(row[0])
 
     def change_blocks(
-        self, fileid: int, add: Sequence[Slice], drop_from: int | None
+        self, fileid: int, add: Sequence[Slice], drop_from: int | None, length: int
     ) -> Deferred[BlockChange]:
         """See :meth:`IBlockMaps.change_blocks`: one transaction, the file's map locked."""
         try:
-            blockmap.check_slices(add)
+            blockmap.check_change(add, length)
         except NFSError:
             return fail()
-        return self._run(self._change_blocks, fileid, add, drop_from)
+        return self._run(self._change_blocks, fileid, add, drop_from, length)
 
     def _change_blocks(
-        self, cursor: Cursor, fileid: int, add: Sequence[Slice], drop_from: int | None
+        self,
+        cursor: Cursor,
+        fileid: int,
+        add: Sequence[Slice],
+        drop_from: int | None,
+        length: int,
     ) -> BlockChange:
         self._dialect.lock_blocks(cursor, fileid)
         dropped: list[str] = []
@@ -334,6 +346,17 @@ class SqlMetadataStore(NamespaceStore):
                 fileid, piece.block, piece.offset, piece.length, piece.key, piece.start,
             )  # fmt: skip
             seqs.append(int(row[0]))
+        if blockmap.forgets(add, drop_from, length):
+            self._execute(cursor, "DELETE FROM dittofs_block_lengths WHERE fileid = ?", fileid)
+        else:
+            new = blockmap.new_length(self._block_length(cursor, fileid), drop_from, length)
+            self._execute(
+                cursor,
+                "INSERT INTO dittofs_block_lengths (fileid, length) VALUES (?, ?) "
+                "ON CONFLICT (fileid) DO UPDATE SET length = excluded.length",
+                fileid,
+                new,
+            )
         return BlockChange(tuple(seqs), blockmap.orphaned(dropped, add))
 
     def object_keys(self, after: str, limit: int) -> Deferred[list[str]]:

@@ -42,6 +42,8 @@ SCHEMA = (
     " obj_start INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS dittofs_slices_block ON dittofs_slices (fileid, block, seq)",
     "CREATE INDEX IF NOT EXISTS dittofs_slices_key ON dittofs_slices (obj_key)",
+    "CREATE TABLE IF NOT EXISTS dittofs_block_lengths ("
+    " fileid INTEGER PRIMARY KEY, length INTEGER NOT NULL)",
 )
 
 
