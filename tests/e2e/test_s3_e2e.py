@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from dittofs.stores.s3.claims import TTL as CLAIM_TTL
 from tests.e2e.clients import FILE_SYNC, NFS3_OK, UNSTABLE, AnfsNfs3, const, libnfs, run
 from tests.e2e.seaweedfs import SeaweedFS, SeaweedUnavailable, credentials_env, weed_binary
 from tests.e2e.server import RunningServer, dittofs_server, free_port
@@ -238,11 +239,30 @@ def test_kill_9_after_commit_loses_nothing(weed: SeaweedFS, tmp_path: Path) -> N
         assert (tmp_path / "from-s3.bin").read_bytes() == data
 
 
+def refused_start(workdir: Path, *options: str) -> str:
+    """Start a gateway that must refuse: exit status 1 within a minute; its output."""
+    command = [
+        sys.executable, "-m", "twisted", "--log-format", "text", "dittofs",
+        "--listen", f"tcp:{free_port()}:interface=127.0.0.1",
+        "--data-dir", str(workdir / "refused-data"), *options,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, cwd=workdir, timeout=60, check=False)
+    output = (result.stdout + result.stderr).decode(errors="replace")
+    assert result.returncode == 1, output
+    return output
+
+
 def test_remote_durability_survives_losing_the_cache(weed: SeaweedFS, tmp_path: Path) -> None:
-    """With durability=remote a COMMIT means "in S3": kill -9 and a lost cache lose nothing."""
+    """With durability=remote a COMMIT means "in S3": kill -9 and a lost cache lose nothing.
+
+    A second gateway on the prefix is refused, with one line naming the one
+    that holds it, while that one runs and until its claim expires after
+    ``kill -9``; then a gateway with an empty cache takes over.
+    """
     data = secrets.token_bytes(6 * MiB + 123)
     port = free_port()
     options = s3_options(weed, tmp_path, "cache", durability="remote", block_size="1MiB")
+    fresh = s3_options(weed, tmp_path, "other-cache", block_size="1MiB")
 
     async def write_and_commit(server: RunningServer) -> None:
         async with AnfsNfs3(server.port) as nfs:
@@ -254,9 +274,19 @@ def test_remote_durability_survives_losing_the_cache(weed: SeaweedFS, tmp_path: 
 
     with dittofs_server(tmp_path, *options, port=port) as server:
         run(write_and_commit(server), timeout=120)
+        output = refused_start(tmp_path, *fresh)
+        refusals = [line for line in output.splitlines() if "Could not open" in line]
+        assert len(refusals) == 1, output
+        assert f"PrefixInUse: s3://{BUCKET}/{tmp_path.name}/ is in use by another gateway" in (
+            refusals[0]
+        ), output
+        assert f"pid {server.process.pid}, cache {tmp_path / 'cache'}" in refusals[0], output
+        assert "Traceback" not in output, output
         server.process.send_signal(signal.SIGKILL)
         server.process.wait(10)
-    fresh = s3_options(weed, tmp_path, "other-cache", block_size="1MiB")
+        killed = time.monotonic()
+    assert "PrefixInUse" in refused_start(tmp_path, *fresh)  # the claim outlives kill -9...
+    time.sleep(max(0.0, killed + CLAIM_TTL + 1 - time.monotonic()))  # ...until it expires
     with dittofs_server(tmp_path, *fresh, port=port) as server:
         copy_out(server, "remote.bin", tmp_path / "back.bin")
         assert (tmp_path / "back.bin").read_bytes() == data

@@ -43,9 +43,10 @@ from dittofs.interfaces import (
     IContentStore,
     IReadinessProbe,
 )
+from dittofs.stores.s3.claims import Claim, PrefixInUse, live_others
 from dittofs.stores.s3.content import S3ContentStore
 from dittofs.stores.s3.gc import collect_garbage
-from dittofs.stores.s3.objects import ListedObject, Manifest, S3Unavailable
+from dittofs.stores.s3.objects import ListedObject, Manifest, ObjectStore, S3Unavailable
 from dittofs.stores.s3.settings import parse_s3_spec
 from dittofs.stores.s3.state import StoredBytes
 from dittofs.testing.conformance import ContentStoreConformance
@@ -257,6 +258,7 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         data = os.urandom(5 * BLOCK + 12345)
         self.write(store, 1, 0, data, stable=False)
         self.h.resolve(store.commit(1))
+        self.h.resolve(store.close())  # closing uploads nothing more: S3 had it all
         other = self.h.opened(cache="other-cache", readahead=2)
         self.assertEqual(self.read(other, 1), data)
         self.assertEqual(self.read(other, 1, BLOCK - 10, 20), data[BLOCK - 10 : BLOCK + 10])
@@ -274,6 +276,7 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         changed = [index for index in before if before[index] != after[index]]
         self.assertEqual(changed, [5])
         self.assertEqual(len(self.h.keys("blocks/")), 8)
+        self.h.resolve(store.close())
         other = self.h.opened(cache="fresh")
         self.assertEqual(self.read(other, 3), bytes(data))
 
@@ -286,6 +289,7 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         again = self.h.opened(cache="second", durability="remote")
         self.write(again, 4, BLOCK + 17, b"XYZ")
         data[BLOCK + 17 : BLOCK + 20] = b"XYZ"
+        self.h.resolve(again.close())
         third = self.h.opened(cache="third")
         self.assertEqual(self.read(third, 4), bytes(data))
 
@@ -447,6 +451,49 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         self.assertIn("belongs to", str(other.failure(store.open()).value))
         other.resolve(store.close())
 
+    def test_a_second_gateway_on_the_prefix_is_refused(self) -> None:
+        """Two gateways on one prefix would overwrite each other's files: the second refuses.
+
+        Once the first has closed (its claim deleted), another starts at once.
+        """
+        first = self.h.opened()
+        self.write(first, 3, 0, b"first")
+        second = self.h.store(cache="second")
+        error = str(self.h.failure(second.open()).value)
+        self.assertIn(f"{self.h.prefix}/ is in use by another gateway", error)
+        self.assertIn(f"pid {os.getpid()}, cache {self.h.scratch / 'cache'}", error)
+        self.h.resolve(second.close())
+        self.h.resolve(first.close())
+        self.assertEqual(self.h.keys("dittofs-gateways/"), [])
+        third = self.h.opened(cache="third")
+        self.assertEqual(self.read(third, 3), b"first")
+        self.assertEqual(len(self.h.keys("dittofs-gateways/")), 1)
+
+    def test_a_gateway_restarted_on_its_cache_takes_its_claim_back(self) -> None:
+        """After a crash the claim is still live; the same cache (and journal) may take it."""
+        relay = self.h.proxy()
+        crashed = self.h.opened(endpoint=relay.endpoint, close_timeout="0s")
+        relay.cut()  # the claim cannot be deleted: as after kill -9
+        self.h.resolve(crashed.close())
+        self.assertEqual(len(self.h.keys("dittofs-gateways/")), 1)
+        other = self.h.store(cache="other")
+        self.assertIn("in use by another gateway", str(self.h.failure(other.open()).value))
+        self.h.resolve(other.close())
+        self.h.opened()
+
+    def test_a_claim_not_renewed_expires(self) -> None:
+        """A gateway gone for good stops counting once its claim is older than the TTL."""
+        opened = self.h.opened()
+        self.h.resolve(opened.close())
+        s3 = ObjectStore(opened.settings, 4)
+        gone = Claim(s3, opened.settings, "gone", lambda level, text: None, ttl=1.0)
+        gone.take()
+        late = Claim(s3, opened.settings, "late", lambda level, text: None, ttl=1.0)
+        self.assertRaises(PrefixInUse, late.take)
+        time.sleep(2.2)  # LastModified has whole seconds
+        late.take()
+        late.release()
+
     def free_bytes(self, store: S3ContentStore) -> int:
         """What FSSTAT would report as free."""
         return int(self.h.resolve(store.space()).free_bytes)
@@ -464,8 +511,8 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         """FSSTAT's free space drops by what is written at once, and a listing recounts it.
 
         Written data shows as soon as it is in the cache; a new store counts
-        the block objects by listing them; a deleted file's space shows free
-        once a listing runs after the delete.
+        the block objects by listing them, and only at its listing interval; a
+        deleted file's space shows free once a listing runs after the delete.
         """
         store = self.h.opened(durability="remote", capacity="1GiB", usage_interval="0s")
         capacity = 1 << 30
@@ -480,11 +527,14 @@ class S3StoreBehaviourTests(SynchronousTestCase):
             )["Contents"]
         )
         self.assertEqual(held, 3 * BLOCK + 10)
+        self.h.resolve(store.close())
         other = self.h.opened(cache="other", capacity="1GiB", usage_interval="1h")
         self.assertEqual(self.settled_free_bytes(other, capacity - held), capacity - held)
-        self.h.resolve(store.delete(71))
-        self.assertEqual(self.settled_free_bytes(store, capacity), capacity)
+        self.h.resolve(other.delete(71))
         self.assertEqual(self.free_bytes(other), capacity - held, "other lists once an hour")
+        self.h.resolve(other.close())
+        third = self.h.opened(cache="third", capacity="1GiB", usage_interval="0s")
+        self.assertEqual(self.settled_free_bytes(third, capacity), capacity)
 
     def test_readiness_probe_asks_s3(self) -> None:
         """The probe succeeds while S3 answers and fails, asking to retry, while it does not."""
@@ -501,10 +551,12 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         self.assertEqual((figures.hits, figures.misses), (2, 0))
         self.assertEqual(figures.capacity_bytes, 64 << 20)
         self.assertGreaterEqual(figures.used_bytes, 2 * BLOCK)
+        self.h.resolve(store.close())  # one gateway on a prefix at a time
         cold = self.h.opened(cache="cold")
         self.read(cold, 81, 0, 10)
         self.read(cold, 81, 0, 10)
         self.assertEqual((cold.cache_statistics().hits, cold.cache_statistics().misses), (1, 1))
+        self.h.resolve(cold.close())
         relay = self.h.proxy()
         down = self.h.opened(
             cache="down", endpoint=relay.endpoint, durability="remote", close_timeout="0s"
@@ -575,3 +627,31 @@ class StoredBytesTests(SynchronousTestCase):
             self.assertRaises(S3Unavailable, stored.recount, failing())
             self.assertEqual(stored.total, 1000)
             self.assertEqual(stored.claim_listing(), again)
+
+
+class ClaimJudgementTests(SynchronousTestCase):
+    """Which other gateways' claims count, judged by S3's clock alone."""
+
+    def listed(self, **ages: float) -> list[ListedObject]:
+        """Claim objects of these gateways, each *age* seconds older than "now"."""
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        return [
+            ListedObject(f"p/dittofs-gateways/{name}", 10, now - timedelta(seconds=age))
+            for name, age in ages.items()
+        ]
+
+    def test_live_and_expired(self) -> None:
+        """Younger than the TTL counts; as old or older does not; ours never does."""
+        found = live_others(
+            self.listed(mine=0, young=29, old=30, older=3600), "p/dittofs-gateways/", "mine", 30
+        )
+        self.assertEqual(found, [("p/dittofs-gateways/young", 29.0)])
+
+    def test_clocks_are_s3s(self) -> None:
+        """A claim written "in the future" (S3 nodes' clocks differ) counts, with age 0."""
+        found = live_others(self.listed(mine=5, ahead=0), "p/dittofs-gateways/", "mine", 30)
+        self.assertEqual(found, [("p/dittofs-gateways/ahead", 0.0)])
+
+    def test_our_own_claim_not_listed_yet(self) -> None:
+        """Without our own claim in the listing there is no "now": nothing is judged."""
+        self.assertEqual(live_others(self.listed(other=1), "p/dittofs-gateways/", "mine", 30), [])

@@ -29,7 +29,8 @@ are reads of data not in the cache, until ``io_error_after`` has passed, when
 those reads fail with NFS3ERR_IO.  Each outage is logged once.
 
 One store per bucket prefix at a time: two servers sharing a prefix would
-overwrite each other's manifests.
+overwrite each other's manifests, so each claims its prefix
+(:mod:`dittofs.stores.s3.claims`) and a second one refuses to start.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,6 +62,7 @@ from dittofs.interfaces import (
 )
 from dittofs.model import CacheStatistics, SpaceUsage
 from dittofs.stores.s3.cache_tier import CacheFull, CacheTier, fsync_path
+from dittofs.stores.s3.claims import Claim
 from dittofs.stores.s3.gc import DEFAULT_GRACE, GcReport, collect_garbage
 from dittofs.stores.s3.objects import ObjectStore, S3Failure, S3NotFound, S3Unavailable
 from dittofs.stores.s3.settings import DURABILITY_REMOTE, S3Settings
@@ -113,6 +116,7 @@ class S3ContentStore:
         self._s3: ObjectStore | None = None
         self._uploader: Uploader | None = None
         self._fetches: ThreadPoolExecutor | None = None
+        self._claim: Claim | None = None
         self.block_size = settings.block_size
 
     # -- plumbing ------------------------------------------------------------------------
@@ -182,10 +186,12 @@ class S3ContentStore:
         settings = self.settings
         assert settings.cache_dir is not None
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
-        self._check_cache_owner()
+        gateway = self._check_cache_owner()
         recovered = self._cache.open()
         self._s3 = ObjectStore(settings, max_connections=2 * settings.uploads + 32)
         self._check_format()
+        self._claim = Claim(self._s3, settings, gateway, self._report)
+        self._take_claim()
         with self._cache.cv:
             for fileid in set(recovered.dirty) | set(recovered.meta):
                 state = self._table.get(fileid)
@@ -214,8 +220,25 @@ class S3ContentStore:
         self._uploader.start()
         self._recount_if_due()
 
-    def _check_cache_owner(self) -> None:
-        """Refuse a cache directory of another bucket or prefix (its journal would go astray)."""
+    def _take_claim(self) -> None:
+        """Claim the prefix for this gateway alone (see :mod:`dittofs.stores.s3.claims`)."""
+        assert self._claim is not None
+        try:
+            self._claim.take()  # PrefixInUse says which gateway holds it
+        except S3Unavailable as error:
+            self._health.failure(error)
+            self._report(
+                "warn",
+                "S3 is unreachable: whether another gateway uses this prefix is checked "
+                "once it answers",
+            )
+        self._claim.start()
+
+    def _check_cache_owner(self) -> str:
+        """Refuse a cache directory of another bucket or prefix (its journal would go astray).
+
+        Returns the id of the gateway that owns the cache, made on its first use.
+        """
         settings = self.settings
         assert settings.cache_dir is not None
         owner_path = settings.cache_dir / "owner.json"
@@ -232,11 +255,16 @@ class S3ContentStore:
                     f"cache directory {settings.cache_dir} holds {found.get('block_size')}-byte "
                     f"blocks; start with block_size={found.get('block_size')} or another cache_dir"
                 )
-            return
+            if "gateway" in found:
+                return str(found["gateway"])
+            record = {**found, "gateway": secrets.token_hex(8)}  # a cache from before claims
+        else:
+            record = {**owner, "block_size": settings.block_size, "gateway": secrets.token_hex(8)}
         temporary = owner_path.with_name("owner.json.tmp")
-        temporary.write_text(json.dumps({**owner, "block_size": settings.block_size}))
+        temporary.write_text(json.dumps(record))
         os.replace(temporary, owner_path)
         fsync_path(settings.cache_dir, directory=True)
+        return str(record["gateway"])
 
     def _check_format(self) -> None:
         """Record the block size in a new prefix, or check it matches an existing one's."""
@@ -286,6 +314,9 @@ class S3ContentStore:
             self._fsync_file(fileid)
         with self._cache.cv:
             left = self._cache.dirty_bytes
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
         if left:
             self._report(
                 "info",
