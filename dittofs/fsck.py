@@ -15,11 +15,15 @@ What is checked:
   2 plus its subdirectories;
 - parents: a directory's ``..`` is the directory whose entry names it;
 - content nobody owns: stored content whose file id is no reachable regular
-  file (it would otherwise occupy space for ever).
+  file (it would otherwise occupy space for ever);
+- the content store's own records against its data, where it can check them
+  (:class:`~dittofs.interfaces.IContentCheck`: the S3 store's manifests
+  against the block objects in the bucket).
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -28,7 +32,13 @@ from typing import TextIO
 import attrs
 
 from dittofs import progress
-from dittofs.interfaces import IContentInventory, IContentStore, IMetadataInventory, IMetadataStore
+from dittofs.interfaces import (
+    IContentCheck,
+    IContentInventory,
+    IContentStore,
+    IMetadataInventory,
+    IMetadataStore,
+)
 from dittofs.model import Inventory, Repair
 from dittofs.vocabulary import FileType
 
@@ -153,13 +163,23 @@ async def run(
         total = len(inventory.inodes) + len(inventory.entries)
         with progress.bar("checking", total, "item", shown=show_progress) as advance:
             report = check(inventory, content_ids, advance)
-        for problem in report.problems:
+        content_problems: list[str] = []
+        if IContentCheck.providedBy(content):
+            phases = functools.partial(progress.bar, shown=show_progress)
+            checked = await IContentCheck(content).check_content(phases)
+            out.write(f"fsck: {content.name} content: {checked.summary}\n")
+            content_problems = checked.problems
+        for problem in [*report.problems, *content_problems]:
             out.write(f"{problem}\n")
-        if report.clean:
+        if content_problems:
+            out.write(f"fsck: {len(content_problems)} content problems that --repair cannot mend\n")
+        if report.clean and not content_problems:
             out.write(
                 f"fsck: clean: {len(inventory.inodes)} inodes, {len(inventory.entries)} entries\n"
             )
             return CLEAN
+        if report.clean:
+            return UNCORRECTED
         if not repair:
             out.write(f"fsck: {len(report.problems)} problems; run with --repair to fix them\n")
             return UNCORRECTED
@@ -168,7 +188,7 @@ async def run(
         for fileid in sorted(set(report.ownerless_content) | dropped):
             await content.delete(fileid)
         out.write(f"fsck: repaired {len(report.problems)} problems\n")
-        return CORRECTED
+        return UNCORRECTED if content_problems else CORRECTED
     finally:
         await content.close()
         await metadata.close()

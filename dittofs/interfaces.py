@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         BlockChange,
         BlockMap,
         CacheStatistics,
+        ContentCheck,
         Created,
         DirPage,
         FileCounts,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
         SpaceUsage,
         WccAttributes,
     )
+    from dittofs.progress import Phases
 
 # Methods in a zope Interface take no ``self``; these signatures document the
 # contract that implementations (verified with ``verifyObject``) must follow.
@@ -282,6 +284,17 @@ class IContentInventory(Interface):
 
     def content_ids() -> Deferred[list[int]]:
         """Return a Deferred of the file ids that have stored content."""
+
+
+class IContentCheck(Interface):
+    """Optional: lets ``dittofs fsck`` check a content store's own records against its data.
+
+    For stores that keep a map of where content is (the S3 store's manifests
+    and block objects).  Meant for a store no gateway is serving.
+    """
+
+    def check_content(progress: Phases) -> Deferred[ContentCheck]:
+        """Return a Deferred of a ``ContentCheck``; *progress* hears of each phase."""
 
 
 class IReadinessProbe(Interface):

@@ -172,6 +172,16 @@ class CacheStatistics:
 
 
 @attrs.frozen
+class ContentCheck:
+    """What a content store's own check found (:class:`~dittofs.interfaces.IContentCheck`)."""
+
+    #: One line per problem: content the store's records name and it cannot find.
+    problems: list[str]
+    #: One line of figures for the report (what was looked at, what could be collected).
+    summary: str
+
+
+@attrs.frozen
 class InodeRecord:
     """What ``fsck`` needs to know about one inode."""
 

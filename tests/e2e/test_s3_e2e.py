@@ -33,6 +33,7 @@ from dittofs.stores.s3.claims import TTL as CLAIM_TTL
 from tests.e2e.clients import FILE_SYNC, NFS3_OK, UNSTABLE, AnfsNfs3, const, libnfs, run
 from tests.e2e.seaweedfs import SeaweedFS, SeaweedUnavailable, credentials_env, weed_binary
 from tests.e2e.server import RunningServer, dittofs_server, free_port
+from tests.e2e.storm import fsck
 
 MiB = 1024 * 1024
 FULL = os.environ.get("DITTOFS_E2E_FULL") == "1"
@@ -195,6 +196,11 @@ def test_random_overwrites(weed: SeaweedFS, tmp_path: Path) -> None:
         copy_out(server, "random.bin", tmp_path / "cold.bin")
         assert (tmp_path / "cold.bin").read_bytes() == bytes(model)
         assert_clean_log(server)
+    # Every overwrite replaced a block: the manifest names only blocks S3 holds.
+    status, output = fsck(*options[1::2], tmp_path / f"data-{port}")
+    assert status == 0, output
+    assert "fsck: s3 content: 1 manifests, " in output, output
+    assert "fsck: clean: " in output, output
 
 
 def test_kill_9_after_commit_loses_nothing(weed: SeaweedFS, tmp_path: Path) -> None:

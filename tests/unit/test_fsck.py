@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from dittofs import fsck
-from dittofs.model import InodeRecord, Inventory, NewNode
+from dittofs.interfaces import IContentCheck
+from dittofs.model import ContentCheck, InodeRecord, Inventory, NewNode
+from dittofs.progress import Phases
 from dittofs.stores.content.memory import MemoryContentStore
 from dittofs.stores.metadata.memory import MemoryMetadataStore
 from dittofs.vocabulary import FileType
@@ -112,6 +115,43 @@ class RunTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(content.content_ids()), [made.node.fileid])
         status, output = run_fsck(self, metadata, content, repair=False)
         self.assertEqual(status, fsck.CLEAN, output)
+
+
+@implementer(IContentCheck)
+class _CheckedContent(MemoryContentStore):
+    """Content whose own check finds what it is told to."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__()
+        self.problems = problems
+        self.phases: list[str] = []
+
+    def check_content(self, progress: Phases) -> Deferred[ContentCheck]:
+        with progress("looking", 1, "thing") as advance:
+            self.phases.append("looking")
+            advance(1)
+        return succeed(ContentCheck(list(self.problems), "3 things looked at"))
+
+
+class ContentCheckTests(SynchronousTestCase):
+    """A content store's own check is reported; what it finds, --repair cannot mend."""
+
+    def test_clean_content_check(self) -> None:
+        """Its summary is printed and a clean check leaves the filesystem clean."""
+        content = _CheckedContent([])
+        status, output = run_fsck(self, MemoryMetadataStore(), content, repair=False)
+        self.assertEqual(status, fsck.CLEAN, output)
+        self.assertIn("fsck: memory content: 3 things looked at\n", output)
+        self.assertEqual(content.phases, ["looking"])
+
+    def test_content_problems_are_never_corrected(self) -> None:
+        """A content problem keeps status 4, with --repair too, and is listed."""
+        content = _CheckedContent(["block 3 of file id 9 is missing"])
+        for repair in (False, True):
+            status, output = run_fsck(self, MemoryMetadataStore(), content, repair=repair)
+            self.assertEqual(status, fsck.UNCORRECTED, output)
+            self.assertIn("block 3 of file id 9 is missing\n", output)
+            self.assertIn("fsck: 1 content problems that --repair cannot mend", output)
 
 
 class _FailingDelete(MemoryContentStore):

@@ -16,6 +16,7 @@ store on the same cache directory: the same code path a restart after
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import secrets
@@ -23,7 +24,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,12 @@ from zope.interface.verify import verifyObject
 
 from dittofs.interfaces import (
     ICacheStatistics,
+    IContentCheck,
     IContentInventory,
     IContentStore,
     IReadinessProbe,
 )
+from dittofs.progress import Advance
 from dittofs.stores.s3.claims import Claim, PrefixInUse, live_others
 from dittofs.stores.s3.content import S3ContentStore
 from dittofs.stores.s3.gc import collect_garbage
@@ -237,6 +240,7 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         store = self.h.opened()
         self.assertTrue(verifyObject(IContentStore, store))
         self.assertTrue(verifyObject(IContentInventory, store))
+        self.assertTrue(verifyObject(IContentCheck, store))
         self.assertTrue(verifyObject(IReadinessProbe, store))
         self.assertTrue(verifyObject(ICacheStatistics, store))
 
@@ -493,6 +497,34 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         time.sleep(2.2)  # LastModified has whole seconds
         late.take()
         late.release()
+
+    def test_check_finds_missing_blocks_and_counts_unowned_ones(self) -> None:
+        """fsck's check: a block a manifest names and S3 lacks is a problem; strays are counted."""
+        store = self.h.opened(durability="remote")
+        self.write(store, 21, 0, os.urandom(3 * BLOCK))
+        self.write(store, 22, 0, b"small")
+        self.h.resolve(store.close())
+        lost = self.h.manifest(21).blocks[1]
+        lost_key = f"{self.h.prefix}/blocks/{21:016x}/{1:08x}-{lost}"
+        self.h.client.delete_object(Bucket=BUCKET, Key=lost_key)
+        stray_key = f"{self.h.prefix}/blocks/{23:016x}/{0:08x}-stray"
+        self.h.client.put_object(Bucket=BUCKET, Key=stray_key, Body=b"x" * 100)
+        checker = self.h.opened(cache="checker")
+        phases: list[str] = []
+
+        @contextlib.contextmanager
+        def progress(description: str, total: int | None, unit: str) -> Iterator[Advance]:
+            phases.append(description)
+            yield lambda count: None
+
+        found = self.h.resolve(checker.check_content(progress))
+        self.assertEqual(
+            found.problems,
+            [f"block 1 of file id 21 is missing from S3 ({lost_key}): its reads fail"],
+        )
+        self.assertTrue(found.summary.startswith("2 manifests, 4 block objects, 1 named by"))
+        self.assertIn("(100 bytes;", found.summary)
+        self.assertEqual(phases, ["listing manifests", "reading manifests", "listing blocks"])
 
     def free_bytes(self, store: S3ContentStore) -> int:
         """What FSSTAT would report as free."""

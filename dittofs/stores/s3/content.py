@@ -56,14 +56,16 @@ from dittofs import log as dittofs_log
 from dittofs.errors import NFSError
 from dittofs.interfaces import (
     ICacheStatistics,
+    IContentCheck,
     IContentInventory,
     IContentStore,
     IReadinessProbe,
 )
-from dittofs.model import CacheStatistics, SpaceUsage
+from dittofs.model import CacheStatistics, ContentCheck, SpaceUsage
+from dittofs.progress import Phases
 from dittofs.stores.s3.cache_tier import CacheFull, CacheTier, fsync_path
 from dittofs.stores.s3.claims import Claim
-from dittofs.stores.s3.gc import DEFAULT_GRACE, GcReport, collect_garbage
+from dittofs.stores.s3.gc import DEFAULT_GRACE, GcReport, check_blocks, collect_garbage
 from dittofs.stores.s3.objects import ObjectStore, S3Failure, S3NotFound, S3Unavailable
 from dittofs.stores.s3.settings import DURABILITY_REMOTE, S3Settings
 from dittofs.stores.s3.state import FileState, FileTable, Health, StoredBytes, load_state
@@ -92,7 +94,7 @@ def _disk_error(error: OSError) -> NFSError:
     return NFSError(Status.IO, str(error))
 
 
-@implementer(IContentStore, IContentInventory, IReadinessProbe, ICacheStatistics)
+@implementer(IContentStore, IContentInventory, IContentCheck, IReadinessProbe, ICacheStatistics)
 class S3ContentStore:
     """File contents as block objects in an S3 bucket, written back through a local cache."""
 
@@ -762,6 +764,27 @@ class S3ContentStore:
                     ids.discard(fileid)
             ids.update(self._cache.dirty_files())
         return sorted(ids)
+
+    def check_content(self, progress: Phases) -> Deferred[ContentCheck]:
+        """See :meth:`IContentCheck.check_content`: every block a manifest names is in S3.
+
+        Blocks no manifest names are counted, not reported: ``dittofs gc``
+        collects them.
+        """
+        return self._run(self._check_content, progress, reading=True)
+
+    def _check_content(self, progress: Phases) -> ContentCheck:
+        found = check_blocks(self.s3, self.settings, progress)
+        problems = [
+            f"block {index} of file id {fileid} is missing from S3 ({key}): its reads fail"
+            for fileid, index, key in found.missing
+        ]
+        summary = (
+            f"{found.manifests} manifests, {found.blocks} block objects, "
+            f"{found.unowned} named by no manifest ({found.unowned_bytes} bytes; "
+            "dittofs gc deletes those older than its grace period)"
+        )
+        return ContentCheck(problems, summary)
 
     def gc(self, grace: float = DEFAULT_GRACE) -> Deferred[GcReport]:
         """Delete block objects no manifest names and older than *grace* seconds.

@@ -52,6 +52,35 @@ def _fileid_of(key: str, folder: str) -> int | None:
         return None
 
 
+def referenced_blocks(
+    s3: ObjectStore, settings: S3Settings, progress: Phases = unwatched
+) -> tuple[int, dict[str, tuple[int, int]]]:
+    """How many manifests there are, and every block key they name with its (file id, index).
+
+    Blocking: one listing, then one GET per manifest (the long part on a
+    large filesystem, so *progress* hears of both phases).
+    """
+    manifest_folder = settings.manifest_key()
+    with progress("listing manifests", None, "manifest") as advance:
+        listed_manifests = _counted(s3.list(manifest_folder), advance)
+    referenced: dict[str, tuple[int, int]] = {}
+    manifests = 0
+    with progress("reading manifests", len(listed_manifests), "manifest") as advance:
+        for listed in listed_manifests:
+            advance(1)
+            fileid = _fileid_of(listed.key, manifest_folder)
+            if fileid is None:
+                continue
+            try:
+                manifest = Manifest.decode(s3.get(listed.key))
+            except S3NotFound:
+                continue
+            manifests += 1
+            for index, version in manifest.blocks.items():
+                referenced[settings.block_key(fileid, index, version)] = (fileid, index)
+    return manifests, referenced
+
+
 def collect_garbage(
     s3: ObjectStore,
     settings: S3Settings,
@@ -67,29 +96,10 @@ def collect_garbage(
     uploaded during the run is young and spared.  *protected()* adds keys a
     running store knows are in use; it is called after listing the blocks.
     *progress* is told about each phase (listing and reading the manifests,
-    listing and deleting the blocks) as it goes: one request per manifest
-    makes reading them the long part on a large filesystem.
+    listing and deleting the blocks) as it goes.
     """
-    manifest_folder = settings.manifest_key()
-    with progress("listing manifests", None, "manifest") as advance:
-        listed_manifests = _counted(s3.list(manifest_folder), advance)
-    referenced: set[str] = set()
-    manifests = 0
-    with progress("reading manifests", len(listed_manifests), "manifest") as advance:
-        for listed in listed_manifests:
-            advance(1)
-            fileid = _fileid_of(listed.key, manifest_folder)
-            if fileid is None:
-                continue
-            try:
-                manifest = Manifest.decode(s3.get(listed.key))
-            except S3NotFound:
-                continue
-            manifests += 1
-            referenced.update(
-                settings.block_key(fileid, index, version)
-                for index, version in manifest.blocks.items()
-            )
+    manifests, named = referenced_blocks(s3, settings, progress)
+    referenced = set(named)
     cutoff = (now or datetime.now(UTC)) - timedelta(seconds=grace)
     with progress("listing blocks", None, "block") as advance:
         blocks = _counted(s3.list(settings.block_key_prefix()), advance)
@@ -111,6 +121,38 @@ def collect_garbage(
             advance(len(batch))
     live = sum(1 for listed in blocks if listed.key in referenced)
     return GcReport(manifests, len(blocks), live, len(doomed), doomed_bytes, spared)
+
+
+@attrs.frozen
+class BlockCheck:
+    """What ``fsck`` found comparing the manifests with the block objects in the bucket."""
+
+    manifests: int
+    blocks: int
+    #: (file id, block index, key) of every block a manifest names that S3 does not hold.
+    missing: list[tuple[int, int, str]]
+    #: Block objects no manifest names (``gc`` collects them once past the grace period).
+    unowned: int
+    unowned_bytes: int
+
+
+def check_blocks(s3: ObjectStore, settings: S3Settings, progress: Phases = unwatched) -> BlockCheck:
+    """Compare every manifest with the block objects the bucket holds (blocking).
+
+    Meant for a prefix no gateway serves (``dittofs fsck`` opens the store,
+    whose claim makes sure): a serving gateway deletes the blocks a manifest
+    stops naming, which would look missing here.  A block a manifest names
+    and S3 lacks is lost data: its reads fail.
+    """
+    manifests, referenced = referenced_blocks(s3, settings, progress)
+    with progress("listing blocks", None, "block") as advance:
+        blocks = _counted(s3.list(settings.block_key_prefix()), advance)
+    held = {listed.key for listed in blocks}
+    missing = sorted((*where, key) for key, where in referenced.items() if key not in held)
+    unowned = [listed for listed in blocks if listed.key not in referenced]
+    return BlockCheck(
+        manifests, len(blocks), missing, len(unowned), sum(item.size for item in unowned)
+    )
 
 
 def _counted(listing: Iterable[ListedObject], advance: Advance) -> list[ListedObject]:
