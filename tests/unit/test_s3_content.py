@@ -498,6 +498,29 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         late.take()
         late.release()
 
+    def test_another_live_claim_is_reported_while_serving(self) -> None:
+        """A claim that stays live beside ours (after a long outage) is logged, once."""
+        opened = self.h.opened()
+        self.h.resolve(opened.close())
+        s3 = ObjectStore(opened.settings, 4)
+        reports: list[tuple[str, str]] = []
+        ours = Claim(
+            s3, opened.settings, "ours", lambda *said: reports.append(said), renew_every=0.2
+        )
+        ours.take()
+        ours.start()
+        self.addCleanup(ours.release)
+        rogue = Claim(s3, opened.settings, "rogue", lambda *said: None)
+        s3.put(rogue.key, b"{}")  # as a gateway that took the prefix when ours looked stale
+        deadline = time.monotonic() + 10
+        while not reports and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # more renewals: still one report
+        self.assertEqual(len(reports), 1, reports)
+        level, text = reports[0]
+        self.assertEqual(level, "critical")
+        self.assertIn("another gateway (gateway rogue) also serves", text)
+
     def test_check_finds_missing_blocks_and_counts_unowned_ones(self) -> None:
         """fsck's check: a block a manifest names and S3 lacks is a problem; strays are counted."""
         store = self.h.opened(durability="remote")

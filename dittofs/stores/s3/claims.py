@@ -112,6 +112,8 @@ class Claim:
         self._thread: threading.Thread | None = None
         #: False while S3 could not be asked (an outage at open): taken when it answers.
         self.checked = False
+        #: Other gateways already reported as serving this prefix too.
+        self._reported: set[str] = set()
 
     @property
     def key(self) -> str:
@@ -151,20 +153,47 @@ class Claim:
         self._thread.start()
 
     def _renew(self) -> None:
-        while not self._stop.wait(self._renew_every):
+        seen: set[str] = set()
+        for _ in range(2**62):
+            if self._stop.wait(self._renew_every):
+                return
             try:
-                if self.checked:
-                    self._s3.put(self.key, self._body())
-                else:
+                if not self.checked:
                     self.take()
+                    continue
+                self._s3.put(self.key, self._body())
+                seen = self._watch(seen)
             except PrefixInUse as error:
                 self._report(
                     "critical",
-                    f"{error}; this gateway, started during an outage, is serving it too",
+                    f"{error}; this gateway, started while S3 was unreachable, serves it too",
                 )
                 return
             except (S3Unavailable, S3Failure):
                 continue  # the store logs the outage; renewal resumes with S3
+
+    def _watch(self, seen: set[str]) -> set[str]:
+        """Report another gateway whose claim is live at two renewals running; return the live.
+
+        Two gateways can both hold the prefix only after an outage longer than
+        the TTL hid one's claim from the other's start.  A gateway that starts
+        and refuses leaves its claim for a moment: seen once, it is no news.
+        """
+        live = {
+            key
+            for key, _ in live_others(
+                self._s3.list(self._folder), self._folder, self.gateway, self._ttl
+            )
+        }
+        for key in sorted(live & seen - self._reported):
+            self._reported.add(key)
+            self._report(
+                "critical",
+                f"another gateway ({self._describe(key)}) also serves "
+                f"s3://{self._settings.bucket}/{self._settings.prefix}: two gateways on one "
+                "prefix overwrite each other's files; stop one of them",
+            )
+        return live
 
     def release(self) -> None:
         """Stop renewing and delete the claim, so another gateway may start at once."""
