@@ -2,8 +2,11 @@
 
 See :mod:`tests.e2e.posix`.  Each store pairing runs with root squashing off
 and on; the number of operations is bounded (``DITTOFS_DIFF_OPERATIONS`` per
-pairing and squash mode), which bounds the time too.  ``docs/testing.md`` says how to run the long
-version and what it has found.
+pairing and squash mode), which bounds the time too.  A long run
+(``DITTOFS_DIFF_RANDOM=1``) may also be bounded in time
+(``DITTOFS_DIFF_SECONDS``): it stops between examples, so it ends green when
+nothing differed.  ``docs/testing.md`` says how to run the long version and
+what it has found.
 """
 
 from __future__ import annotations
@@ -28,7 +31,11 @@ OPERATIONS = int(os.environ.get("DITTOFS_DIFF_OPERATIONS", "1500"))
 #: Long runs draw new examples every time and shrink what fails; CI replays the same
 #: examples (a red CI is reproducible) and does not shrink (its time stays bounded).
 LONG = os.environ.get("DITTOFS_DIFF_RANDOM", "") == "1"
+#: A long run's time budget in seconds (0: none), checked between batches of examples.
+SECONDS = float(os.environ.get("DITTOFS_DIFF_SECONDS", "0"))
 STEPS = 100
+#: Examples a long run draws between two looks at its budgets.
+BATCH = 10
 PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink)
 
 ALICE = Identity("alice", 1001, 1001, (1001, 1003))
@@ -96,11 +103,13 @@ def test_posix_semantics_agree_with_the_local_filesystem(
         budget = Budget()
         started = time.monotonic()
         machine = machine_for(reference, remote, budget)
-        try:
+        deadline = started + SECONDS if SECONDS else float("inf")
+
+        def examples(count: int) -> None:
             run_state_machine_as_test(
                 machine,
                 settings=settings(
-                    max_examples=max(1, OPERATIONS // STEPS),
+                    max_examples=count,
                     stateful_step_count=STEPS,
                     deadline=None,
                     database=None,
@@ -109,6 +118,14 @@ def test_posix_semantics_agree_with_the_local_filesystem(
                     suppress_health_check=list(HealthCheck),
                 ),
             )
+
+        try:
+            if not LONG:
+                examples(max(1, OPERATIONS // STEPS))  # the same examples every time
+            for _ in range(max(1, OPERATIONS // (STEPS * BATCH) + 1)):
+                if not LONG or budget.total >= OPERATIONS or time.monotonic() >= deadline:
+                    break
+                examples(BATCH)  # new examples each batch
         finally:
             remote.close()
         elapsed = time.monotonic() - started
