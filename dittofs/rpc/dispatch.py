@@ -146,23 +146,23 @@ class RpcDispatcher:
         except XdrError:
             return None
         except CallRejected as rejected:
-            call = Call(rejected.xid, client_host, client_port, len(record))
+            call = Call(rejected.xid, client_host, client_port)
             return self._answered(call, arrived, rejected.stat, rejected.reply)
         xid = header.xid
         program = self._programs.get(header.program)
         if program is None:
-            call = self._call(header, client_host, client_port, record)
+            call = self._call(header, client_host, client_port)
             return self._answered(call, arrived, AcceptStat.PROG_UNAVAIL)
         program_name = getattr(program, "name", str(program.number))
         if not program.low_version <= header.version <= program.high_version:
-            call = self._call(header, client_host, client_port, record, program_name)
+            call = self._call(header, client_host, client_port, program_name)
             reply = prog_mismatch_reply(xid, program.low_version, program.high_version)
             return self._answered(call, arrived, AcceptStat.PROG_MISMATCH, reply)
         procedure = program.procedures(header.version).get(header.procedure)
         if procedure is None:
-            call = self._call(header, client_host, client_port, record, program_name)
+            call = self._call(header, client_host, client_port, program_name)
             return self._answered(call, arrived, AcceptStat.PROC_UNAVAIL)
-        call = self._call(header, client_host, client_port, record, program_name, procedure.name)
+        call = self._call(header, client_host, client_port, program_name, procedure.name)
         try:
             args = procedure.decode(reader)
         except XdrError:
@@ -198,13 +198,13 @@ class RpcDispatcher:
                     status=first,
                     ms=seconds * 1000,
                 )
-            _finish(finishers, Outcome(AcceptStat.SUCCESS, _size(parts), seconds, status))
+            _finish(finishers, Outcome(AcceptStat.SUCCESS, seconds, status))
             return parts
 
         def failure(reason: Failure) -> Parts:
             parts = self._system_error(reason, header.program, procedure, xid)
             seconds = time.perf_counter() - arrived
-            _finish(finishers, Outcome(AcceptStat.SYSTEM_ERR, _size(parts), seconds))
+            _finish(finishers, Outcome(AcceptStat.SYSTEM_ERR, seconds))
             return parts
 
         replied = outcome.addCallbacks(success, failure)
@@ -217,16 +217,14 @@ class RpcDispatcher:
         header: CallHeader,
         client_host: str,
         client_port: int,
-        record: bytes,
-        *names: str,
+        program_name: str | None = None,
+        procedure_name: str | None = None,
     ) -> Call:
-        """The call *header* asks for; *names*: its program's and procedure's, where served."""
-        program_name, procedure_name = (*names, None, None)[:2]
+        """The call *header* asks for, with the names of what serves it (None where nothing)."""
         return Call(
             header.xid,
             client_host,
             client_port,
-            len(record),
             header.program,
             header.version,
             header.procedure,
@@ -259,7 +257,7 @@ class RpcDispatcher:
         if self.observers:
             finishers = contextvars.copy_context().run(self._observe, call)
             seconds = time.perf_counter() - arrived
-            _finish(finishers, Outcome(stat, _size(parts), seconds))
+            _finish(finishers, Outcome(stat, seconds))
         return succeed(parts)
 
     def _observe(self, call: Call) -> list[Callable[[Outcome], None]]:
@@ -275,10 +273,6 @@ class RpcDispatcher:
             xid=xid,
         )
         return accepted_reply(xid, AcceptStat.SYSTEM_ERR).parts()
-
-
-def _size(parts: Parts) -> int:
-    return sum(len(part) for part in parts)
 
 
 def _finish(finishers: list[Callable[[Outcome], None]], outcome: Outcome) -> None:

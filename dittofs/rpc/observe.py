@@ -38,8 +38,6 @@ class Call:
     xid: int
     client_host: str
     client_port: int
-    #: Bytes of the call record.
-    size: int
     program: int | None = None
     version: int | None = None
     procedure: int | None = None
@@ -58,8 +56,6 @@ class Outcome:
     """
 
     stat: AcceptStat | RejectStat
-    #: Bytes of the reply record.
-    size: int
     #: From the call's arrival at the dispatcher to its reply being ready.
     seconds: float
     status: enum.IntEnum | None = None
