@@ -8,6 +8,7 @@ handle is resolved to its export without any lookup by path.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import attrs
@@ -119,12 +120,22 @@ class ExportTable:
     def close(self) -> Deferred[None]:
         """Close every store that opened, even when some of them fail to close.
 
-        A store that never opened is left alone: closing one can wait for
-        work that never started (the filesystem store's I/O threads), and a
-        stop after a failed start must not hang on it.
+        Each export's content store closes before its metadata store: the S3
+        store's last uploads still change block maps in the metadata store.
+        Exports close side by side.  A store that never opened is left alone:
+        closing one can wait for work that never started (the filesystem
+        store's I/O threads), and a stop after a failed start must not hang
+        on it.
         """
         opened, self._opened = self._opened, []
-        closing = [store.close() for store in opened]
+
+        async def close_export(export: Export) -> None:
+            for store in (export.content, export.metadata):
+                if store in opened:
+                    with contextlib.suppress(Exception):
+                        await store.close()
+
+        closing = [Deferred.fromCoroutine(close_export(export)) for export in self]
         return DeferredList(closing, consumeErrors=True).addCallback(lambda _: None)
 
 
