@@ -279,6 +279,17 @@ class IBlockMaps(Interface):
         """
 
 
+class IBlockMapUser(Interface):
+    """Optional, on a content store: it keeps its block maps in the export's metadata store.
+
+    The server hands it the metadata store (which must provide
+    :class:`IBlockMaps`) before opening either.
+    """
+
+    def use_block_maps(maps: IBlockMaps) -> None:
+        """Keep block maps in *maps* (called once, before :meth:`IContentStore.open`)."""
+
+
 class IContentInventory(Interface):
     """Optional: lets ``dittofs fsck`` find content that no file owns."""
 

@@ -63,9 +63,8 @@ from dittofs.stores import (
     StoreSpecError,
     check_spec,
     choices,
-    content_store,
     describe_store,
-    metadata_store,
+    store_pair,
 )
 from dittofs.web import web_root
 
@@ -615,22 +614,19 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     def instrumented(store: Any, interface: type[Interface], kind: str) -> Any:
         return tracing.store(metered(store, interface, kind, metrics), interface, kind)
 
-    exports = ExportTable(
-        [
+    served: list[Export] = []
+    for spec in config.exports:
+        metadata, content = store_pair(spec.metadata, spec.content, data_dir, reactor)
+        served.append(
             Export(
                 export_id=spec.export_id,
                 path=spec.path.encode(),
-                metadata=instrumented(
-                    metadata_store(spec.metadata, data_dir, reactor), IMetadataStore, "metadata"
-                ),
-                content=instrumented(
-                    content_store(spec.content, data_dir, reactor), IContentStore, "content"
-                ),
+                metadata=instrumented(metadata, IMetadataStore, "metadata"),
+                content=instrumented(content, IContentStore, "content"),
                 policy=spec.policy,
             )
-            for spec in config.exports
-        ]
-    )
+        )
+    exports = ExportTable(served)
     metrics.watch_caches(exports)
     programs: list[RpcProgram] = [MountProgram(exports), NFSv3Program(exports, metrics=metrics)]
     spans = tracing.observer()

@@ -16,7 +16,13 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorFromThreads
 
-from dittofs.interfaces import IContentStore, IMetadataStore, IStoreFactory
+from dittofs.interfaces import (
+    IBlockMaps,
+    IBlockMapUser,
+    IContentStore,
+    IMetadataStore,
+    IStoreFactory,
+)
 from dittofs.log import redact
 
 ROLES = ("metadata", "content")
@@ -89,13 +95,21 @@ def build_store(role: str, spec: str, data_dir: Path, reactor: IReactorFromThrea
     return factory_for(role, spec).build(spec, data_dir, reactor)
 
 
-def metadata_store(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> IMetadataStore:
-    """Build the metadata store a specification names."""
-    store: IMetadataStore = build_store("metadata", spec, data_dir, reactor)
-    return store
+def store_pair(
+    metadata_spec: str, content_spec: str, data_dir: Path, reactor: IReactorFromThreads
+) -> tuple[IMetadataStore, IContentStore]:
+    """Build (not open) an export's two stores, the content store given the block maps it needs.
 
-
-def content_store(spec: str, data_dir: Path, reactor: IReactorFromThreads) -> IContentStore:
-    """Build the content store a specification names."""
-    store: IContentStore = build_store("content", spec, data_dir, reactor)
-    return store
+    StoreSpecError, one line, when the content store keeps its block maps in
+    the metadata store (the S3 store does) and that one keeps none.
+    """
+    metadata: IMetadataStore = build_store("metadata", metadata_spec, data_dir, reactor)
+    content: IContentStore = build_store("content", content_spec, data_dir, reactor)
+    if IBlockMapUser.providedBy(content):
+        if not IBlockMaps.providedBy(metadata):
+            raise StoreSpecError(
+                f"the {_scheme(content_spec)} content store keeps its block maps in the "
+                f"metadata store, and the {_scheme(metadata_spec)} metadata store keeps none"
+            )
+        content.use_block_maps(metadata)
+    return metadata, content

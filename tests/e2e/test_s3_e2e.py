@@ -196,10 +196,10 @@ def test_random_overwrites(weed: SeaweedFS, tmp_path: Path) -> None:
         copy_out(server, "random.bin", tmp_path / "cold.bin")
         assert (tmp_path / "cold.bin").read_bytes() == bytes(model)
         assert_clean_log(server)
-    # Every overwrite replaced a block: the manifest names only blocks S3 holds.
+    # Every object the block map names is in S3.
     status, output = fsck(*options[1::2], tmp_path / f"data-{port}")
     assert status == 0, output
-    assert "fsck: s3 content: 1 manifests, " in output, output
+    assert "fsck: s3 content: " in output and "objects named by the block maps" in output, output
     assert "fsck: clean: " in output, output
 
 
@@ -352,8 +352,8 @@ def test_s3_outage_mid_write(weed: SeaweedFS, tmp_path: Path) -> None:
 
 
 def test_gc_command_collects_unreferenced_blocks(weed: SeaweedFS, tmp_path: Path) -> None:
-    """`dittofs gc` deletes a block no manifest names (as a crash between upload and
-    manifest leaves) and nothing a file still needs, showing its progress unless -q.
+    """`dittofs gc` deletes an object no block map names (as a crash between upload and
+    map change leaves) and nothing a file still needs, showing its progress unless -q.
 
     Run beside the live gateway, as the command allows; the file still reads
     back afterwards, from a fresh cache, so every block it needs survived.
@@ -366,21 +366,28 @@ def test_gc_command_collects_unreferenced_blocks(weed: SeaweedFS, tmp_path: Path
     settings = parse_s3_spec(spec)
     stray = settings.block_key(999_999, 0, "left-by-a-crash")
     port = free_port()  # the same port keeps the same data directory (the metadata)
+    stores = ["--content", spec, "--data-dir", str(tmp_path / f"data-{port}")]
     with dittofs_server(tmp_path, *options, port=port) as server:
         copy_in(server, local, "f.bin")
         weed.client().put_object(Bucket=BUCKET, Key=stray, Body=b"x" * 1000)
+        elsewhere = subprocess.run(  # the default data directory: a metadata store of nothing
+            [sys.executable, "-m", "dittofs.cli", "gc", "--content", spec, "--grace", "0",
+             "--data-dir", str(tmp_path / "elsewhere")],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert elsewhere.returncode == 1, elsewhere.stderr
+        assert "no block map names any object" in elsewhere.stderr, elsewhere.stderr
         gc = subprocess.run(
-            [sys.executable, "-m", "dittofs.cli", "gc", "--content", spec, "--grace", "0"],
+            [sys.executable, "-m", "dittofs.cli", "gc", *stores, "--grace", "0"],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert gc.returncode == 0, gc.stderr
         assert "1 deleted (1000 bytes)" in gc.stdout, gc.stdout
         # Its progress bars go to stderr, one per phase, the report alone on stdout.
-        for phase in ("listing manifests", "reading manifests", "listing blocks"):
-            assert phase in gc.stderr, gc.stderr
-        assert "deleting blocks: 100%" in gc.stderr, gc.stderr
+        assert "walking the maps and the bucket" in gc.stderr, gc.stderr
+        assert "deleting objects: 100%" in gc.stderr, gc.stderr
         quiet = subprocess.run(
-            [sys.executable, "-m", "dittofs.cli", "gc", "-q", "--content", spec, "--grace", "0"],
+            [sys.executable, "-m", "dittofs.cli", "gc", "-q", *stores, "--grace", "0"],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert (quiet.returncode, quiet.stderr) == (0, ""), quiet.stderr
@@ -391,3 +398,58 @@ def test_gc_command_collects_unreferenced_blocks(weed: SeaweedFS, tmp_path: Path
     with dittofs_server(tmp_path, *fresh, port=port) as server:
         copy_out(server, "f.bin", tmp_path / "back.bin")
     assert (tmp_path / "back.bin").read_bytes() == local.read_bytes()
+
+
+def test_a_prefix_of_manifests_is_refused_then_migrated(weed: SeaweedFS, tmp_path: Path) -> None:
+    """A format 1 prefix (manifests in the bucket) stops a gateway with one line naming
+    ``dittofs s3-migrate``; the command moves it, and the file reads back byte for byte.
+
+    The file's inode comes from a gateway over the same SQLite metadata; its
+    manifest and block objects are laid out as DittoFS before block maps
+    wrote them.
+    """
+    from dittofs.stores.s3.objects import Manifest
+    from dittofs.stores.s3.settings import parse_s3_spec
+
+    options = s3_options(weed, tmp_path, "cache", block_size="1MiB")
+    spec = options[-1]
+    settings = parse_s3_spec(spec)
+    data = secrets.token_bytes(MiB + 4321)
+    local = tmp_path / "old.bin"
+    local.write_bytes(data)
+    port = free_port()
+    with dittofs_server(tmp_path, "--metadata", "sqlite", "--content", "memory", port=port) as old:
+        copy_in(old, local, "old.bin")
+
+        async def fileid_of() -> int:
+            async with AnfsNfs3(old.port) as nfs:
+                found = await nfs.lookup(nfs.root, b"old.bin")
+                assert found["status"] == NFS3_OK, found
+                return int(found["resok"]["obj_attributes"]["attributes"]["fileid"])
+
+        fileid = run(fileid_of())
+    client = weed.client()
+    client.put_object(
+        Bucket=BUCKET, Key=settings.format_key, Body=b'{"version": 1, "block_size": 1048576}'
+    )
+    for index in (0, 1):
+        key = settings.block_key(fileid, index, f"v{index}")
+        client.put_object(Bucket=BUCKET, Key=key, Body=data[index * MiB : (index + 1) * MiB])
+    manifest = Manifest(size=len(data), block_size=MiB, blocks={0: "v0", 1: "v1"})
+    client.put_object(Bucket=BUCKET, Key=settings.manifest_key(fileid), Body=manifest.encode())
+    data_dir = tmp_path / f"data-{port}"
+    output = refused_start(tmp_path, "--metadata", f"sqlite:{data_dir / 'metadata.db'}",
+                           "--content", spec)  # fmt: skip
+    assert "keeps its files' block lists in the bucket" in output, output
+    assert "dittofs s3-migrate" in output, output
+    moved = subprocess.run(
+        [sys.executable, "-m", "dittofs.cli", "s3-migrate", "--metadata", "sqlite",
+         "--content", spec, "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert moved.returncode == 0, moved.stderr
+    assert "1 files, 2 blocks moved into the block maps" in moved.stdout, moved.stdout
+    assert "moving manifests into the block map" in moved.stderr, moved.stderr
+    with dittofs_server(tmp_path, *options, port=port) as server:
+        copy_out(server, "old.bin", tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == data

@@ -17,6 +17,7 @@ store on the same cache directory: the same code path a restart after
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import secrets
@@ -45,10 +46,13 @@ from dittofs.interfaces import (
     IContentStore,
     IReadinessProbe,
 )
+from dittofs.model import BlockChange, BlockMap, Slice
 from dittofs.progress import Advance
+from dittofs.stores.metadata.memory import MemoryMetadataStore
 from dittofs.stores.s3.claims import Claim, PrefixInUse, live_others
 from dittofs.stores.s3.content import S3ContentStore
 from dittofs.stores.s3.gc import collect_garbage
+from dittofs.stores.s3.migrate import migrate
 from dittofs.stores.s3.objects import ListedObject, Manifest, ObjectStore, S3Unavailable
 from dittofs.stores.s3.settings import parse_s3_spec
 from dittofs.stores.s3.state import StoredBytes
@@ -115,6 +119,8 @@ class S3Harness:
         self.prefix = f"unit-{secrets.token_hex(6)}"
         self.reactor = ThreadCallsReactor()
         self.scratch = Path(tempfile.mkdtemp(prefix="dittofs-s3-unit-"))
+        #: The block maps every store of the test shares, as gateways share a metadata store.
+        self.maps = MemoryMetadataStore()
         case.addCleanup(shutil.rmtree, self.scratch, True)
         self.client = self.server.client()
 
@@ -146,7 +152,9 @@ class S3Harness:
     ) -> S3ContentStore:
         """A new, unopened store."""
         settings = parse_s3_spec(self.spec(cache, endpoint, **options))
-        return S3ContentStore(settings, self.reactor)
+        store = S3ContentStore(settings, self.reactor)
+        store.use_block_maps(self.maps)
+        return store
 
     def resolve(self, deferred: Deferred[Any]) -> Any:
         """Wait for *deferred* (running the store's reactor calls) and return its result."""
@@ -174,10 +182,10 @@ class S3Harness:
         response = self.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{self.prefix}/{folder}")
         return sorted(item["Key"] for item in response.get("Contents", []))
 
-    def manifest(self, fileid: int) -> Manifest:
-        """A file's manifest, read straight from S3."""
-        key = f"{self.prefix}/manifests/{fileid:016x}"
-        return Manifest.decode(self.client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    def map(self, fileid: int) -> BlockMap:
+        """A file's whole block map."""
+        mapped: BlockMap = self.resolve(self.maps.block_slices(fileid, 0, 2**40))
+        return mapped
 
 
 def _closing(
@@ -244,17 +252,24 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IReadinessProbe, store))
         self.assertTrue(verifyObject(ICacheStatistics, store))
 
-    def test_layout_blocks_and_manifest(self) -> None:
-        """Content becomes immutable block objects plus one manifest naming them."""
+    def test_layout_objects_and_the_map(self) -> None:
+        """Content becomes immutable objects, which the metadata store's block map names."""
         store = self.h.opened(durability="remote")
         data = os.urandom(3 * BLOCK + 100)
         self.write(store, 7, 0, data)
-        manifest = self.h.manifest(7)
-        self.assertEqual(manifest.size, len(data))
-        self.assertEqual(sorted(manifest.blocks), [0, 1, 2, 3])
-        self.assertEqual(len(self.h.keys("blocks/")), 4)
-        for key in self.h.keys("blocks/"):
+        mapped = self.h.map(7)
+        self.assertEqual(mapped.length, len(data))
+        wholes = [(p.block, p.offset, p.length, p.start) for p in mapped.slices]
+        self.assertEqual(
+            wholes, [(0, 0, BLOCK, 0), (1, 0, BLOCK, 0), (2, 0, BLOCK, 0), (3, 0, 100, 0)]
+        )
+        keys = self.h.keys("blocks/")
+        self.assertEqual(sorted(p.key for p in mapped.slices), keys)
+        for key in keys:
             self.assertTrue(key.startswith(f"{self.h.prefix}/blocks/{7:016x}/"))
+        self.assertEqual(self.h.keys("manifests/"), [])
+        recorded = self.h.client.get_object(Bucket=BUCKET, Key=f"{self.h.prefix}/dittofs-s3.json")
+        self.assertEqual(json.loads(recorded["Body"].read()), {"version": 2, "block_size": BLOCK})
 
     def test_data_is_in_s3_not_just_the_cache(self) -> None:
         """After a remote COMMIT a store with an empty cache reads every byte back from S3."""
@@ -267,19 +282,19 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         self.assertEqual(self.read(other, 1), data)
         self.assertEqual(self.read(other, 1, BLOCK - 10, 20), data[BLOCK - 10 : BLOCK + 10])
 
-    def test_random_write_replaces_one_block(self) -> None:
-        """A 4 KiB overwrite inside a big file uploads one block, and the old one is deleted."""
+    def test_random_write_uploads_only_what_it_wrote(self) -> None:
+        """A 4 KiB overwrite inside a big file uploads 4 KiB: one slice over the old block."""
         store = self.h.opened(durability="remote")
         data = bytearray(os.urandom(8 * BLOCK))
         self.write(store, 3, 0, bytes(data))
-        before = self.h.manifest(3).blocks
         patch = os.urandom(4096)
         self.write(store, 3, 5 * BLOCK + 1000, patch)
         data[5 * BLOCK + 1000 : 5 * BLOCK + 1000 + 4096] = patch
-        after = self.h.manifest(3).blocks
-        changed = [index for index in before if before[index] != after[index]]
-        self.assertEqual(changed, [5])
-        self.assertEqual(len(self.h.keys("blocks/")), 8)
+        block = [(p.offset, p.length) for p in self.h.map(3).slices if p.block == 5]
+        self.assertEqual(block, [(0, BLOCK), (1000, 4096)])
+        listed = self.h.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{self.h.prefix}/blocks/")
+        sizes = sorted(item["Size"] for item in listed["Contents"])
+        self.assertEqual(sizes, [4096] + [BLOCK] * 8)
         self.h.resolve(store.close())
         other = self.h.opened(cache="fresh")
         self.assertEqual(self.read(other, 3), bytes(data))
@@ -317,40 +332,24 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         self.assertEqual(self.read(fresh, 11), data)
         self.assertEqual(self.read(fresh, 12), b"unstable then committed")
 
-    def test_cuts_and_deletes_during_an_outage_survive_a_restart(self) -> None:
-        """A truncate and a delete journaled while S3 is down outlive its old manifests."""
+    def test_cuts_and_deletes_during_an_outage_need_only_the_map(self) -> None:
+        """Truncates and deletes change the map alone, so they work while S3 is down."""
         store = self.h.opened(durability="remote")
         data = os.urandom(3 * BLOCK)
         self.write(store, 5, 0, data)
         self.write(store, 8, 0, data)
         self.h.resolve(store.close())
-        relay = self.h.proxy()
-        down = self.h.opened(cache="cache2", endpoint=relay.endpoint, close_timeout="0s")
-        self.assertEqual(self.read(down, 5), data)  # every block of file 5 now cached
-        relay.cut()
-        self.h.resolve(down.truncate(5, BLOCK + 10))  # mid-block, served by the cache
-        self.h.resolve(down.delete(8))  # file 8 was never loaded: a delete needs nothing from S3
+        down = self.h.opened(cache="cache2", endpoint=dead_endpoint(), close_timeout="0s")
+        self.h.resolve(down.truncate(5, BLOCK + 10))  # mid-block, of a block not cached
+        self.h.resolve(down.delete(8))
+        self.assertEqual(self.h.map(5).length, BLOCK + 10)
+        self.assertEqual(self.h.map(8).slices, ())
         self.h.resolve(down.close())
-        self.assertEqual(self.h.manifest(5).size, 3 * BLOCK)  # S3 has not heard yet
-        recovered = self.h.opened(cache="cache2")
-        self.assertEqual(self.read(recovered, 5), data[: BLOCK + 10])
-        self.assertEqual(self.read(recovered, 8), b"")
-        self.h.resolve(recovered.close())
         fresh = self.h.opened(cache="fresh")
         self.assertEqual(self.read(fresh, 5), data[: BLOCK + 10])
-        self.assertEqual(self.h.keys("manifests/"), [f"{self.h.prefix}/manifests/{5:016x}"])
-
-    def test_truncate_of_an_uncached_block_during_an_outage_is_jukebox(self) -> None:
-        """Cutting a block only S3 has needs S3: JUKEBOX, and the file is left as it was."""
-        store = self.h.opened(durability="remote")
-        data = os.urandom(3 * BLOCK)
-        self.write(store, 9, 0, data)
-        self.h.resolve(store.close())
-        down = self.h.opened(cache="cache2", endpoint=dead_endpoint(), close_timeout="0s")
-        self.assertEqual(self.h.failure(down.truncate(9, BLOCK + 10)).value.status, Status.JUKEBOX)
-        self.h.resolve(down.close())
-        again = self.h.opened(cache="cache2")
-        self.assertEqual(self.read(again, 9), data)
+        self.assertEqual(self.read(fresh, 8), b"")
+        self.h.resolve(fresh.truncate(5, 2 * BLOCK))
+        self.assertEqual(self.read(fresh, 5), data[: BLOCK + 10] + bytes(BLOCK - 10))
 
     def test_truncate_then_restart_keeps_the_cut(self) -> None:
         """After truncate and a restart on the same cache, the cut bytes stay gone."""
@@ -420,8 +419,8 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         self.assertLessEqual(peak, store.settings.cache_size + BLOCK)
         self.assertEqual(self.read(store, 41), data)
 
-    def test_gc_collects_only_old_unreferenced_blocks(self) -> None:
-        """gc spares referenced and young blocks and deletes old unreferenced ones."""
+    def test_gc_collects_only_old_unnamed_objects(self) -> None:
+        """gc spares named and young objects and deletes old ones no map names."""
         store = self.h.opened(durability="remote")
         self.write(store, 51, 0, os.urandom(2 * BLOCK))
         stray = f"{self.h.prefix}/blocks/{51:016x}/00000009-{'0' * 16}"
@@ -431,8 +430,13 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         young = self.h.resolve(store.gc(3600.0))
         self.assertEqual((young.deleted, young.spared, young.referenced), (0, 2, 2))
         later = datetime.now(UTC) + timedelta(hours=2)
-        report = collect_garbage(store.s3, store.settings, 3600.0, now=later)
-        self.assertEqual((report.deleted, report.referenced), (2, 2))
+
+        def named() -> list[str]:
+            keys: list[str] = self.h.resolve(self.h.maps.object_keys("", 1000))
+            return keys
+
+        report = collect_garbage(store.s3, store.settings, named, grace=3600.0, now=later)
+        self.assertEqual((report.deleted, report.referenced, report.named), (2, 2, 2))
         self.assertNotIn(stray, self.h.keys("blocks/"))
         self.assertEqual(len(self.read(store, 51)), 2 * BLOCK)
 
@@ -443,8 +447,9 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         self.write(store, 62, 0, b"gone")
         self.h.resolve(store.delete(62))
         self.assertEqual(self.h.resolve(store.content_ids()), [61])
+        self.h.resolve(store.close())
         down = self.h.opened(cache="down", endpoint=dead_endpoint(), close_timeout="0s")
-        self.assertEqual(self.h.failure(down.content_ids()).value.status, Status.JUKEBOX)
+        self.assertEqual(self.h.resolve(down.content_ids()), [61], "the map alone answers")
 
     def test_cache_dir_of_another_prefix_is_refused(self) -> None:
         """A cache directory remembers its prefix, so a journal never goes to the wrong one."""
@@ -452,6 +457,7 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         other = S3Harness(self)
         settings = parse_s3_spec(other.spec(cache_dir=self.h.scratch / "cache"))
         store = S3ContentStore(settings, other.reactor)
+        store.use_block_maps(other.maps)
         self.assertIn("belongs to", str(other.failure(store.open()).value))
         other.resolve(store.close())
 
@@ -521,14 +527,13 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         self.assertEqual(level, "critical")
         self.assertIn("another gateway (gateway rogue) also serves", text)
 
-    def test_check_finds_missing_blocks_and_counts_unowned_ones(self) -> None:
-        """fsck's check: a block a manifest names and S3 lacks is a problem; strays are counted."""
+    def test_check_finds_missing_objects_and_counts_unnamed_ones(self) -> None:
+        """fsck's check: an object a map names and S3 lacks is a problem; strays are counted."""
         store = self.h.opened(durability="remote")
         self.write(store, 21, 0, os.urandom(3 * BLOCK))
         self.write(store, 22, 0, b"small")
         self.h.resolve(store.close())
-        lost = self.h.manifest(21).blocks[1]
-        lost_key = f"{self.h.prefix}/blocks/{21:016x}/{1:08x}-{lost}"
+        lost_key = next(p.key for p in self.h.map(21).slices if p.block == 1)
         self.h.client.delete_object(Bucket=BUCKET, Key=lost_key)
         stray_key = f"{self.h.prefix}/blocks/{23:016x}/{0:08x}-stray"
         self.h.client.put_object(Bucket=BUCKET, Key=stray_key, Body=b"x" * 100)
@@ -543,11 +548,76 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         found = self.h.resolve(checker.check_content(progress))
         self.assertEqual(
             found.problems,
-            [f"block 1 of file id 21 is missing from S3 ({lost_key}): its reads fail"],
+            [f"object {lost_key} of file id 21, block 1, is missing from S3: its reads fail"],
         )
-        self.assertTrue(found.summary.startswith("2 manifests, 4 block objects, 1 named by"))
-        self.assertIn("(100 bytes;", found.summary)
-        self.assertEqual(phases, ["listing manifests", "reading manifests", "listing blocks"])
+        self.assertTrue(found.summary.startswith("4 objects named by the block maps, 4 block"))
+        self.assertIn("1 named by none (100 bytes;", found.summary)
+        self.assertEqual(phases, ["walking the maps and the bucket"])
+
+    def test_gateways_with_remote_durability_share_a_prefix(self) -> None:
+        """What one gateway committed, another reads, even over a block it had cached."""
+        one = self.h.opened(cache="one", durability="remote")
+        two = self.h.opened(cache="two", durability="remote")
+        data = bytearray(os.urandom(2 * BLOCK + 77))
+        self.write(one, 31, 0, bytes(data))
+        self.assertEqual(self.read(two, 31), bytes(data))  # two caches the blocks whole
+        for round_ in range(20):
+            writer, reader = (one, two) if round_ % 2 else (two, one)
+            at = (round_ * 7919) % (2 * BLOCK)
+            patch = os.urandom(1000)
+            self.write(writer, 31, at, patch, stable=False)
+            self.h.resolve(writer.commit(31))
+            data[at : at + len(patch)] = patch
+            self.assertEqual(self.read(reader, 31), bytes(data), f"round {round_}")
+        self.h.resolve(two.truncate(31, BLOCK + 5))
+        self.assertEqual(self.read(one, 31), bytes(data[: BLOCK + 5]))
+
+    def test_local_durability_needs_the_prefix_alone(self) -> None:
+        """A durability=local gateway refuses to share, and others refuse to share with it."""
+        remote = self.h.opened(cache="remote", durability="remote")
+        local = self.h.store(cache="local")
+        self.assertIn("durability=local", str(self.h.failure(local.open()).value))
+        self.h.resolve(local.close())
+        self.h.resolve(remote.close())
+        self.h.opened(cache="local")
+        late = self.h.store(cache="late", durability="remote")
+        self.assertIn("in use by another gateway", str(self.h.failure(late.open()).value))
+        self.h.resolve(late.close())
+
+    def test_a_prefix_with_manifests_is_migrated_once(self) -> None:
+        """A prefix of the manifest era is refused with one line, then migrated and served."""
+        data = os.urandom(BLOCK + 123)
+        self.h.client.put_object(
+            Bucket=BUCKET,
+            Key=f"{self.h.prefix}/dittofs-s3.json",
+            Body=json.dumps({"version": 1, "block_size": BLOCK}).encode(),
+        )
+        for index in (0, 1):
+            key = f"{self.h.prefix}/blocks/{44:016x}/{index:08x}-v{index}"
+            body = data[index * BLOCK : (index + 1) * BLOCK]
+            self.h.client.put_object(Bucket=BUCKET, Key=key, Body=body)
+        manifest = Manifest(size=len(data), block_size=BLOCK, blocks={0: "v0", 1: "v1"})
+        manifest_key = f"{self.h.prefix}/manifests/{44:016x}"
+        self.h.client.put_object(Bucket=BUCKET, Key=manifest_key, Body=manifest.encode())
+        refused = self.h.store()
+        self.assertIn("dittofs s3-migrate", str(self.h.failure(refused.open()).value))
+        self.h.resolve(refused.close())
+        settings = parse_s3_spec(self.h.spec())
+
+        def change_map(
+            fileid: int, add: list[Slice], drop_from: int | None, length: int
+        ) -> BlockChange:
+            changed: BlockChange = self.h.resolve(
+                self.h.maps.change_blocks(fileid, add, drop_from, length)
+            )
+            return changed
+
+        report = migrate(ObjectStore(settings, 4), settings, change_map)
+        self.assertEqual((report.files, report.blocks), (1, 2))
+        self.assertEqual(self.h.keys("manifests/"), [])
+        self.assertTrue(migrate(ObjectStore(settings, 4), settings, change_map).already)
+        store = self.h.opened()
+        self.assertEqual(self.read(store, 44), data)
 
     def free_bytes(self, store: S3ContentStore) -> int:
         """What FSSTAT would report as free."""

@@ -34,6 +34,7 @@ from dittofs import cli, tap
 from dittofs import log as dittofs_log
 from dittofs.config import default_export_id
 from dittofs.rpc.protocol import RpcServerFactory
+from dittofs.stores import build_store
 from dittofs.stores.content.memory import MemoryContentStore
 from dittofs.stores.metadata.memory import MemoryMetadataStore
 from tests.unit.test_message import (
@@ -335,6 +336,15 @@ class StrictRunningReactor(MemoryReactorClock):
         super().stop()
 
 
+def _with_content(metadata: Any) -> Any:
+    """A stand-in for ``tap.store_pair``: *metadata*, and the content store the options name."""
+
+    def pair(metadata_spec: str, content_spec: str, data_dir: Path, reactor: Any) -> Any:
+        return metadata, build_store("content", content_spec, data_dir, reactor)
+
+    return pair
+
+
 class MakeServiceTests(TempDirMixin):
     """``makeService`` builds a service that listens where asked on the injected reactor."""
 
@@ -411,7 +421,7 @@ class MakeServiceTests(TempDirMixin):
     def test_stores_open_before_listening_and_close_after(self) -> None:
         """Stores are opened before the port listens and closed when the service stops."""
         store = RecordingMetadataStore(self.reactor)
-        self.patch(tap, "metadata_store", lambda *args, **kwargs: store)
+        self.patch(tap, "store_pair", _with_content(store))
         service = self.make([])
         self.assertEqual(store.events, [])
         service.startService()
@@ -444,7 +454,7 @@ class MakeServiceTests(TempDirMixin):
         """
         store = MemoryMetadataStore()
         self.patch(store, "open", lambda: fail(OSError("disk on fire")))
-        self.patch(tap, "metadata_store", lambda *args, **kwargs: store)
+        self.patch(tap, "store_pair", _with_content(store))
         events, exits = self.failing_start(["--export", "/srv"])
         self.assertEqual(self.reactor.tcpServers, [])
         self.assertTrue(self.reactor.hasStopped)
@@ -466,7 +476,7 @@ class MakeServiceTests(TempDirMixin):
             file.write(f"{os.getpid()}\n")
         store = MemoryMetadataStore()
         self.patch(store, "open", lambda: fail(OSError("disk on fire")))
-        self.patch(tap, "metadata_store", lambda *args, **kwargs: store)
+        self.patch(tap, "store_pair", _with_content(store))
         self.patch(signal, "signal", lambda *args: None)
         options = parse(MEMORY)
         options.parent = {"pidfile": pidfile}
@@ -483,7 +493,7 @@ class MakeServiceTests(TempDirMixin):
         """With ``--log-level DEBUG`` the failure's traceback follows the line."""
         store = MemoryMetadataStore()
         self.patch(store, "open", lambda: fail(OSError("disk on fire")))
-        self.patch(tap, "metadata_store", lambda *args, **kwargs: store)
+        self.patch(tap, "store_pair", _with_content(store))
         events, _ = self.failing_start(["--log-level", "DEBUG"])
         line, traceback = events
         self.assertEqual(line["log_level"], LogLevel.critical)
@@ -495,9 +505,8 @@ class MakeServiceTests(TempDirMixin):
         """The line names the store the way it was configured, its password replaced by ***."""
         store = MemoryMetadataStore()
         self.patch(store, "open", lambda: fail(RuntimeError("no schema\nLINE 1: CREATE")))
-        self.patch(tap, "metadata_store", lambda *args, **kwargs: store)
+        self.patch(tap, "store_pair", lambda *args: (store, MemoryContentStore()))
         url = "postgresql://dittofs:hunter2@db.example/dittofs?options=-csearch_path%3Dx"
-        self.patch(tap, "content_store", lambda *args, **kwargs: MemoryContentStore())
         events, _ = self.failing_start(["--metadata", url])
         critical = [formatEvent(e) for e in events if e["log_level"] == LogLevel.critical]
         self.assertEqual(
@@ -519,8 +528,7 @@ class MakeServiceTests(TempDirMixin):
         self.patch(metadata, "open", lambda: fail(OSError("disk on fire")))
         content = MemoryContentStore()
         self.patch(content, "close", Deferred)  # would never fire
-        self.patch(tap, "metadata_store", lambda *args, **kwargs: metadata)
-        self.patch(tap, "content_store", lambda *args, **kwargs: content)
+        self.patch(tap, "store_pair", lambda *args: (metadata, content))
         service = self.make([])
         with capturedLogs():
             service.startService()
@@ -560,7 +568,7 @@ class MakeServiceTests(TempDirMixin):
         store = MemoryMetadataStore()
         opening: Deferred[None] = Deferred()
         self.patch(store, "open", lambda: opening)
-        self.patch(tap, "metadata_store", lambda *args, **kwargs: store)
+        self.patch(tap, "store_pair", _with_content(store))
         service = self.make(["--listen", "tcp:2049", "--metrics", "tcp:9108"])
         service.privilegedStartService()
         self.assertEqual(self.reactor.tcpServers, [])

@@ -1,19 +1,21 @@
-"""The S3 store's local disk tier: a write-back journal of dirty blocks and an LRU of clean ones.
+"""The S3 store's disk tier: a journal of bytes not yet uploaded, and an LRU of whole blocks.
 
-One file per cached block, in two directories:
+Each block of a file may have two files here, in two directories:
 
-* ``dirty/<fileid>-<index>``: a block newer than what S3 holds.  This
-  directory *is* the journal of pending uploads: after a crash, :meth:`open`
-  finds every dirty block again and the store uploads it.  ``dirty/<fileid>.meta``
-  records a truncate or delete that S3 has not heard of yet (the file's new
-  size and the lowest size it was cut to), so a crash never brings cut bytes
-  back.
-* ``clean/<fileid>-<index>-<version>``: a copy of the block object with that
-  version, kept to serve reads; the version in the name lets a copy be checked
-  against the manifest, so a stale copy is never served.
+* ``dirty/<fileid>-<index>``: the bytes this gateway wrote into the block and
+  has not uploaded, each at its offset (a sparse file), with
+  ``dirty/<fileid>-<index>.x`` listing the ranges written (16 bytes each,
+  appended with every write).  This directory *is* the journal of pending
+  uploads: after a crash, :meth:`CacheTier.open` finds every written range
+  again and the store uploads it.  Only written ranges are uploaded, never
+  the holes between them, so two gateways writing different parts of one
+  block never undo each other.
+* ``clean/<fileid>-<index>-<tag>``: the block's whole content as the block map
+  said when its newest slice had ``seq`` *tag*, kept to serve reads; a copy
+  whose tag is not the map's newest is never served.
 
 The cache is bounded by bytes (the lengths of all block files).  Clean blocks
-are evicted least recently used first; dirty blocks cannot be, so when the
+are evicted least recently used first; dirty ones cannot be, so when the
 cache is full of data not yet uploaded, :meth:`CacheTier.reserve` makes the
 writer wait for uploads (backpressure) instead of failing or growing memory.
 
@@ -27,8 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
+import struct
 import threading
 import time
 from collections import OrderedDict
@@ -37,8 +39,11 @@ from pathlib import Path
 
 import attrs
 
+from dittofs.stores.s3.extents import Extents
+
 _DIRTY = "dirty"
 _CLEAN = "clean"
+_RANGE = struct.Struct(">QQ")
 
 
 class CacheFull(Exception):
@@ -53,33 +58,42 @@ class CacheFull(Exception):
         self.outage = outage
 
 
-class CacheEntry:
-    """One cached block: dirty (newer than S3) or a clean copy of object ``version``."""
+class DirtyBlock:
+    """The bytes this gateway wrote into one block and has not uploaded yet."""
 
-    __slots__ = ("dirty", "fileid", "gen", "index", "length", "synced", "version")
+    __slots__ = ("extents", "fileid", "gen", "index", "length", "synced")
 
-    def __init__(self, fileid: int, index: int, dirty: bool, length: int, version: str) -> None:
+    def __init__(self, fileid: int, index: int) -> None:
         self.fileid = fileid
         self.index = index
-        self.dirty = dirty
-        #: Bytes in the block file; content past it (within the file's size) is zeros.
-        self.length = length
-        #: For a clean copy, the version of the block object it copies.
-        self.version = version
-        #: Bumped by every change to a dirty block, so an upload knows if it is still current.
+        #: Bytes in the (sparse) block file: where its last written range ends.
+        self.length = 0
+        #: The ranges written; only these are uploaded.
+        self.extents = Extents()
+        #: Bumped by every change, so an upload knows whether it is still current.
         self.gen = 0
-        #: False while a dirty block holds data written since its last fsync.
+        #: False while the block holds data written since its last fsync.
         self.synced = True
+
+
+class CleanBlock:
+    """A block's whole content as the map said when its newest slice had ``seq`` == tag."""
+
+    __slots__ = ("fileid", "index", "length", "tag")
+
+    def __init__(self, fileid: int, index: int, length: int, tag: str) -> None:
+        self.fileid = fileid
+        self.index = index
+        self.length = length
+        self.tag = tag
 
 
 @attrs.frozen
 class Recovered:
-    """What :meth:`CacheTier.open` found of a previous run: dirty blocks and pending cuts."""
+    """What :meth:`CacheTier.open` found of a previous run: files with bytes not uploaded."""
 
-    #: file id -> {index: length} of dirty blocks.
-    dirty: dict[int, dict[int, int]]
-    #: file id -> (size, clip): a truncate or delete not yet in S3.
-    meta: dict[int, tuple[int, int]]
+    #: file id -> the indices of its dirty blocks.
+    dirty: dict[int, set[int]]
 
 
 def fsync_path(path: Path, directory: bool = False) -> None:
@@ -100,13 +114,13 @@ class CacheTier:
         self.dirty_dir = root / _DIRTY
         self.clean_dir = root / _CLEAN
         self.cv = threading.Condition()
-        self._entries: dict[int, dict[int, CacheEntry]] = {}
-        self._lru: OrderedDict[tuple[int, int], CacheEntry] = OrderedDict()
+        self._dirty: dict[int, dict[int, DirtyBlock]] = {}
+        self._clean: OrderedDict[tuple[int, int], CleanBlock] = OrderedDict()
         self._gens = itertools.count(1)
         #: Bytes in block files, and bytes promised to writes in progress.
         self.used = 0
         self.reserved = 0
-        #: Bytes in dirty block files: what an upload must still carry.
+        #: Bytes in dirty block files: what uploads must still carry.
         self.dirty_bytes = 0
         #: Writers waiting for room; the uploader treats every dirty block as due then.
         self.waiters = 0
@@ -118,115 +132,120 @@ class CacheTier:
     # -- paths -------------------------------------------------------------------------
 
     def dirty_path(self, fileid: int, index: int) -> Path:
-        """Where a dirty block lives."""
+        """Where a dirty block's bytes live."""
         return self.dirty_dir / f"{fileid:016x}-{index:08x}"
 
-    def clean_path(self, fileid: int, index: int, version: str) -> Path:
-        """Where a clean copy of block object *version* lives."""
-        return self.clean_dir / f"{fileid:016x}-{index:08x}-{version}"
+    def ranges_path(self, fileid: int, index: int) -> Path:
+        """Where a dirty block's written ranges are listed."""
+        return self.dirty_dir / f"{fileid:016x}-{index:08x}.x"
 
-    def meta_path(self, fileid: int) -> Path:
-        """Where a file's pending truncate/delete record lives."""
-        return self.dirty_dir / f"{fileid:016x}.meta"
-
-    def path(self, entry: CacheEntry) -> Path:
-        """The block file of *entry*."""
-        if entry.dirty:
-            return self.dirty_path(entry.fileid, entry.index)
-        return self.clean_path(entry.fileid, entry.index, entry.version)
+    def clean_path(self, fileid: int, index: int, tag: str) -> Path:
+        """Where a clean copy of a block at map state *tag* lives."""
+        return self.clean_dir / f"{fileid:016x}-{index:08x}-{tag}"
 
     # -- start-up ----------------------------------------------------------------------
 
     def open(self) -> Recovered:
         """Create the directories and load what a previous run left (blocking; no lock needed).
 
-        Dirty blocks on disk are exactly what was made durable before a crash
-        (and perhaps a little more), so all of them are kept and marked synced.
+        A range list ends at its last whole record: a write cut short by a
+        crash was never acknowledged.
         """
         self.dirty_dir.mkdir(parents=True, exist_ok=True)
         self.clean_dir.mkdir(parents=True, exist_ok=True)
-        dirty: dict[int, dict[int, int]] = {}
-        meta: dict[int, tuple[int, int]] = {}
+        recovered: dict[int, set[int]] = {}
         for path in self.dirty_dir.iterdir():
             name = path.name
-            if name.endswith(".tmp"):
-                path.unlink(missing_ok=True)
+            if name.endswith((".tmp", ".meta")):
+                path.unlink(missing_ok=True)  # a cut record of the manifest era, or a torn write
+                continue
+            if name.endswith(".x"):
                 continue
             try:
-                if name.endswith(".meta"):
-                    record = json.loads(path.read_bytes())
-                    meta[int(name[:-5], 16)] = (int(record["size"]), int(record["clip"]))
-                    continue
                 fileid_text, index_text = name.split("-")
                 fileid, index = int(fileid_text, 16), int(index_text, 16)
-            except (ValueError, KeyError, TypeError):
+            except ValueError:
                 continue  # not ours; leave it alone
-            length = path.stat().st_size
-            entry = CacheEntry(fileid, index, True, length, "")
-            entry.gen = next(self._gens)
-            self._entries.setdefault(fileid, {})[index] = entry
-            self.used += length
-            self.dirty_bytes += length
-            dirty.setdefault(fileid, {})[index] = length
-        clean: list[tuple[float, CacheEntry]] = []
+            block = DirtyBlock(fileid, index)
+            ranges = self.ranges_path(fileid, index)
+            data = ranges.read_bytes() if ranges.exists() else b""
+            for at in range(0, len(data) - _RANGE.size + 1, _RANGE.size):
+                start, end = _RANGE.unpack_from(data, at)
+                block.extents.lay(start, end)
+            block.length = path.stat().st_size
+            block.extents.cut(block.length)
+            if not block.extents:
+                path.unlink(missing_ok=True)
+                ranges.unlink(missing_ok=True)
+                continue
+            block.gen = next(self._gens)
+            self._dirty.setdefault(fileid, {})[index] = block
+            self.used += block.length
+            self.dirty_bytes += block.length
+            recovered.setdefault(fileid, set()).add(index)
+        clean: list[tuple[float, CleanBlock]] = []
         for path in self.clean_dir.iterdir():
             if path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)  # a fetch cut short by a crash
                 continue
             try:
-                fileid_text, index_text, version = path.name.split("-")
+                fileid_text, index_text, tag = path.name.split("-")
                 fileid, index = int(fileid_text, 16), int(index_text, 16)
                 stat = path.stat()
             except (ValueError, OSError):
                 path.unlink(missing_ok=True)
                 continue
-            if index in self._entries.get(fileid, {}):
-                path.unlink(missing_ok=True)  # a dirty copy supersedes it
-                continue
-            clean.append((stat.st_mtime, CacheEntry(fileid, index, False, stat.st_size, version)))
-        for _, entry in sorted(clean, key=lambda pair: pair[0]):
-            self._entries.setdefault(entry.fileid, {})[entry.index] = entry
-            self._lru[(entry.fileid, entry.index)] = entry
-            self.used += entry.length
-        return Recovered(dirty, meta)
+            clean.append((stat.st_mtime, CleanBlock(fileid, index, stat.st_size, tag)))
+        for _, copy in sorted(clean, key=lambda pair: pair[0]):
+            self._clean[(copy.fileid, copy.index)] = copy
+            self.used += copy.length
+        return Recovered(recovered)
 
     # -- lookups (cv held) -----------------------------------------------------------------
 
-    def get(self, fileid: int, index: int) -> CacheEntry | None:
-        """The cached block, if any (cv held)."""
-        return self._entries.get(fileid, {}).get(index)
+    def dirty(self, fileid: int, index: int) -> DirtyBlock | None:
+        """The block's bytes not yet uploaded, if any (cv held)."""
+        return self._dirty.get(fileid, {}).get(index)
 
-    def entries(self, fileid: int) -> dict[int, CacheEntry]:
-        """A copy of one file's cached blocks by index (cv held)."""
-        return dict(self._entries.get(fileid, {}))
+    def dirty_blocks(self, fileid: int) -> dict[int, DirtyBlock]:
+        """A copy of one file's dirty blocks by index (cv held)."""
+        return dict(self._dirty.get(fileid, {}))
 
     def dirty_files(self) -> list[int]:
         """File ids with dirty blocks (cv held)."""
-        return [
-            fid for fid, blocks in self._entries.items() if any(e.dirty for e in blocks.values())
-        ]
+        return list(self._dirty)
 
-    def open_for_read(self, entry: CacheEntry) -> int | None:
-        """An fd on *entry*'s file, opened under the lock so no rename or eviction races it.
+    def clean(self, fileid: int, index: int, tag: str | None) -> CleanBlock | None:
+        """The clean copy of a block at map state *tag*, touched as recently used (cv held).
+
+        A copy of another state is stale: it is dropped.
+        """
+        block = self._clean.get((fileid, index))
+        if block is None:
+            return None
+        if block.tag != tag:
+            self.drop_clean(block)
+            return None
+        self._clean.move_to_end((fileid, index))
+        return block
+
+    def open_block(self, path: Path) -> int | None:
+        """An fd on a block file, opened under the lock so no rename or eviction races it.
 
         Returns None if the file vanished (cv held).
         """
-        if not entry.dirty:
-            self._lru.move_to_end((entry.fileid, entry.index))
         try:
-            return os.open(self.path(entry), os.O_RDONLY)
+            return os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
 
     # -- space (cv held) -------------------------------------------------------------------
 
     def _evict_one(self) -> bool:
-        if not self._lru:
+        if not self._clean:
             return False
-        _, entry = self._lru.popitem(last=False)
-        self._forget(entry)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.clean_path(entry.fileid, entry.index, entry.version))
+        _, block = next(iter(self._clean.items()))
+        self.drop_clean(block)
         return True
 
     def _fits(self, amount: int) -> bool:
@@ -271,138 +290,144 @@ class CacheTier:
         self.reserved = max(0, self.reserved - reserved)
         self.cv.notify_all()
 
-    def resize(self, entry: CacheEntry, length: int) -> None:
-        """Record that *entry*'s file is now *length* bytes (cv held)."""
-        delta = length - entry.length
-        entry.length = length
-        self.used += delta
-        if entry.dirty:
-            self.dirty_bytes += delta
-        if delta < 0:
-            self.cv.notify_all()
+    # -- dirty blocks ------------------------------------------------------------------------
 
-    # -- state changes (cv held) -----------------------------------------------------------
+    def make_dirty(self, fileid: int, index: int) -> DirtyBlock:
+        """The block's dirty entry, created with empty files if new (cv held).
 
-    def _forget(self, entry: CacheEntry) -> None:
-        blocks = self._entries.get(entry.fileid)
-        if blocks is not None and blocks.get(entry.index) is entry:
-            del blocks[entry.index]
-            if not blocks:
-                del self._entries[entry.fileid]
-        self._lru.pop((entry.fileid, entry.index), None)
-        self.used -= entry.length
-        if entry.dirty:
-            self.dirty_bytes -= entry.length
-        self.cv.notify_all()
-
-    def make_dirty(self, fileid: int, index: int) -> CacheEntry:
-        """The dirty entry for a block, turning a clean copy into one or creating an empty file.
-
-        The file exists when this returns, so readers never miss it (cv held).
+        The files exist when this returns, so readers never miss them.
         """
-        entry = self.get(fileid, index)
-        if entry is not None and entry.dirty:
-            return entry
-        if entry is not None:
-            self._lru.pop((fileid, index), None)
-            os.rename(self.path(entry), self.dirty_path(fileid, index))
-            entry.dirty = True
-            entry.version = ""
-            self.dirty_bytes += entry.length
-        else:
-            fd = os.open(
-                self.dirty_path(fileid, index), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
-            )
-            os.close(fd)
-            entry = CacheEntry(fileid, index, True, 0, "")
-            self._entries.setdefault(fileid, {})[index] = entry
-        entry.gen = next(self._gens)
-        entry.synced = False
+        block = self.dirty(fileid, index)
+        if block is not None:
+            return block
+        for path in (self.dirty_path(fileid, index), self.ranges_path(fileid, index)):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        block = DirtyBlock(fileid, index)
+        block.gen = next(self._gens)
+        self._dirty.setdefault(fileid, {})[index] = block
         self._dirty_dir_unsynced = True
-        return entry
+        return block
 
-    def touched(self, entry: CacheEntry, synced: bool) -> None:
-        """Note a write to dirty *entry*: a new generation, and whether it is on disk (cv held)."""
-        entry.gen = next(self._gens)
-        entry.synced = entry.synced and synced
+    def note_ranges(self, block: DirtyBlock, ranges: list[tuple[int, int]], sync: bool) -> None:
+        """Append written ranges to the block's list, fsynced if *sync* (blocking; io held)."""
+        fd = os.open(self.ranges_path(block.fileid, block.index), os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, b"".join(_RANGE.pack(start, end) for start, end in ranges))
+            if sync:
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
-    def mark_clean(self, entry: CacheEntry, version: str) -> None:
-        """A dirty block now matches uploaded object *version*: make it evictable (cv held)."""
-        os.rename(self.path(entry), self.clean_path(entry.fileid, entry.index, version))
-        entry.dirty = False
-        entry.version = version
-        self.dirty_bytes -= entry.length
-        self._lru[(entry.fileid, entry.index)] = entry
+    def written(self, block: DirtyBlock, start: int, end: int, synced: bool) -> None:
+        """Account bytes ``start``..``end`` written into *block* (cv held)."""
+        block.extents.lay(start, end)
+        grown = max(0, end - block.length)
+        block.length += grown
+        self.used += grown
+        self.dirty_bytes += grown
+        block.gen = next(self._gens)
+        block.synced = block.synced and synced
+
+    def cut_dirty(self, block: DirtyBlock, keep: int) -> None:
+        """Keep only the first *keep* bytes of a dirty block, durably (blocking; io held)."""
+        with self.cv:
+            block.extents.cut(keep)
+            shrink = max(0, block.length - keep)
+            block.length -= shrink
+            self.used -= shrink
+            self.dirty_bytes -= shrink
+            block.gen = next(self._gens)
+            ranges = [(extent.start, extent.end) for extent in block.extents]
+        path = self.dirty_path(block.fileid, block.index)
+        os.truncate(path, block.length)
+        fsync_path(path)
+        listed = self.ranges_path(block.fileid, block.index)
+        temporary = listed.with_name(listed.name + ".tmp")
+        with open(temporary, "wb") as file:
+            file.write(b"".join(_RANGE.pack(start, end) for start, end in ranges))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, listed)
+        fsync_path(self.dirty_dir, directory=True)
+
+    def _forget_dirty(self, block: DirtyBlock) -> None:
+        blocks = self._dirty.get(block.fileid)
+        if blocks is not None and blocks.get(block.index) is block:
+            del blocks[block.index]
+            if not blocks:
+                del self._dirty[block.fileid]
+            self.used -= block.length
+            self.dirty_bytes -= block.length
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.ranges_path(block.fileid, block.index))
+        self._dirty_dir_unsynced = True
         self.cv.notify_all()
 
-    def drop(self, entry: CacheEntry) -> None:
-        """Remove a cached block and its file (cv held)."""
-        path = self.path(entry)
-        self._forget(entry)
+    def drop_dirty(self, block: DirtyBlock) -> None:
+        """Forget a dirty block and its files (cv held)."""
+        self._forget_dirty(block)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        if entry.dirty:
-            self._dirty_dir_unsynced = True
+            os.unlink(self.dirty_path(block.fileid, block.index))
 
-    def drop_stale(self, fileid: int, valid: dict[int, str]) -> None:
-        """Drop clean copies of *fileid* whose version is not the manifest's (cv held)."""
-        for index, entry in list(self._entries.get(fileid, {}).items()):
-            if not entry.dirty and valid.get(index) != entry.version:
-                self.drop(entry)
+    def promote(self, block: DirtyBlock, tag: str) -> None:
+        """A dirty block that holds its whole content, now uploaded, becomes clean (cv held)."""
+        old = self._clean.get((block.fileid, block.index))
+        if old is not None:
+            self.drop_clean(old)
+        os.rename(
+            self.dirty_path(block.fileid, block.index),
+            self.clean_path(block.fileid, block.index, tag),
+        )
+        self._forget_dirty(block)
+        self._clean[(block.fileid, block.index)] = CleanBlock(
+            block.fileid, block.index, block.length, tag
+        )
+        self.used += block.length
 
-    def stage_clean(self, fileid: int, index: int, version: str, data: bytes) -> Path:
-        """Write a fetched block to a temporary file (blocking; call *without* cv).
+    # -- clean blocks ------------------------------------------------------------------------
 
-        Writing megabytes is kept out of the lock; :meth:`insert_clean` then
-        renames the file into place, so a crash never leaves a short copy
-        under a real name.
-        """
-        final = self.clean_path(fileid, index, version)
+    def drop_clean(self, block: CleanBlock) -> None:
+        """Remove a clean copy and its file (cv held)."""
+        if self._clean.get((block.fileid, block.index)) is block:
+            del self._clean[(block.fileid, block.index)]
+            self.used -= block.length
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.clean_path(block.fileid, block.index, block.tag))
+        self.cv.notify_all()
+
+    def drop_file(self, fileid: int, first: int = 0) -> None:
+        """Forget every cached block of *fileid* from index *first* on (cv held)."""
+        for index, block in self.dirty_blocks(fileid).items():
+            if index >= first:
+                self.drop_dirty(block)
+        for key, clean in list(self._clean.items()):
+            if key[0] == fileid and key[1] >= first:
+                self.drop_clean(clean)
+
+    def stage_clean(self, fileid: int, index: int, tag: str, data: bytes) -> Path:
+        """Write a fetched block to a temporary file (blocking; call *without* cv)."""
+        final = self.clean_path(fileid, index, tag)
         temporary = final.with_name(f"{final.name}.{threading.get_ident()}.tmp")
         with open(temporary, "wb") as file:
             file.write(data)
         return temporary
 
-    def insert_clean(
-        self, fileid: int, index: int, version: str, staged: Path, length: int
-    ) -> None:
-        """Keep a staged block (cv held; after :meth:`try_reserve` of *length*).
-
-        If the block was cached meanwhile (a write, another fetch), the staged
-        copy is thrown away instead.
-        """
+    def insert_clean(self, fileid: int, index: int, tag: str, staged: Path, length: int) -> None:
+        """Keep a staged block (cv held; after :meth:`try_reserve` of *length*)."""
         self.reserved = max(0, self.reserved - length)
-        if self.get(fileid, index) is not None:
-            staged.unlink(missing_ok=True)
-            return
-        os.rename(staged, self.clean_path(fileid, index, version))
-        entry = CacheEntry(fileid, index, False, length, version)
-        self._entries.setdefault(fileid, {})[index] = entry
-        self._lru[(fileid, index)] = entry
+        old = self._clean.get((fileid, index))
+        if old is not None:
+            self.drop_clean(old)
+        os.rename(staged, self.clean_path(fileid, index, tag))
+        self._clean[(fileid, index)] = CleanBlock(fileid, index, length, tag)
         self.used += length
 
     # -- durability (blocking; call without cv) ---------------------------------------------
 
     def sync_dirty_dir(self) -> None:
-        """``fsync`` the journal directory if blocks were created or renamed in it since."""
+        """``fsync`` the journal directory if blocks were created or removed in it since."""
         with self.cv:
             if not self._dirty_dir_unsynced:
                 return
             self._dirty_dir_unsynced = False
         fsync_path(self.dirty_dir, directory=True)
-
-    def write_meta(self, fileid: int, size: int, clip: int) -> None:
-        """Durably record a pending truncate/delete (temporary file, fsync, rename, fsync dir)."""
-        final = self.meta_path(fileid)
-        temporary = final.with_name(final.name + ".tmp")
-        with open(temporary, "wb") as file:
-            file.write(json.dumps({"size": size, "clip": clip}).encode())
-            file.flush()
-            os.fsync(file.fileno())
-        os.rename(temporary, final)
-        fsync_path(self.dirty_dir, directory=True)
-
-    def remove_meta(self, fileid: int) -> None:
-        """Forget a pending truncate/delete once S3's manifest says the same."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.meta_path(fileid))

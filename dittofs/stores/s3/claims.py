@@ -1,11 +1,13 @@
-"""One gateway per S3 prefix: a claim object in the bucket that a second gateway sees.
+"""Who serves an S3 prefix: a claim object per gateway, which the others see.
 
-The S3 store keeps each file's manifest in the bucket and its newest data in
-one gateway's cache, so two gateways on one prefix would overwrite each
-other's manifests and read each other's files wrong.  Until block maps live in
-the shared metadata store, a gateway therefore claims its prefix:
+Gateways with ``durability=remote`` share a prefix: what they acknowledge is
+in S3 and named by the block map before they answer.  A gateway with
+``durability=local`` acknowledges data only its own cache holds, which no
+other gateway can read, so it needs the prefix to itself: its claim is
+*exclusive*, and it refuses to start beside any other gateway, as any other
+refuses beside it.
 
-    prefix/dittofs-gateways/<gateway id>     {"host": .., "pid": .., "cache_dir": ..}
+    prefix/dittofs-gateways/<gateway id>  {"host": .., "pid": .., "cache_dir": .., "exclusive": ..}
 
 The gateway id is kept in the cache directory, so a gateway restarted on its
 own cache (after a crash, with its journal to upload) takes its own claim
@@ -57,14 +59,15 @@ class Holder:
 
 
 class PrefixInUse(Exception):
-    """Another gateway holds the prefix."""
+    """Another gateway holds the prefix, and one of the two needs it alone."""
 
     def __init__(self, settings: S3Settings, holder: Holder, ttl: float) -> None:
         super().__init__(
             f"s3://{settings.bucket}/{settings.prefix} is in use by another gateway "
-            f"({holder.description}, seen {holder.age:.0f}s ago); two gateways on one prefix "
-            f"would overwrite each other's files: stop it, or start again {ttl:.0f}s after it "
-            "stopped"
+            f"({holder.description}, seen {holder.age:.0f}s ago); with durability=local a "
+            "gateway needs its prefix alone (what it acknowledges only its cache holds): use "
+            f"durability=remote on every gateway, or stop the other and start again "
+            f"{ttl:.0f}s after it stopped"
         )
         self.holder = holder
 
@@ -98,6 +101,7 @@ class Claim:
         gateway: str,
         report: Callable[[str, str], None],
         *,
+        exclusive: bool = True,
         ttl: float = TTL,
         renew_every: float = RENEW_EVERY,
     ) -> None:
@@ -105,6 +109,7 @@ class Claim:
         self._settings = settings
         self.gateway = gateway
         self._report = report
+        self.exclusive = exclusive
         self._ttl = ttl
         self._renew_every = renew_every
         self._folder = f"{settings.prefix}dittofs-gateways/"
@@ -123,7 +128,12 @@ class Claim:
     def _body(self) -> bytes:
         cache = self._settings.cache_dir
         return json.dumps(
-            {"host": socket.gethostname(), "pid": os.getpid(), "cache_dir": str(cache)}
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "cache_dir": str(cache),
+                "exclusive": self.exclusive,
+            }
         ).encode()
 
     def take(self) -> None:
@@ -133,19 +143,33 @@ class Claim:
         unchecked; the renewing thread takes it once S3 answers.
         """
         self._s3.put(self.key, self._body())
-        others = live_others(self._s3.list(self._folder), self._folder, self.gateway, self._ttl)
-        if others:
+        for key, age in self._conflicts():
             self._s3.delete([self.key])
-            key, age = others[0]
             raise PrefixInUse(self._settings, Holder(key, self._describe(key), age), self._ttl)
         self.checked = True
 
-    def _describe(self, key: str) -> str:
+    def _conflicts(self) -> list[tuple[str, float]]:
+        """Live claims of others that cannot share the prefix with this one."""
+        others = live_others(self._s3.list(self._folder), self._folder, self.gateway, self._ttl)
+        return [
+            (key, age) for key, age in others if self.exclusive or self._body_of(key)["exclusive"]
+        ]
+
+    def _body_of(self, key: str) -> dict[str, object]:
+        """A claim's record; one unreadable (or gone) counts as exclusive."""
         try:
             body = json.loads(self._s3.get(key))
+        except (S3NotFound, ValueError):
+            body = None
+        if not isinstance(body, dict):
+            return {"exclusive": True}
+        return {"exclusive": True, **body}
+
+    def _describe(self, key: str) -> str:
+        body = self._body_of(key)
+        if {"host", "pid", "cache_dir"} <= set(body):
             return f"host {body['host']}, pid {body['pid']}, cache {body['cache_dir']}"
-        except (S3NotFound, ValueError, KeyError, TypeError):
-            return f"gateway {key[len(self._folder) :]}"
+        return f"gateway {key[len(self._folder) :]}"
 
     def start(self) -> None:
         """Renew the claim every ``renew_every`` seconds until :meth:`release`."""
@@ -190,8 +214,8 @@ class Claim:
             self._report(
                 "critical",
                 f"another gateway ({self._describe(key)}) also serves "
-                f"s3://{self._settings.bucket}/{self._settings.prefix}: two gateways on one "
-                "prefix overwrite each other's files; stop one of them",
+                f"s3://{self._settings.bucket}/{self._settings.prefix}, and one of the two "
+                "has durability=local: data one acknowledges the other cannot read; stop one",
             )
         return live
 

@@ -2,35 +2,42 @@
 
 Layout in the bucket (``prefix/`` is the spec's path)::
 
-    prefix/dittofs-s3.json                  the block size this prefix was created with
-    prefix/manifests/<fileid>               {"size": .., "blocks": [[index, version], ..]}
-    prefix/blocks/<fileid>/<index>-<version> one immutable block (default 4 MiB)
+    prefix/dittofs-s3.json                  {"version": 2, "block_size": ...}
+    prefix/blocks/<fileid>/<index>-<version> one immutable object: ranges of one block
+    prefix/dittofs-gateways/<gateway id>    a serving gateway's claim
 
-Nothing on the write path ever reads, modifies and rewrites an object: a
-changed block is uploaded under a new random version and the file's small
-manifest is replaced with one atomic PUT, so a random 4 KiB write into a big
-file costs one block, not the file, and a reader always sees a whole manifest.
+Which objects make up each file lives in the metadata store, as its block
+map (:class:`~dittofs.interfaces.IBlockMaps`), so every gateway sharing the
+metadata store reads one truth, changed in transactions: a file's length and,
+for each block, slices ("these bytes of the block are those bytes of that
+object", newer over older).  Objects are immutable and uniquely named, and
+are written before the change of the map that names them commits.
 
-Writes land in the cache tier (:mod:`dittofs.stores.s3.cache_tier`) and are
-uploaded in the background (:mod:`dittofs.stores.s3.uploader`).  Reads come
-from the cache or, for blocks not cached, from S3 with GETs run in parallel:
-whole blocks (kept in the cache) for sequential readers, who also get the
-next blocks prefetched, and ranged GETs of just the bytes asked for otherwise.
+Writes land in the cache tier (:mod:`dittofs.stores.s3.cache_tier`) as the
+ranges written, and are uploaded in the background
+(:mod:`dittofs.stores.s3.uploader`): each block's written ranges, and only
+those, in one new object, so a write never reads the block first and two
+gateways writing different parts of one block never undo each other.
+Reads ask the map for the blocks they need, serve each from a cached copy
+only if it matches the map's newest slice, fetch the rest from S3 (whole
+blocks, cached, for sequential readers, who also get the next blocks
+prefetched; ranged GETs of just the bytes asked for otherwise) and lay this
+gateway's ranges not yet uploaded over them.
 
 ``durability=local`` (the default) acknowledges a stable WRITE or a COMMIT
-once the data is fsynced in the cache's journal; ``durability=remote`` once S3
-holds it and a manifest names it.  Either way nothing acknowledged is lost by
-a crash: on start the journal is replayed and uploaded.
+once the data is fsynced in the cache's journal, which only this gateway can
+read until it is uploaded; ``durability=remote`` once S3 holds it and the map
+names it, so every gateway reads it.  Local durability therefore needs the
+prefix to itself, and the claim (:mod:`dittofs.stores.s3.claims`) refuses
+it beside any other gateway; remote ones share a prefix.  Either way nothing
+acknowledged is lost by a crash: on start the journal is replayed.
 
 All blocking work (disk and boto3) runs in bounded thread pools, never on the
-reactor thread.  When S3 is unreachable, writes carry on into the cache until
-it is full and are then answered NFS3ERR_JUKEBOX (clients wait and retry), as
-are reads of data not in the cache, until ``io_error_after`` has passed, when
-those reads fail with NFS3ERR_IO.  Each outage is logged once.
-
-One store per bucket prefix at a time: two servers sharing a prefix would
-overwrite each other's manifests, so each claims its prefix
-(:mod:`dittofs.stores.s3.claims`) and a second one refuses to start.
+reactor thread; the map is asked through the reactor.  When S3 is
+unreachable, writes carry on into the cache until it is full and are then
+answered NFS3ERR_JUKEBOX (clients wait and retry), as are reads of data not
+in the cache, until ``io_error_after`` has passed, when those reads fail with
+NFS3ERR_IO.  Each outage is logged once.
 """
 
 from __future__ import annotations
@@ -41,13 +48,14 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -55,21 +63,24 @@ from zope.interface import implementer
 from dittofs import log as dittofs_log
 from dittofs.errors import NFSError
 from dittofs.interfaces import (
+    IBlockMaps,
+    IBlockMapUser,
     ICacheStatistics,
     IContentCheck,
     IContentInventory,
     IContentStore,
     IReadinessProbe,
 )
-from dittofs.model import CacheStatistics, ContentCheck, SpaceUsage
+from dittofs.model import BlockChange, BlockMap, CacheStatistics, ContentCheck, Slice, SpaceUsage
 from dittofs.progress import Phases
 from dittofs.stores.s3.cache_tier import CacheFull, CacheTier, fsync_path
 from dittofs.stores.s3.claims import Claim
+from dittofs.stores.s3.extents import Extent, Extents
 from dittofs.stores.s3.gc import DEFAULT_GRACE, GcReport, check_blocks, collect_garbage
 from dittofs.stores.s3.objects import ObjectStore, S3Failure, S3NotFound, S3Unavailable
 from dittofs.stores.s3.settings import DURABILITY_REMOTE, S3Settings
-from dittofs.stores.s3.state import FileState, FileTable, Health, StoredBytes, load_state
-from dittofs.stores.s3.uploader import Uploader
+from dittofs.stores.s3.state import FileState, FileTable, Health, StoredBytes
+from dittofs.stores.s3.uploader import Uploader, read_range
 from dittofs.vocabulary import Status
 
 T = TypeVar("T")
@@ -78,8 +89,10 @@ log = Logger(observer=dittofs_log.observer)
 
 #: Threads serving NFS calls; each may wait on S3 (a GET) or for cache space.
 DEFAULT_THREADS = 16
-#: How many times a read retries a block whose object was replaced under it.
+#: How many times a read retries a block whose object was deleted under it.
 _READ_ATTEMPTS = 3
+#: The bucket layout this code writes; version 1 kept manifests in the bucket.
+FORMAT_VERSION = 2
 
 __all__ = ["GcReport", "S3ContentStore"]
 
@@ -94,9 +107,32 @@ def _disk_error(error: OSError) -> NFSError:
     return NFSError(Status.IO, str(error))
 
 
-@implementer(IContentStore, IContentInventory, IContentCheck, IReadinessProbe, ICacheStatistics)
+def resolve(slices: Sequence[Slice]) -> Extents:
+    """Where each byte of a block comes from, by its slices (oldest first: newer ones win)."""
+    resolved = Extents()
+    for piece in slices:
+        resolved.lay(piece.offset, piece.offset + piece.length, piece.key, piece.start)
+    return resolved
+
+
+@attrs.frozen
+class _Overlay:
+    """A block's ranges this gateway wrote and has not uploaded, and an fd on their file."""
+
+    extents: list[Extent]
+    fd: int
+
+
+@implementer(
+    IContentStore,
+    IBlockMapUser,
+    IContentInventory,
+    IContentCheck,
+    IReadinessProbe,
+    ICacheStatistics,
+)
 class S3ContentStore:
-    """File contents as block objects in an S3 bucket, written back through a local cache."""
+    """File contents as objects in an S3 bucket, mapped in the metadata store, cached locally."""
 
     name = "s3"
 
@@ -116,10 +152,15 @@ class S3ContentStore:
         self._health = Health(self._report)
         self._stored = StoredBytes(settings.usage_interval)
         self._s3: ObjectStore | None = None
+        self._maps: IBlockMaps | None = None
         self._uploader: Uploader | None = None
         self._fetches: ThreadPoolExecutor | None = None
         self._claim: Claim | None = None
         self.block_size = settings.block_size
+
+    def use_block_maps(self, maps: IBlockMaps) -> None:
+        """See :meth:`IBlockMapUser.use_block_maps`."""
+        self._maps = maps
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -160,17 +201,32 @@ class S3ContentStore:
         assert self._s3 is not None, "the store is not open"
         return self._s3
 
+    def _map(self, fileid: int, first: int, last: int) -> BlockMap:
+        """Blocks *first* to *last* of a file's map (blocking: asked through the reactor)."""
+        assert self._maps is not None
+        ask: Any = self._maps.block_slices
+        found: BlockMap = blockingCallFromThread(self._reactor, ask, fileid, first, last)
+        return found
+
+    def _change_map(
+        self, fileid: int, add: list[Slice], drop_from: int | None, length: int
+    ) -> BlockChange:
+        """Change a file's map (blocking: asked through the reactor)."""
+        assert self._maps is not None
+        change: Any = self._maps.change_blocks
+        changed: BlockChange = blockingCallFromThread(
+            self._reactor, change, fileid, add, drop_from, length
+        )
+        return changed
+
     @contextlib.contextmanager
-    def _using(self, fileid: int, load: bool = True) -> Iterator[FileState]:
-        """The state of *fileid*, loaded from S3 if *load*, pinned in memory meanwhile."""
+    def _using(self, fileid: int) -> Iterator[FileState]:
+        """The state of *fileid*, pinned in memory meanwhile."""
         cv = self._cache.cv
         with cv:
             state = self._table.get(fileid)
             state.users += 1
         try:
-            if load and not state.loaded:
-                with state.io:
-                    load_state(state, self.settings, self.s3, self._cache, self._table)
             yield state
         finally:
             with cv:
@@ -182,6 +238,8 @@ class S3ContentStore:
     def open(self) -> Deferred[None]:
         """Replay the cache's journal, check the bucket, and start the uploader."""
         self._pool.start()
+        if self._maps is None:
+            raise ValueError("the S3 store keeps its block maps in a metadata store: none given")
         return self._run(self._open)
 
     def _open(self) -> None:
@@ -192,20 +250,19 @@ class S3ContentStore:
         recovered = self._cache.open()
         self._s3 = ObjectStore(settings, max_connections=2 * settings.uploads + 32)
         self._check_format()
-        self._claim = Claim(self._s3, settings, gateway, self._report)
+        exclusive = settings.durability != DURABILITY_REMOTE
+        self._claim = Claim(self._s3, settings, gateway, self._report, exclusive=exclusive)
         self._take_claim()
         with self._cache.cv:
-            for fileid in set(recovered.dirty) | set(recovered.meta):
-                state = self._table.get(fileid)
-                state.recovered_meta = recovered.meta.get(fileid)
-                state.changed()
+            for fileid in recovered.dirty:
+                self._table.get(fileid).changed()
                 self._table.active.add(fileid)
-        if recovered.dirty or recovered.meta:
+        if recovered.dirty:
             pending = sum(len(blocks) for blocks in recovered.dirty.values())
             self._report(
                 "info",
-                f"S3 cache: {pending} blocks of {len(recovered.dirty)} files and "
-                f"{len(recovered.meta)} cuts were not yet in S3; uploading them now",
+                f"S3 cache: {pending} blocks of {len(recovered.dirty)} files were not yet "
+                "in S3; uploading them now",
             )
         self._fetches = ThreadPoolExecutor(
             max(4, settings.uploads), thread_name_prefix="dittofs-s3-get"
@@ -218,12 +275,13 @@ class S3ContentStore:
             health=self._health,
             stored=self._stored,
             report=self._report,
+            change_map=self._change_map,
         )
         self._uploader.start()
         self._recount_if_due()
 
     def _take_claim(self) -> None:
-        """Claim the prefix for this gateway alone (see :mod:`dittofs.stores.s3.claims`)."""
+        """Claim the prefix (see :mod:`dittofs.stores.s3.claims`)."""
         assert self._claim is not None
         try:
             self._claim.take()  # PrefixInUse says which gateway holds it
@@ -269,13 +327,18 @@ class S3ContentStore:
         return str(record["gateway"])
 
     def _check_format(self) -> None:
-        """Record the block size in a new prefix, or check it matches an existing one's."""
+        """Record the format in a new prefix, or check an existing one's.
+
+        A prefix of version 1 keeps manifests in the bucket: its files are
+        read only once ``dittofs s3-migrate`` has put them in the block map.
+        """
         settings = self.settings
+        where = f"s3://{settings.bucket}/{settings.prefix}"
         try:
             try:
                 recorded = json.loads(self.s3.get(settings.format_key))
             except S3NotFound:
-                body = {"version": 1, "block_size": settings.block_size}
+                body = {"version": FORMAT_VERSION, "block_size": settings.block_size}
                 self.s3.put(settings.format_key, json.dumps(body).encode())
                 return
         except S3Unavailable as error:
@@ -283,13 +346,19 @@ class S3ContentStore:
             self._health.failure(error)
             return
         except S3Failure as error:
-            raise _StoreError(
-                f"cannot use s3://{settings.bucket}/{settings.prefix}: {error}"
-            ) from None
+            raise _StoreError(f"cannot use {where}: {error}") from None
         if int(recorded.get("block_size", 0)) != settings.block_size:
             raise _StoreError(
-                f"s3://{settings.bucket}/{settings.prefix} was created with "
-                f"block_size={recorded.get('block_size')}; use that"
+                f"{where} was created with block_size={recorded.get('block_size')}; use that"
+            )
+        version = int(recorded.get("version", 1))
+        if version > FORMAT_VERSION:
+            raise _StoreError(f"{where} has format {version}, newer than this DittoFS: upgrade")
+        if version < FORMAT_VERSION:
+            raise _StoreError(
+                f"{where} keeps its files' block lists in the bucket (format {version}); "
+                "move them to the metadata store once with `dittofs s3-migrate` "
+                "(same --metadata and --content), then start again"
             )
 
     def close(self) -> Deferred[None]:
@@ -339,145 +408,177 @@ class S3ContentStore:
                     return self._read_once(state, offset, count)
             return self._read_once(state, offset, count)
 
+    def _overlays(self, fileid: int, first: int, last: int) -> tuple[dict[int, _Overlay], int]:
+        """This gateway's ranges not yet uploaded in blocks *first*..*last*, and where its
+        writes end (cv held).
+
+        Taken before the map is read: ranges uploaded in between are then in
+        both, with the same bytes, and none is in neither.
+        """
+        cache = self._cache
+        overlays: dict[int, _Overlay] = {}
+        local_end = 0
+        for index, block in cache.dirty_blocks(fileid).items():
+            local_end = max(local_end, index * self.block_size + block.length)
+            if first <= index <= last:
+                fd = cache.open_block(cache.dirty_path(fileid, index))
+                if fd is not None:
+                    overlays[index] = _Overlay(list(block.extents), fd)
+        return overlays, local_end
+
     def _read_once(self, state: FileState, offset: int, count: int) -> bytes:
-        """One attempt; S3NotFound means a block was replaced under us (try again)."""
-        cache, bs = self._cache, self.block_size
+        """One attempt; S3NotFound means an object was deleted under us (try again)."""
+        cache, bs, fileid = self._cache, self.block_size, state.fileid
+        if count <= 0:
+            return b""
+        first, last = offset // bs, (offset + count - 1) // bs
         with cache.cv:
-            end = min(offset + count, state.size)
+            overlays, local_end = self._overlays(fileid, first, last)
+        try:
+            mapped = self._map(fileid, first, last)
+            end = min(offset + count, max(mapped.length, local_end))
             if end <= offset:
                 return b""
-            sequential = offset in (0, state.last_read_end)
-            state.last_read_end = end
-        out = bytearray(end - offset)
-        missing: list[tuple[int, int, int, str]] = []
-        first, last = offset // bs, (end - 1) // bs
-        for index in range(first, last + 1):
-            start = index * bs
-            low, high = max(offset, start) - start, min(end, start + bs) - start
-            fd = None
             with cache.cv:
-                entry = cache.get(state.fileid, index)
-                version = state.blocks.get(index)
-                if entry is not None and (entry.dirty or entry.version == version):
-                    fd = cache.open_for_read(entry)
-                if fd is not None:
-                    cache.hits += 1
-                elif version is not None:
-                    cache.misses += 1
-            if fd is not None:
-                try:
-                    data = os.pread(fd, high - low, low)
-                finally:
-                    os.close(fd)
-                at = start + low - offset
-                out[at : at + len(data)] = data
-            elif version is not None:
-                missing.append((index, low, high, version))
-        if missing:
-            self._fetch_into(state, out, offset, missing, whole=sequential or len(missing) > 1)
+                sequential = offset in (0, state.last_read_end)
+                state.last_read_end = end
+            out = bytearray(end - offset)
+            by_block: dict[int, list[Slice]] = {}
+            for piece in mapped.slices:
+                by_block.setdefault(piece.block, []).append(piece)
+            last = (end - 1) // bs
+            fetches: list[tuple[int, Future[bytes]]] = []
+            for index in range(first, last + 1):
+                start = index * bs
+                low, high = max(offset, start) - start, min(end, start + bs) - start
+                slices = by_block.get(index, [])
+                span = (low, high)
+                fetches.extend(self._read_block(state, index, slices, span, sequential))
+            for at, future in fetches:
+                data = future.result()
+                position = at - offset
+                out[position : position + len(data)] = data
+            for index, overlay in overlays.items():
+                start = index * bs
+                for extent in overlay.extents:
+                    low, high = max(offset, start + extent.start), min(end, start + extent.end)
+                    if low < high:
+                        data = read_range(overlay.fd, low - start, high - start)
+                        out[low - offset : high - offset] = data
+        finally:
+            for overlay in overlays.values():
+                os.close(overlay.fd)
         if sequential and self.settings.readahead:
             self._prefetch(state, last + 1)
+        self._health.success()
         return bytes(out)
 
-    def _fetch_into(
+    def _read_block(
         self,
         state: FileState,
-        out: bytearray,
-        offset: int,
-        missing: list[tuple[int, int, int, str]],
-        whole: bool,
-    ) -> None:
-        """GET the missing blocks in parallel: whole (and cache them) or just the range."""
+        index: int,
+        slices: list[Slice],
+        span: tuple[int, int],
+        sequential: bool,
+    ) -> list[tuple[int, Future[bytes]]]:
+        """Start reading bytes *span* of a block as the map has it; (offset, bytes) pairs.
+
+        From the cached copy of the map's state if there is one; else whole
+        (and kept) for a sequential reader, or just the pieces asked for.
+        """
         assert self._fetches is not None
-        bs = self.block_size
-        futures: list[tuple[int, int, Future[bytes]]] = []
-        for index, low, high, version in missing:
-            if whole or (low == 0 and high == bs):
-                future = self._fetches.submit(self._fetch_block, state, index, version)
-                futures.append((index, low, self._slice(future, low, high)))
-            else:
-                key = self.settings.block_key(state.fileid, index, version)
-                futures.append((index, low, self._fetches.submit(self.s3.get, key, low, high)))
-        error: BaseException | None = None
-        for index, low, future in futures:
-            try:
-                data = future.result()
-            except BaseException as failure:
-                error = error or failure
-                continue
-            at = index * bs + low - offset
-            out[at : at + len(data)] = data
-        if error is not None:
-            raise error
-        self._health.success()
-
-    @staticmethod
-    def _slice(future: Future[bytes], low: int, high: int) -> Future[bytes]:
-        sliced: Future[bytes] = Future()
-
-        def done(source: Future[bytes]) -> None:
-            error = source.exception()
-            if error is not None:
-                sliced.set_exception(error)
-            else:
-                sliced.set_result(source.result()[low:high])
-
-        future.add_done_callback(done)
-        return sliced
-
-    def _fetch_block(self, state: FileState, index: int, version: str) -> bytes:
-        """GET a whole block object and keep a clean copy in the cache if there is room."""
-        cache = self._cache
-        fileid = state.fileid
-        data = self.s3.get(self.settings.block_key(fileid, index, version))
+        cache, fileid = self._cache, state.fileid
+        start = index * self.block_size
+        low, high = span
+        if not slices:
+            return []  # a hole: zeros
+        tag = str(slices[-1].seq)
+        fd = None
         with cache.cv:
-            current = state.blocks.get(index) == version and cache.get(fileid, index) is None
-            if not (current and cache.try_reserve(len(data))):
+            clean = cache.clean(fileid, index, tag)
+            if clean is not None:
+                fd = cache.open_block(cache.clean_path(fileid, index, tag))
+            if fd is not None:
+                cache.hits += 1
+            else:
+                cache.misses += 1
+        if fd is not None:
+            try:
+                done: Future[bytes] = Future()
+                done.set_result(read_range(fd, low, high))
+                return [(start + low, done)]
+            finally:
+                os.close(fd)
+        if sequential:
+            whole = self._fetches.submit(self._fetch_block, fileid, index, slices, tag)
+            return [(start + low, _sliced(whole, low, high))]
+        return [
+            (start + piece.start, self._fetches.submit(self._get, piece))
+            for piece in resolve(slices).within(low, high)
+            if piece.source
+        ]
+
+    def _get(self, piece: Extent) -> bytes:
+        """The bytes of one resolved piece, with a ranged GET of its object."""
+        return self.s3.get(piece.source, piece.at, piece.at + piece.end - piece.start)
+
+    def _fetch_block(self, fileid: int, index: int, slices: list[Slice], tag: str) -> bytes:
+        """A block's whole content as the map has it; kept in the cache if there is room."""
+        resolved = resolve(slices)
+        image = bytearray(resolved.end)
+        for piece in resolved:
+            if piece.source:
+                image[piece.start : piece.end] = self._get(piece)
+        data = bytes(image)
+        cache = self._cache
+        with cache.cv:
+            if not cache.try_reserve(len(data)):
                 return data
         try:
-            staged = cache.stage_clean(fileid, index, version, data)
+            staged = cache.stage_clean(fileid, index, tag, data)
         except OSError:
             with cache.cv:
                 cache.release(len(data))
             return data
         with cache.cv:
-            if state.blocks.get(index) == version:
-                cache.insert_clean(fileid, index, version, staged, len(data))
-            else:
-                cache.release(len(data))
-                staged.unlink(missing_ok=True)
+            cache.insert_clean(fileid, index, tag, staged, len(data))
         return data
 
     def _prefetch(self, state: FileState, first: int) -> None:
         """Fetch the next blocks of a sequential reader in the background."""
         if self._fetches is None:
             return
-        cache = self._cache
+        cache, fileid = self._cache, state.fileid
+        last = first + self.settings.readahead - 1
         with cache.cv:
-            wanted = []
-            for index in range(first, first + self.settings.readahead):
-                version = state.blocks.get(index)
-                if index * self.block_size >= state.size:
-                    break
-                if version is None or index in state.prefetching:
-                    continue
-                if cache.get(state.fileid, index) is not None:
-                    continue
-                state.prefetching.add(index)
-                wanted.append((index, version))
+            wanted = [i for i in range(first, last + 1) if i not in state.prefetching]
+            state.prefetching.update(wanted)
+        if not wanted:
+            return
 
-        def one(index: int, version: str) -> None:
+        def fetch() -> None:
             try:
-                self._fetch_block(state, index, version)
-            except (S3Unavailable, S3NotFound, S3Failure, OSError):
-                pass  # a prefetch is a hint; the read itself reports errors
+                mapped = self._map(fileid, first, last)
+                by_block: dict[int, list[Slice]] = {}
+                for piece in mapped.slices:
+                    by_block.setdefault(piece.block, []).append(piece)
+                for index in wanted:
+                    slices = by_block.get(index)
+                    if not slices or index * self.block_size >= mapped.length:
+                        continue
+                    tag = str(slices[-1].seq)
+                    with cache.cv:
+                        if cache.clean(fileid, index, tag) is not None:
+                            continue
+                    self._fetch_block(fileid, index, slices, tag)
+            except Exception:
+                pass
             finally:
                 with cache.cv:
-                    state.prefetching.discard(index)
+                    state.prefetching.difference_update(wanted)
 
-        for index, version in wanted:
-            with contextlib.suppress(RuntimeError):  # shut down by close
-                self._fetches.submit(one, index, version)
+        with contextlib.suppress(RuntimeError):  # shut down by close
+            self._fetches.submit(fetch)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -492,183 +593,100 @@ class S3ContentStore:
         if not view:
             return
         cache, bs = self._cache, self.block_size
+        remote = self.settings.durability == DURABILITY_REMOTE
+        durable = stable and not remote
         with self._using(fileid) as state:
             end = offset + len(view)
-            first, last = offset // bs, (end - 1) // bs
             with cache.cv:
-                estimate = 0
-                for index in range(first, last + 1):
-                    high = min(end, (index + 1) * bs) - index * bs
-                    entry = cache.get(fileid, index)
-                    if entry is not None:
-                        estimate += max(0, high - entry.length)
-                    elif index in state.blocks:
-                        estimate += bs
-                    else:
-                        estimate += high
                 deadline = time.monotonic() + self.settings.write_wait
-                cache.reserve(estimate, deadline, self._health.is_down)
+                cache.reserve(len(view), deadline, self._health.is_down)
             try:
                 with state.io:
-                    for index in range(first, last + 1):
-                        self._write_block(state, index, offset, view, stable)
+                    for index in range(offset // bs, (end - 1) // bs + 1):
+                        start = index * bs
+                        low, high = max(offset, start) - start, min(end, start + bs) - start
+                        piece = view[start + low - offset : start + high - offset]
+                        with cache.cv:
+                            block = cache.make_dirty(fileid, index)
+                        fd = os.open(cache.dirty_path(fileid, index), os.O_WRONLY)
+                        try:
+                            _pwrite_all(fd, piece, low)
+                            if durable:
+                                os.fdatasync(fd)
+                        finally:
+                            os.close(fd)
+                        cache.note_ranges(block, [(low, high)], sync=durable)
+                        with cache.cv:
+                            cache.written(block, low, high, synced=durable)
+                            state.changed()
+                            self._table.active.add(fileid)
             finally:
                 with cache.cv:
-                    cache.release(estimate)
-                    cache.cv.notify_all()
-            remote = self.settings.durability == DURABILITY_REMOTE
-            if stable and not remote:
+                    cache.release(len(view))
+            if durable:
                 cache.sync_dirty_dir()
             if stable and remote:
                 assert self._uploader is not None
                 self._uploader.wait_uploaded(state, time.monotonic() + self.settings.write_wait)
 
-    def _write_block(
-        self, state: FileState, index: int, offset: int, view: memoryview, stable: bool
-    ) -> None:
-        """Write the part of *view* that falls in block *index* (``state.io`` held)."""
-        cache, bs, fileid = self._cache, self.block_size, state.fileid
-        start = index * bs
-        end = offset + len(view)
-        low, high = max(offset, start) - start, min(end, start + bs) - start
-        piece = view[start + low - offset : start + high - offset]
-        with cache.cv:
-            entry = cache.get(fileid, index)
-            version = state.blocks.get(index)
-            valid = min(bs, max(0, state.size - start))
-            cached = entry is not None and (entry.dirty or entry.version == version)
-            if entry is not None and not cached:
-                cache.drop(entry)  # a stale copy
-        base = b""
-        if not cached and version is not None and not (low == 0 and high >= valid):
-            base = self.s3.get(self.settings.block_key(fileid, index, version))[:valid]
-        with cache.cv:
-            entry = cache.make_dirty(fileid, index)
-        durable = stable and self.settings.durability != DURABILITY_REMOTE
-        fd = os.open(cache.path(entry), os.O_WRONLY)
-        try:
-            if base:
-                _pwrite_all(fd, memoryview(base), 0)
-            _pwrite_all(fd, piece, low)
-            if durable:
-                os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        with cache.cv:
-            cache.resize(entry, max(entry.length, len(base), high))
-            cache.touched(entry, synced=durable)
-            state.size = max(state.size, start + high)
-            state.changed()
-            self._table.active.add(fileid)
-
     # -- truncate, delete, commit --------------------------------------------------------
 
     def truncate(self, fileid: int, size: int) -> Deferred[None]:
-        """See :meth:`IContentStore.truncate`: cut blocks are dropped and the cut is journaled."""
-        if size == 0:
-            return self._run(self._delete, fileid)
+        """See :meth:`IContentStore.truncate`: one change of the map, and the cache cut to match."""
         return self._run(self._truncate, fileid, size)
 
     def _truncate(self, fileid: int, size: int) -> None:
-        cache, bs = self._cache, self.block_size
-        with self._using(fileid) as state, state.io:
-            with cache.cv:
-                if size >= state.size:
-                    if size > state.size:
-                        state.size = size  # sparse: reads of the extension are zeros
-                        state.changed()
-                        self._table.active.add(fileid)
-                    return
-                cut = size // bs if size % bs else None
-                cut_version = state.blocks.get(cut) if cut is not None else None
-                entry = cache.get(fileid, cut) if cut is not None else None
-                usable = entry is not None and (entry.dirty or entry.version == cut_version)
-            base: bytes | None = None
-            if cut is not None and cut_version is not None and not usable:
-                # Fetch before changing anything, so an unreachable S3 leaves the file as it was.
-                key = self.settings.block_key(fileid, cut, cut_version)
-                base = self.s3.get(key)[: size - cut * bs]
-            with cache.cv:
-                for index, cached in cache.entries(fileid).items():
-                    if index * bs >= size or (index == cut and not usable):
-                        cache.drop(cached)
-                for index in [i for i in state.blocks if (i + 1) * bs > size]:
-                    version = state.blocks.pop(index)
-                    state.garbage.append(self.settings.block_key(fileid, index, version))
-            if cut is not None and (usable or base is not None):
-                self._cut_block(fileid, cut, size - cut * bs, base)
-            with cache.cv:
-                state.size = size
-                state.clip = size if state.clip is None else min(state.clip, size)
-                state.trunc_epoch += 1
-                state.meta_gen += 1
-                state.changed()
-                self._table.active.add(fileid)
-                clip = state.clip
-            cache.sync_dirty_dir()
-            cache.write_meta(fileid, size, clip)
+        """Drop the blocks past *size*, and zeros over the rest of the block it cuts.
 
-    def _cut_block(self, fileid: int, index: int, keep: int, base: bytes | None) -> None:
-        """Make block *index* dirty holding only its first *keep* bytes, durably (io held).
-
-        *base* is the block's content fetched from S3 when it was not cached.
+        The zeros make a later extension read zeros there, not the old bytes;
+        the map's length becomes *size*, longer or shorter.
         """
-        cache = self._cache
-        with cache.cv:
-            entry = cache.make_dirty(fileid, index)
-        path = cache.path(entry)
-        if base is None:
-            length = min(entry.length, keep)
-            os.truncate(path, length)
-        else:
-            length = len(base)
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                _pwrite_all(fd, memoryview(base), 0)
-            finally:
-                os.close(fd)
-        fsync_path(path)
-        with cache.cv:
-            cache.resize(entry, length)
-            cache.touched(entry, synced=True)
+        cache, bs = self._cache, self.block_size
+        cut, keep = divmod(size, bs)
+        zeros = [Slice(cut, keep, bs - keep)] if keep else []
+        drop_from = cut + 1 if keep else cut
+        with self._using(fileid) as state, state.mapping:
+            change = self._change_map(fileid, zeros, drop_from, size)
+            with state.io:
+                with cache.cv:
+                    cache.drop_file(fileid, drop_from)
+                    partial = cache.dirty(fileid, cut) if keep else None
+                    state.trunc_epoch += 1
+                    state.changed()
+                    self._table.active.add(fileid)
+                if partial is not None:
+                    cache.cut_dirty(partial, keep)
+            cache.sync_dirty_dir()
+        self._forget(change.orphaned)
 
     def delete(self, fileid: int) -> Deferred[None]:
-        """See :meth:`IContentStore.delete`; works while S3 is down (the journal remembers)."""
+        """See :meth:`IContentStore.delete`: the map forgets the file; its objects go."""
         return self._run(self._delete, fileid)
 
     def _delete(self, fileid: int) -> None:
         cache = self._cache
-        with self._using(fileid, load=False) as state, state.io:
-            with cache.cv:
-                had_content = state.loaded and (state.size > 0 or bool(state.blocks))
-                known_empty = state.loaded and not had_content and state.clip is None
-                entries = cache.entries(fileid)
-                if known_empty and not entries and state.seq == state.synced_seq:
-                    # Nothing here and nothing in S3 (as far as this run knows): no journal needed.
-                    return
-                for entry in entries.values():
-                    cache.drop(entry)
-                for index, version in state.blocks.items():
-                    state.garbage.append(self.settings.block_key(fileid, index, version))
-                state.blocks = {}
-                state.size = 0
-                state.clip = 0
-                state.recovered_meta = None
-                state.loaded = True
+        with self._using(fileid) as state, state.mapping:
+            change = self._change_map(fileid, [], 0, 0)
+            with state.io, cache.cv:
+                cache.drop_file(fileid)
                 state.trunc_epoch += 1
-                state.meta_gen += 1
                 state.changed()
                 self._table.active.add(fileid)
-            cache.write_meta(fileid, 0, 0)
+            cache.sync_dirty_dir()
+        self._forget(change.orphaned)
+
+    def _forget(self, keys: Sequence[str]) -> None:
+        """Delete objects nothing names any more; gc takes them if S3 cannot now."""
+        if keys:
+            with contextlib.suppress(S3Unavailable, S3Failure):
+                self.s3.delete(list(keys))
 
     def commit(self, fileid: int) -> Deferred[None]:
         """See :meth:`IContentStore.commit`: fsync in the cache, or wait for S3 (``durability``)."""
         return self._run(self._commit, fileid)
 
     def _commit(self, fileid: int) -> None:
-        with self._using(fileid, load=False) as state:
-            if not state.loaded:
-                return  # untouched in this run: whatever exists is durable already
+        with self._using(fileid) as state:
             if self.settings.durability == DURABILITY_REMOTE:
                 assert self._uploader is not None
                 self._uploader.wait_uploaded(state, time.monotonic() + self.settings.write_wait)
@@ -680,14 +698,19 @@ class S3ContentStore:
         """fsync a file's dirty blocks written since their last fsync, then the journal folder."""
         cache = self._cache
         with cache.cv:
-            pending = [e for e in cache.entries(fileid).values() if e.dirty and not e.synced]
-            paths = [(entry, cache.path(entry), entry.gen) for entry in pending]
-        for entry, path, generation in paths:
-            with contextlib.suppress(FileNotFoundError):
-                fsync_path(path)
+            pending = [b for b in cache.dirty_blocks(fileid).values() if not b.synced]
+            paths = [
+                (block, block.gen, cache.dirty_path(fileid, block.index),
+                 cache.ranges_path(fileid, block.index))
+                for block in pending
+            ]  # fmt: skip
+        for block, generation, data, ranges in paths:
+            for path in (data, ranges):
+                with contextlib.suppress(FileNotFoundError):
+                    fsync_path(path)
             with cache.cv:
-                if entry.gen == generation:
-                    entry.synced = True
+                if block.gen == generation:
+                    block.synced = True
         cache.sync_dirty_dir()
 
     # -- FSSTAT, inventory, gc ------------------------------------------------------------
@@ -744,70 +767,86 @@ class S3ContentStore:
             )
 
     def content_ids(self) -> Deferred[list[int]]:
-        """See :meth:`IContentInventory.content_ids`: manifests in S3, adjusted by the cache."""
+        """See :meth:`IContentInventory.content_ids`: files the map names objects of.
+
+        Plus files with data only in this gateway's cache.
+        """
         return self._run(self._content_ids, reading=True)
 
     def _content_ids(self) -> list[int]:
-        folder = self.settings.manifest_key()
+        folder = self.settings.block_key_prefix()
         ids: set[int] = set()
-        for listed in self.s3.list(folder):
+        for key in self._mapped_keys():
             with contextlib.suppress(ValueError):
-                ids.add(int(listed.key[len(folder) :], 16))
+                ids.add(int(key[len(folder) :].split("/", 1)[0], 16))
         with self._cache.cv:
-            for fileid, state in self._table.states.items():
-                if not state.loaded:
-                    continue
-                has_dirty = any(e.dirty for e in self._cache.entries(fileid).values())
-                if state.size > 0 or has_dirty:
-                    ids.add(fileid)
-                else:
-                    ids.discard(fileid)
             ids.update(self._cache.dirty_files())
         return sorted(ids)
 
-    def check_content(self, progress: Phases) -> Deferred[ContentCheck]:
-        """See :meth:`IContentCheck.check_content`: every block a manifest names is in S3.
+    def _mapped_keys(self) -> Iterator[str]:
+        """Every object key the maps name, in byte order, a page at a time."""
+        assert self._maps is not None
+        after = ""
+        for _ in range(2**62):
+            ask: Any = self._maps.object_keys
+            page: list[str] = blockingCallFromThread(self._reactor, ask, after, 1000)
+            yield from page
+            if len(page) < 1000:
+                return
+            after = page[-1]
 
-        Blocks no manifest names are counted, not reported: ``dittofs gc``
-        collects them.
+    def check_content(self, progress: Phases) -> Deferred[ContentCheck]:
+        """See :meth:`IContentCheck.check_content`: every object the map names is in S3.
+
+        Objects the map does not name are counted, not reported: ``dittofs
+        gc`` collects them.
         """
         return self._run(self._check_content, progress, reading=True)
 
     def _check_content(self, progress: Phases) -> ContentCheck:
-        found = check_blocks(self.s3, self.settings, progress)
+        found = check_blocks(self.s3, self.settings, self._mapped_keys, progress)
         problems = [
-            f"block {index} of file id {fileid} is missing from S3 ({key}): its reads fail"
+            f"object {key} of file id {fileid}, block {index}, is missing from S3: its reads fail"
             for fileid, index, key in found.missing
         ]
         summary = (
-            f"{found.manifests} manifests, {found.blocks} block objects, "
-            f"{found.unowned} named by no manifest ({found.unowned_bytes} bytes; "
+            f"{found.named} objects named by the block maps, {found.blocks} block objects, "
+            f"{found.unowned} named by none ({found.unowned_bytes} bytes; "
             "dittofs gc deletes those older than its grace period)"
         )
         return ContentCheck(problems, summary)
 
     def gc(self, grace: float = DEFAULT_GRACE) -> Deferred[GcReport]:
-        """Delete block objects no manifest names and older than *grace* seconds.
+        """Delete objects the maps do not name and older than *grace* seconds.
 
-        Safe while serving: blocks this store has uploaded but not yet named
-        in a manifest, and those its in-memory manifests name, are kept too.
+        Safe while serving: objects this store has uploaded but not yet named
+        in the map are kept too.
         """
         return self._run(self._gc, grace)
 
     def _gc(self, grace: float) -> GcReport:
         def protected() -> set[str]:
-            keys: set[str] = set()
             with self._cache.cv:
-                if self._uploader is not None:
-                    keys |= self._uploader.in_flight
-                for fileid, state in self._table.states.items():
-                    keys.update(
-                        self.settings.block_key(fileid, index, version)
-                        for index, version in state.blocks.items()
-                    )
-            return keys
+                return set(self._uploader.in_flight) if self._uploader is not None else set()
 
-        return collect_garbage(self.s3, self.settings, grace, protected)
+        return collect_garbage(
+            self.s3, self.settings, self._mapped_keys, grace=grace, protected=protected
+        )
+
+
+def _sliced(future: Future[bytes], low: int, high: int) -> Future[bytes]:
+    """A future of bytes *low*..*high* of another future's bytes."""
+    sliced: Future[bytes] = Future()
+
+    def done(source: Future[bytes]) -> None:
+        error = source.exception()
+        if error is not None:
+            sliced.set_exception(error)
+        else:
+            sliced.set_result(source.result()[low:high])
+
+    future.add_done_callback(done)
+    return sliced
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

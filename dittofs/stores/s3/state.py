@@ -1,13 +1,14 @@
 """What the S3 store knows about each file, and whether S3 is reachable.
 
-A :class:`FileState` is the in-memory join of a file's S3 manifest (which
-block objects hold its content) with its cache entries (blocks written since).
-It is built lazily, on first use, by :func:`load_state`, which also replays
-what a crash left in the cache's journal.  Every field is guarded by the
-cache's condition variable (``CacheTier.cv``); ``io`` serialises the work that
-changes a file's block files (writes, truncates, and an upload's snapshot of a
-block), so an upload never reads a block half written.  Lock order: ``io``
-before ``cv``, never the reverse.
+A :class:`FileState` is this gateway's view of one file: the work in progress
+on its cached blocks (the block map itself is in the metadata store, read
+afresh by every read).  Every field is guarded by the cache's condition
+variable (``CacheTier.cv``); ``io`` serialises the work that changes a file's
+block files (writes, cuts, and an upload's snapshot of a block), so an
+upload never reads a block half written; ``mapping`` serialises this
+gateway's changes to the file's map (truncates, deletes, the commit of an
+upload round), so an upload made before a truncate never lands after it.
+Lock order: ``mapping``, then ``io``, then ``cv``, never the reverse.
 
 :class:`Health` tracks S3 outages so each one is logged once, when it starts
 and when it ends, however many requests fail in between.
@@ -23,14 +24,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from dittofs.stores.s3.cache_tier import CacheTier
-from dittofs.stores.s3.objects import (
-    ListedObject,
-    Manifest,
-    ObjectStore,
-    S3Failure,
-    S3NotFound,
-)
-from dittofs.stores.s3.settings import S3Settings
+from dittofs.stores.s3.objects import ListedObject
 
 #: File states kept in memory when idle; more are dropped least recently used first.
 MAX_IDLE_STATES = 10_000
@@ -38,27 +32,17 @@ MAX_IDLE_STATES = 10_000
 
 @attrs.define(eq=False)
 class FileState:
-    """One file's content as the store sees it (fields guarded by ``CacheTier.cv``)."""
+    """One file's work in progress (fields guarded by ``CacheTier.cv``)."""
 
     fileid: int
     io: threading.Lock = attrs.field(factory=threading.Lock)
-    #: False until the manifest has been read (or is known not to matter).
-    loaded: bool = False
-    #: Content length: reads stop here.
-    size: int = 0
-    #: Block index -> version of the object S3 holds (or will, once a manifest names it).
-    blocks: dict[int, str] = attrs.field(factory=dict)
-    #: Lowest size cut to since the manifest last caught up; None when nothing is pending.
-    clip: int | None = None
-    #: A pending cut found in the journal at start-up, applied when the file loads.
-    recovered_meta: tuple[int, int] | None = None
-    #: Bumped by every change; ``synced_seq`` is the change S3 has fully caught up to.
+    mapping: threading.Lock = attrs.field(factory=threading.Lock)
+    #: Bumped by every change; ``synced_seq`` is the change S3 and the map have caught up to.
     seq: int = 0
     synced_seq: int = 0
-    #: Bumped by every truncate or delete and every cut-record change.
+    #: Bumped by every truncate or delete: an upload snapshot from before one is stale.
     trunc_epoch: int = 0
-    meta_gen: int = 0
-    #: Block objects no longer referenced once the next manifest is written.
+    #: Objects to delete once nothing names them (uploads a truncate made stale).
     garbage: list[str] = attrs.field(factory=list)
     round_busy: bool = False
     commit_waiters: int = 0
@@ -84,7 +68,7 @@ class FileTable:
         self.active: set[int] = set()
 
     def get(self, fileid: int) -> FileState:
-        """The state of *fileid*, created empty (unloaded) if new (cv held)."""
+        """The state of *fileid*, created empty if new (cv held)."""
         state = self.states.get(fileid)
         if state is None:
             state = self.states[fileid] = FileState(fileid)
@@ -105,8 +89,7 @@ class FileTable:
                 and fileid not in self.active
                 and state.seq == state.synced_seq
                 and not state.garbage
-                and state.clip is None
-                and not any(entry.dirty for entry in cache.entries(fileid).values())
+                and not cache.dirty_blocks(fileid)
             )
             if idle:
                 del self.states[fileid]
@@ -222,60 +205,3 @@ class StoredBytes:
             self._uploaded -= before
             self._listing = False
             self._listed_at = time.monotonic()
-
-
-def read_manifest(s3: ObjectStore, settings: S3Settings, fileid: int) -> Manifest | None:
-    """A file's manifest, or None if it has none (blocking)."""
-    try:
-        manifest = Manifest.decode(s3.get(settings.manifest_key(fileid)))
-    except S3NotFound:
-        return None
-    if manifest.block_size != settings.block_size:
-        raise S3Failure(
-            f"manifest of file {fileid} has block size {manifest.block_size}, "
-            f"this store uses {settings.block_size}"
-        )
-    return manifest
-
-
-def load_state(
-    state: FileState, settings: S3Settings, s3: ObjectStore, cache: CacheTier, table: FileTable
-) -> None:
-    """Fill an unloaded state from S3's manifest and the cache's journal (``state.io`` held).
-
-    The journal wins: a pending cut (``clip``) hides the manifest's blocks at
-    and past it, and dirty blocks extend the size.  A file whose journal says
-    it was deleted (clip 0) needs no manifest at all, so deletes and their
-    recovery work while S3 is down.
-    """
-    with cache.cv:
-        if state.loaded:
-            return
-        recovered = state.recovered_meta
-    manifest = None
-    if recovered is None or recovered[1] > 0:
-        manifest = read_manifest(s3, settings, state.fileid)
-    block_size = settings.block_size
-    blocks = dict(manifest.blocks) if manifest else {}
-    size = manifest.size if manifest else 0
-    if recovered is not None:
-        size, clip = recovered
-        blocks = {index: v for index, v in blocks.items() if (index + 1) * block_size <= clip}
-    with cache.cv:
-        if state.loaded:
-            return
-        cache.drop_stale(state.fileid, blocks)
-        entries = cache.entries(state.fileid)
-        for index, entry in entries.items():
-            if entry.dirty:
-                size = max(size, index * block_size + entry.length)
-        state.size = size
-        state.blocks = blocks
-        state.loaded = True
-        if recovered is not None:
-            state.clip = recovered[1]
-            state.meta_gen += 1
-        if recovered is not None or any(entry.dirty for entry in entries.values()):
-            state.changed()
-            table.active.add(state.fileid)
-        state.recovered_meta = None

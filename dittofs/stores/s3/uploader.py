@@ -1,20 +1,21 @@
-"""Background uploads for the S3 store: from dirty blocks in the cache to objects and manifests.
+"""Background uploads for the S3 store: from written ranges in the cache to objects and the map.
 
 A flusher thread looks at the files with changes S3 has not seen and starts
-an *upload round* for each file that is due: a block is due once it is full,
-once its file has been quiet for ``flush_delay``, or at once when someone waits
-(a COMMIT with ``durability=remote``, a writer short of cache space, close).
-A round uploads the file's due blocks in parallel (``uploads`` at a time
-across all files), each to a new, uniquely named object, then rewrites the
-file's manifest with one PUT.  Only after that PUT succeeds do the blocks
-become clean (evictable) and the pending cut record go; so at every moment
-either the journal or S3 holds every acknowledged byte.
+an *upload round* for each file that is due: a block is due once it is
+written to its end, once its file has been quiet for ``flush_delay``, or at
+once when someone waits (a COMMIT with ``durability=remote``, a writer short
+of cache space, close).  A round uploads the file's due blocks in parallel
+(``uploads`` at a time across all files): each block's written ranges, and
+only those, go into one new, uniquely named object.  Then one change of the
+block map (in the metadata store, shared by every gateway) adds a slice for
+each range.  Only after that change commits does a block leave the journal;
+so at every moment either the journal or S3 and the map hold every
+acknowledged byte.
 
-A block changed while its upload was in flight stays dirty and goes again
-in a later round; the object just uploaded is still a consistent older
-version, so the manifest may name it meanwhile.  Objects a manifest stops
-naming are deleted after it is written; if that is interrupted, ``gc``
-finds them.
+A block written while its upload was in flight stays dirty and goes again in
+a later round; the slices just added describe bytes that were written, so
+the map may name them meanwhile.  Objects a change leaves unnamed are
+deleted after it; if that is interrupted, ``gc`` finds them.
 
 While S3 is unreachable no rounds start; the flusher probes it once a second
 and everything resumes when it answers.
@@ -30,10 +31,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import attrs
+
+from dittofs.model import BlockChange, Slice
 from dittofs.stores.s3.cache_tier import CacheTier
-from dittofs.stores.s3.objects import Manifest, ObjectStore, S3Failure, S3Unavailable
+from dittofs.stores.s3.objects import ObjectStore, S3Failure, S3Unavailable
 from dittofs.stores.s3.settings import S3Settings
-from dittofs.stores.s3.state import FileState, FileTable, Health, StoredBytes, load_state
+from dittofs.stores.s3.state import FileState, FileTable, Health, StoredBytes
 
 #: Seconds between probes of an unreachable S3, and before a failed round is retried.
 PROBE_INTERVAL = 1.0
@@ -41,20 +45,33 @@ RETRY_AFTER_FAILURE = 2.0
 #: How often the flusher looks for due work when nothing wakes it.
 TICK = 0.1
 
-_Upload = tuple[int, str, int, int]  # index, version, generation read, truncate epoch
+
+@attrs.frozen
+class _Upload:
+    """One block's written ranges, uploaded as one object."""
+
+    index: int
+    key: str
+    #: The block's generation and the file's truncate epoch when the ranges were read.
+    gen: int
+    epoch: int
+    slices: tuple[Slice, ...]
+    #: True when the ranges were the whole block: the cached file then is its content.
+    whole: bool
 
 
-def read_block(fd: int, length: int) -> bytes:
-    """Read *length* bytes from the start of a block file (short only if the file is)."""
+def read_range(fd: int, start: int, end: int) -> bytes:
+    """Bytes ``start``..``end`` of a block file (zeros where the file is shorter)."""
     pieces: list[bytes] = []
-    offset = 0
-    while offset < length:
-        piece = os.pread(fd, length - offset, offset)
+    offset = start
+    while offset < end:
+        piece = os.pread(fd, end - offset, offset)
         if not piece:
             break
         pieces.append(piece)
         offset += len(piece)
-    return b"".join(pieces)
+    data = b"".join(pieces)
+    return data + bytes(end - start - len(data))
 
 
 class Uploader:
@@ -70,8 +87,10 @@ class Uploader:
         health: Health,
         stored: StoredBytes,
         report: Callable[[str, str], None],
+        change_map: Callable[[int, list[Slice], int | None, int], BlockChange],
     ) -> None:
         self._settings = settings
+        self._change_map = change_map
         self._cache = cache
         self._table = table
         self._s3 = s3
@@ -85,7 +104,7 @@ class Uploader:
         self._next_probe = 0.0
         #: Set by close: every dirty block is due at once.
         self.closing = False
-        #: Keys uploaded but not yet named by a manifest: ``gc`` must not take them.
+        #: Keys uploaded but not yet named by the block map: ``gc`` must not take them.
         self.in_flight: set[str] = set()
 
     def start(self) -> None:
@@ -184,12 +203,12 @@ class Uploader:
                 continue
             if state.round_busy or now < state.retry_at:
                 continue
-            dirty = {i: e for i, e in cache.entries(fileid).items() if e.dirty}
-            pending = state.seq != state.synced_seq or state.garbage or state.clip is not None
-            if state.loaded and not dirty and not pending:
+            dirty = cache.dirty_blocks(fileid)
+            pending = state.seq != state.synced_seq or state.garbage
+            if not dirty and not pending:
                 table.active.discard(fileid)
                 continue
-            urgent = pressed or state.commit_waiters > 0 or not state.loaded
+            urgent = pressed or state.commit_waiters > 0
             quiet = now - state.last_change >= settings.flush_delay
             if urgent or quiet:
                 due = sorted(dirty)
@@ -203,15 +222,12 @@ class Uploader:
     # -- a round ------------------------------------------------------------------------
 
     def _round(self, state: FileState, due: list[int]) -> None:
-        cache, settings = self._cache, self._settings
+        cache = self._cache
         fileid = state.fileid
         try:
-            if not state.loaded:
-                with state.io:
-                    load_state(state, settings, self._s3, cache, self._table)
             with cache.cv:
                 snapshot = state.seq
-                dirty_now = {i for i, e in cache.entries(fileid).items() if e.dirty}
+                dirty_now = set(cache.dirty_blocks(fileid))
                 due = [i for i in due if i in dirty_now]
                 complete = set(due) == dirty_now
             futures: list[Future[_Upload | None]] = [
@@ -251,87 +267,93 @@ class Uploader:
     def _abandon(self, state: FileState, uploads: list[_Upload], error: BaseException) -> None:
         """A round lost a block upload: its other new objects are garbage; re-raise the error."""
         with self._cache.cv:
-            for index, version, _, _ in uploads:
-                key = self._settings.block_key(state.fileid, index, version)
-                state.garbage.append(key)
-                self.in_flight.discard(key)
+            for upload in uploads:
+                state.garbage.append(upload.key)
+                self.in_flight.discard(upload.key)
         raise error
 
     def _upload_block(self, state: FileState, index: int) -> _Upload | None:
-        """Snapshot one dirty block (under ``io``) and PUT it as a new object."""
-        cache = self._cache
+        """Read one dirty block's written ranges (under ``io``) and PUT them as one new object."""
+        cache, bs = self._cache, self._settings.block_size
         with state.io:
             with cache.cv:
-                entry = cache.get(state.fileid, index)
-                if entry is None or not entry.dirty:
+                block = cache.dirty(state.fileid, index)
+                if block is None:
                     return None
-                generation, epoch, length = entry.gen, state.trunc_epoch, entry.length
-                fd = cache.open_for_read(entry)
-            if fd is None:
+                generation, epoch = block.gen, state.trunc_epoch
+                extents = list(block.extents)
+                whole = block.extents.covers(0, bs)
+                fd = cache.open_block(cache.dirty_path(state.fileid, index))
+            if fd is None or not extents:
+                if fd is not None:
+                    os.close(fd)
                 return None
             try:
-                data = read_block(fd, length)
+                pieces = [read_range(fd, extent.start, extent.end) for extent in extents]
             finally:
                 os.close(fd)
-        version = secrets.token_hex(8)
-        key = self._settings.block_key(state.fileid, index, version)
+        key = self._settings.block_key(state.fileid, index, secrets.token_hex(8))
+        slices: list[Slice] = []
+        at = 0
+        for extent, piece in zip(extents, pieces, strict=True):
+            slices.append(Slice(index, extent.start, len(piece), key, at))
+            at += len(piece)
         with cache.cv:
             self.in_flight.add(key)
         try:
-            self._s3.put(key, data)
+            self._s3.put(key, b"".join(pieces))
         except BaseException:
             with cache.cv:
                 self.in_flight.discard(key)
             raise
-        self._stored.uploaded(len(data))
-        return index, version, generation, epoch
+        self._stored.uploaded(at)
+        return _Upload(index, key, generation, epoch, tuple(slices), whole)
 
     def _commit_round(
         self, state: FileState, uploads: list[_Upload], snapshot: int, complete: bool
     ) -> None:
-        """Write the manifest naming the new blocks, then mark them clean and tidy up."""
-        cache, settings, fileid = self._cache, self._settings, state.fileid
-        kept: list[_Upload] = []
-        with cache.cv:
-            for upload in uploads:
-                index, version, _, epoch = upload
-                key = settings.block_key(fileid, index, version)
-                self.in_flight.discard(key)
-                if epoch != state.trunc_epoch or cache.get(fileid, index) is None:
-                    state.garbage.append(key)  # cut or deleted meanwhile
-                    complete = False
-                    continue
-                old = state.blocks.get(index)
-                if old is not None and old != version:
-                    state.garbage.append(settings.block_key(fileid, index, old))
-                state.blocks[index] = version
-                kept.append(upload)
-            manifest = Manifest(state.size, settings.block_size, dict(state.blocks))
-            remove = state.size == 0 and not state.blocks
-            garbage, state.garbage = state.garbage, []
-            meta_gen = state.meta_gen
-        try:
-            if remove:
-                self._s3.delete([settings.manifest_key(fileid)])
-            else:
-                self._s3.put(settings.manifest_key(fileid), manifest.encode())
-        except BaseException:
+        """Add the uploaded ranges to the block map, then let their blocks leave the journal.
+
+        Under ``mapping``, so a truncate cannot come between the check that
+        the uploads are still current and the change that adds them.
+        """
+        cache, fileid, bs = self._cache, state.fileid, self._settings.block_size
+        with state.mapping:
             with cache.cv:
-                state.garbage = garbage + state.garbage
-            raise
-        self._health.success()
-        with state.io, cache.cv:
-            for index, version, generation, _ in kept:
-                entry = cache.get(fileid, index)
-                current = entry is not None and entry.dirty and entry.gen == generation
-                if entry is not None and current and state.blocks.get(index) == version:
-                    cache.mark_clean(entry, version)
-            if complete:
-                state.synced_seq = max(state.synced_seq, snapshot)
-            if state.meta_gen == meta_gen and state.clip is not None:
-                state.clip = None
-                cache.remove_meta(fileid)
-            cache.cv.notify_all()
+                current = [u for u in uploads if u.epoch == state.trunc_epoch]
+                stale = [u.key for u in uploads if u.epoch != state.trunc_epoch]
+                complete = complete and not stale
+                garbage, state.garbage = state.garbage + stale, []
+            seqs: list[int] = []
+            if current:
+                slices = [piece for upload in current for piece in upload.slices]
+                length = max(p.block * bs + p.offset + p.length for p in slices)
+                try:
+                    change = self._change_map(fileid, slices, None, length)
+                except BaseException:
+                    with cache.cv:
+                        state.garbage = [u.key for u in current] + garbage + state.garbage
+                        self.in_flight.difference_update(u.key for u in current)
+                    raise
+                seqs = list(change.seqs)
+                garbage += list(change.orphaned)
+            self._health.success()
+            with state.io, cache.cv:
+                for upload in uploads:
+                    self.in_flight.discard(upload.key)
+                for upload in current:
+                    last_seq = seqs[len(upload.slices) - 1]
+                    del seqs[: len(upload.slices)]
+                    block = cache.dirty(fileid, upload.index)
+                    if block is None or block.gen != upload.gen:
+                        continue  # written again meanwhile: it goes in a later round
+                    if upload.whole:
+                        cache.promote(block, str(last_seq))
+                    else:
+                        cache.drop_dirty(block)
+                if complete:
+                    state.synced_seq = max(state.synced_seq, snapshot)
+                cache.cv.notify_all()
         if garbage:
             with contextlib.suppress(S3Unavailable, S3Failure):
                 self._s3.delete(garbage)  # if this fails, gc collects them
