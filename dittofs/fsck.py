@@ -17,7 +17,7 @@ What is checked:
 - content nobody owns: stored content whose file id is no reachable regular
   file (it would otherwise occupy space for ever);
 - the content store's own records against its data, where it can check them
-  (:class:`~dittofs.interfaces.IContentCheck`: the S3 store's manifests
+  (:class:`~dittofs.interfaces.IContentCheck`: the S3 store's block maps
   against the block objects in the bucket).
 """
 

@@ -300,7 +300,7 @@ class IContentInventory(Interface):
 class IContentCheck(Interface):
     """Optional: lets ``dittofs fsck`` check a content store's own records against its data.
 
-    For stores that keep a map of where content is (the S3 store's manifests
+    For stores that keep a map of where content is (the S3 store's block maps
     and block objects).  Meant for a store no gateway is serving.
     """
 

@@ -11,8 +11,9 @@ the store reacts to each differently:
 * :class:`S3Failure`: anything else (access denied, no such bucket); retrying
   will not help, so clients get NFS3ERR_IO and the log says why.
 
-The manifest codec lives here too: a manifest is the small JSON object that
-lists, for one file, its size and the object holding each block.
+The manifest codec lives here too, for ``dittofs s3-migrate``: before block
+maps, a manifest was the small JSON object in the bucket that listed, for one
+file, its size and the object holding each block.
 """
 
 from __future__ import annotations

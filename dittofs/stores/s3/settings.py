@@ -87,7 +87,7 @@ class S3Settings:
     cache_size: int = 1 * GiB
     block_size: int = 4 * MiB
     durability: str = DURABILITY_LOCAL
-    #: Block uploads in flight at once (and manifest writes, and block fetches).
+    #: Block uploads in flight at once (and upload rounds, and block fetches).
     uploads: int = 16
     #: Blocks fetched ahead of a sequential reader.
     readahead: int = 4
