@@ -451,7 +451,15 @@ class S3ContentStore:
             for index in range(first, last + 1):
                 start = index * bs
                 low, high = max(offset, start) - start, min(end, start + bs) - start
+                overlay = overlays.get(index)
+                if overlay is not None and _covers(overlay.extents, low, high):
+                    with cache.cv:
+                        cache.hits += 1  # this gateway's own bytes, not yet uploaded
+                    continue
                 slices = by_block.get(index, [])
+                if not slices and overlay is not None:
+                    with cache.cv:
+                        cache.hits += 1  # partly written here, the rest a hole
                 span = (low, high)
                 fetches.extend(self._read_block(state, index, slices, span, sequential))
             for at, future in fetches:
@@ -832,6 +840,20 @@ class S3ContentStore:
         return collect_garbage(
             self.s3, self.settings, self._mapped_keys, grace=grace, protected=protected
         )
+
+
+def _covers(extents: list[Extent], low: int, high: int) -> bool:
+    """True if sorted, disjoint *extents* hold every byte of ``low``..``high``."""
+    at = low
+    for extent in extents:
+        if extent.end <= at:
+            continue
+        if extent.start > at:
+            return False
+        at = extent.end
+        if at >= high:
+            return True
+    return at >= high
 
 
 def _sliced(future: Future[bytes], low: int, high: int) -> Future[bytes]:
