@@ -122,7 +122,15 @@ def _require_libnfs() -> None:
         pytest.fail(f"{', '.join(missing)} missing: apt-get install -y libnfs-utils")
 
 
-@pytest.fixture(scope="module", params=sorted(PAIRINGS))
+#: The pairings booted by default: the ones users deploy (the embedded default, the
+#: shared databases, S3).  ``DITTOFS_E2E_PAIRINGS=all`` adds the memory stores, which
+#: every other end-to-end suite exercises; or name the pairings, separated by spaces.
+DEPLOYED = ("sqlite+fs", "postgresql+fs", "redis+fs", "sqlite+s3")
+_ASKED = os.environ.get("DITTOFS_E2E_PAIRINGS", "").split()
+BOOTED = sorted(PAIRINGS) if _ASKED == ["all"] else sorted(_ASKED or DEPLOYED)
+
+
+@pytest.fixture(scope="module", params=BOOTED)
 def booted(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Booted]:
