@@ -657,7 +657,7 @@ def test_test_suite_commands_select_tests() -> None:
     commands are checked by collecting: pytest with ``--collect-only``, trial
     with ``--dry-run``, which must find as many unit tests as pytest, as the
     listing's comment promises.  The guest lines select only guest tests; the
-    one-scenario line only ``memory+memory`` ones, its scenario among them;
+    one-scenario line only ``sqlite+fs`` ones, its scenario among them;
     the long differential run only differential tests.
     """
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -688,7 +688,7 @@ def test_test_suite_commands_select_tests() -> None:
         if "linux_guest" in argv:
             assert all(test.startswith("tests/e2e/linux/") for test in ids), ids[:5]
         if "-k" in argv:
-            assert all("memory+memory" in test for test in ids), ids[:5]
+            assert all("sqlite+fs" in test for test in ids), ids[:5]
             scenario = assigned["DITTOFS_E2E_SCENARIOS"]
-            assert any(test.endswith(f"[memory+memory-{scenario}]") for test in ids), ids
+            assert any(test.endswith(f"[sqlite+fs-{scenario}]") for test in ids), ids
     assert unit_tests is not None and unit_tests == dry_run, (unit_tests, dry_run)

@@ -266,7 +266,7 @@ RULES: tuple[Rule, ...] = (
          "the kernel's /proc/mounts line: it shows every option the guest is given"),
     Rule("docs/testing-linux.md", "sh", "DITTOFS_E2E_SCENARIOS=rename", COLLECTED,
          "e2e:test_test_suite_commands_select_tests",
-         "collected only: it selects the memory+memory tests, rename among them"),
+         "collected only: it selects the sqlite+fs tests, rename among them"),
     # docs/testing.md
     Rule("docs/testing.md", "sh", "DEBIAN_FRONTEND=noninteractive apt-get install", CI,
          "e2e:test_readme_test_command_is_what_ci_runs",
