@@ -105,6 +105,20 @@ def fsync_path(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
+def read_range(fd: int, start: int, end: int) -> bytes:
+    """Bytes ``start``..``end`` of a block file (zeros where the file is shorter)."""
+    pieces: list[bytes] = []
+    offset = start
+    while offset < end:
+        piece = os.pread(fd, end - offset, offset)
+        if not piece:
+            break
+        pieces.append(piece)
+        offset += len(piece)
+    data = b"".join(pieces)
+    return data + bytes(end - start - len(data))
+
+
 class CacheTier:
     """Block files on local disk, bounded to *capacity* bytes."""
 

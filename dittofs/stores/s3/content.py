@@ -73,14 +73,14 @@ from dittofs.interfaces import (
 )
 from dittofs.model import BlockChange, BlockMap, CacheStatistics, ContentCheck, Slice, SpaceUsage
 from dittofs.progress import Phases
-from dittofs.stores.s3.cache_tier import CacheFull, CacheTier, fsync_path
+from dittofs.stores.s3.cache_tier import CacheFull, CacheTier, fsync_path, read_range
 from dittofs.stores.s3.claims import Claim
 from dittofs.stores.s3.extents import Extent, Extents
 from dittofs.stores.s3.gc import DEFAULT_GRACE, GcReport, check_blocks, collect_garbage
 from dittofs.stores.s3.objects import ObjectStore, S3Failure, S3NotFound, S3Unavailable
 from dittofs.stores.s3.settings import DURABILITY_REMOTE, S3Settings
 from dittofs.stores.s3.state import FileState, FileTable, Health, StoredBytes
-from dittofs.stores.s3.uploader import Uploader, read_range
+from dittofs.stores.s3.uploader import Uploader
 from dittofs.vocabulary import Status
 
 T = TypeVar("T")

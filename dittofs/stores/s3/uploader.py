@@ -34,7 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import attrs
 
 from dittofs.model import BlockChange, Slice
-from dittofs.stores.s3.cache_tier import CacheTier
+from dittofs.stores.s3.cache_tier import CacheTier, read_range
 from dittofs.stores.s3.objects import ObjectStore, S3Failure, S3Unavailable
 from dittofs.stores.s3.settings import S3Settings
 from dittofs.stores.s3.state import FileState, FileTable, Health, StoredBytes
@@ -58,20 +58,6 @@ class _Upload:
     slices: tuple[Slice, ...]
     #: True when the ranges were the whole block: the cached file then is its content.
     whole: bool
-
-
-def read_range(fd: int, start: int, end: int) -> bytes:
-    """Bytes ``start``..``end`` of a block file (zeros where the file is shorter)."""
-    pieces: list[bytes] = []
-    offset = start
-    while offset < end:
-        piece = os.pread(fd, end - offset, offset)
-        if not piece:
-            break
-        pieces.append(piece)
-        offset += len(piece)
-    data = b"".join(pieces)
-    return data + bytes(end - start - len(data))
 
 
 class Uploader:
