@@ -332,6 +332,46 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         self.assertEqual(self.read(fresh, 11), data)
         self.assertEqual(self.read(fresh, 12), b"unstable then committed")
 
+    def test_a_remote_run_leaves_nothing_to_replay_over_newer_writes(self) -> None:
+        """Bytes a durability=remote run never acknowledged as stable do not come back later.
+
+        Uploading them on the next start would lay them over what another
+        gateway has written since; the client resends them instead.
+        """
+        relay = self.h.proxy()
+        down = self.h.opened(
+            cache="a", endpoint=relay.endpoint, durability="remote", close_timeout="0s"
+        )
+        self.assertEqual(self.read(down, 21), b"")
+        relay.cut()
+        self.write(down, 21, 0, b"old bytes, never committed", stable=False)
+        self.h.resolve(down.close())  # S3 is away: they stay in the journal
+        other = self.h.opened(cache="b", durability="remote")
+        newer = b"newer bytes, written stable through another gateway"
+        self.write(other, 21, 0, newer)
+        self.h.resolve(other.close())
+        again = self.h.opened(cache="a", durability="remote")
+        self.assertEqual(self.read(again, 21), newer)
+        self.h.resolve(again.close())  # a journal replayed would be uploaded now
+        self.assertEqual(self.read(self.h.opened(cache="c", durability="remote"), 21), newer)
+
+    def test_a_local_journal_is_uploaded_by_a_remote_run(self) -> None:
+        """Switching a cache to durability=remote keeps what the local run acknowledged."""
+        relay = self.h.proxy()
+        down = self.h.opened(cache="a", endpoint=relay.endpoint, close_timeout="0s")
+        self.assertEqual(self.read(down, 22), b"")
+        relay.cut()
+        data = os.urandom(BLOCK + 9)
+        self.write(down, 22, 0, data)  # durability=local: acknowledged from the cache
+        self.h.resolve(down.close())
+        cut_short = self.h.opened(
+            cache="a", endpoint=dead_endpoint(), durability="remote", close_timeout="0s"
+        )
+        self.h.resolve(cut_short.close())  # started remote, uploaded nothing
+        again = self.h.opened(cache="a", durability="remote")
+        self.h.resolve(again.close())
+        self.assertEqual(self.read(self.h.opened(cache="c", durability="remote"), 22), data)
+
     def test_cuts_and_deletes_during_an_outage_need_only_the_map(self) -> None:
         """Truncates and deletes change the map alone, so they work while S3 is down."""
         store = self.h.opened(durability="remote")

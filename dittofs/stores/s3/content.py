@@ -73,12 +73,12 @@ from dittofs.interfaces import (
 )
 from dittofs.model import BlockChange, BlockMap, CacheStatistics, ContentCheck, Slice, SpaceUsage
 from dittofs.progress import Phases
-from dittofs.stores.s3.cache_tier import CacheFull, CacheTier, fsync_path, read_range
+from dittofs.stores.s3.cache_tier import CacheFull, CacheTier, Recovered, fsync_path, read_range
 from dittofs.stores.s3.claims import Claim
 from dittofs.stores.s3.extents import Extent, Extents
 from dittofs.stores.s3.gc import DEFAULT_GRACE, GcReport, check_blocks, collect_garbage
 from dittofs.stores.s3.objects import ObjectStore, S3Failure, S3NotFound, S3Unavailable
-from dittofs.stores.s3.settings import DURABILITY_REMOTE, S3Settings
+from dittofs.stores.s3.settings import DURABILITY_LOCAL, DURABILITY_REMOTE, S3Settings
 from dittofs.stores.s3.state import FileState, FileTable, Health, StoredBytes
 from dittofs.stores.s3.uploader import Uploader
 from dittofs.vocabulary import Status
@@ -246,18 +246,24 @@ class S3ContentStore:
         settings = self.settings
         assert settings.cache_dir is not None
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
-        gateway = self._check_cache_owner()
+        owner, journal_durability = self._check_cache_owner()
         recovered = self._cache.open()
+        # A journal of acknowledged bytes stays marked local until a run has uploaded it.
+        replaying = bool(recovered.dirty) and journal_durability != DURABILITY_REMOTE
+        self._record_owner(owner, DURABILITY_LOCAL if replaying else settings.durability)
+        gateway = str(owner["gateway"])
         self._s3 = ObjectStore(settings, max_connections=2 * settings.uploads + 32)
         self._check_format()
         exclusive = settings.durability != DURABILITY_REMOTE
         self._claim = Claim(self._s3, settings, gateway, self._report, exclusive=exclusive)
         self._take_claim()
-        with self._cache.cv:
-            for fileid in recovered.dirty:
-                self._table.get(fileid).changed()
-                self._table.active.add(fileid)
-        if recovered.dirty:
+        if recovered.dirty and not replaying:
+            self._drop_unacknowledged(recovered)
+        elif replaying:
+            with self._cache.cv:
+                for fileid in recovered.dirty:
+                    self._table.get(fileid).changed()
+                    self._table.active.add(fileid)
             pending = sum(len(blocks) for blocks in recovered.dirty.values())
             self._report(
                 "info",
@@ -294,37 +300,67 @@ class S3ContentStore:
             )
         self._claim.start()
 
-    def _check_cache_owner(self) -> str:
+    def _drop_unacknowledged(self, recovered: Recovered) -> None:
+        """Forget the bytes a ``durability=remote`` run left in the journal.
+
+        That run acknowledged nothing before S3 and the map held it, so what
+        it left was never acknowledged as stable: writes cut short, and
+        UNSTABLE writes not yet committed, which clients send again when
+        COMMIT answers this start's new write verifier.  Uploading them now
+        would lay old bytes over what other gateways have written since.
+        """
+        with self._cache.cv:
+            for fileid, indices in recovered.dirty.items():
+                for index in indices:
+                    block = self._cache.dirty(fileid, index)
+                    if block is not None:
+                        self._cache.drop_dirty(block)
+        pending = sum(len(blocks) for blocks in recovered.dirty.values())
+        self._report(
+            "info",
+            f"S3 cache: dropped {pending} blocks of {len(recovered.dirty)} files that the last "
+            "run (durability=remote) never acknowledged as stable; clients resend them",
+        )
+
+    def _check_cache_owner(self) -> tuple[dict[str, Any], str]:
         """Refuse a cache directory of another bucket or prefix (its journal would go astray).
 
-        Returns the id of the gateway that owns the cache, made on its first use.
+        Returns the cache's owner record (with the id of the gateway that owns
+        it, made on its first use) and the durability its journal was written
+        with (``local`` for a cache from before that was recorded).
         """
         settings = self.settings
         assert settings.cache_dir is not None
         owner_path = settings.cache_dir / "owner.json"
         owner = {"bucket": settings.bucket, "prefix": settings.prefix}
-        if owner_path.exists():
-            found = json.loads(owner_path.read_bytes())
-            if {k: found.get(k) for k in owner} != owner:
-                raise _StoreError(
-                    f"cache directory {settings.cache_dir} belongs to s3://{found.get('bucket')}/"
-                    f"{found.get('prefix')}, not s3://{settings.bucket}/{settings.prefix}"
-                )
-            if found.get("block_size") != settings.block_size:
-                raise _StoreError(
-                    f"cache directory {settings.cache_dir} holds {found.get('block_size')}-byte "
-                    f"blocks; start with block_size={found.get('block_size')} or another cache_dir"
-                )
-            if "gateway" in found:
-                return str(found["gateway"])
-            record = {**found, "gateway": secrets.token_hex(8)}  # a cache from before claims
-        else:
-            record = {**owner, "block_size": settings.block_size, "gateway": secrets.token_hex(8)}
+        if not owner_path.exists():
+            record = {**owner, "block_size": settings.block_size}
+            return {**record, "gateway": secrets.token_hex(8)}, settings.durability
+        found: dict[str, Any] = json.loads(owner_path.read_bytes())
+        if {k: found.get(k) for k in owner} != owner:
+            raise _StoreError(
+                f"cache directory {settings.cache_dir} belongs to s3://{found.get('bucket')}/"
+                f"{found.get('prefix')}, not s3://{settings.bucket}/{settings.prefix}"
+            )
+        if found.get("block_size") != settings.block_size:
+            raise _StoreError(
+                f"cache directory {settings.cache_dir} holds {found.get('block_size')}-byte "
+                f"blocks; start with block_size={found.get('block_size')} or another cache_dir"
+            )
+        found.setdefault("gateway", secrets.token_hex(8))  # a cache from before claims
+        return found, str(found.get("durability", DURABILITY_LOCAL))
+
+    def _record_owner(self, owner: dict[str, Any], durability: str) -> None:
+        """Write the owner record, with the durability this run's journal is written with."""
+        assert self.settings.cache_dir is not None
+        owner_path = self.settings.cache_dir / "owner.json"
+        record = {**owner, "durability": durability}
+        if owner_path.exists() and json.loads(owner_path.read_bytes()) == record:
+            return
         temporary = owner_path.with_name("owner.json.tmp")
         temporary.write_text(json.dumps(record))
         os.replace(temporary, owner_path)
-        fsync_path(settings.cache_dir, directory=True)
-        return str(record["gateway"])
+        fsync_path(self.settings.cache_dir, directory=True)
 
     def _check_format(self) -> None:
         """Record the format in a new prefix, or check an existing one's.
