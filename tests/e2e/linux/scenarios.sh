@@ -907,7 +907,7 @@ scenario_df() {
 }
 
 scenario_bigdir() {
-    local n=20000 start
+    local n=${DITTOFS_E2E_BIGDIR_ENTRIES:-20000} start
     mkdir "$W/d"
     start=$(now)
     python3 - "$W/d" "$n" << 'EOF' || fail "creating the files"
