@@ -77,6 +77,7 @@ from dittofs.stores.s3.cache_tier import CacheFull, CacheTier, Recovered, fsync_
 from dittofs.stores.s3.claims import Claim
 from dittofs.stores.s3.extents import Extent, Extents
 from dittofs.stores.s3.gc import DEFAULT_GRACE, GcReport, check_blocks, collect_garbage
+from dittofs.stores.s3.map_reads import MapReads
 from dittofs.stores.s3.objects import ObjectStore, S3Failure, S3NotFound, S3Unavailable
 from dittofs.stores.s3.settings import DURABILITY_LOCAL, DURABILITY_REMOTE, S3Settings
 from dittofs.stores.s3.state import FileState, FileTable, Health, StoredBytes
@@ -153,6 +154,7 @@ class S3ContentStore:
         self._stored = StoredBytes(settings.usage_interval)
         self._s3: ObjectStore | None = None
         self._maps: IBlockMaps | None = None
+        self._map_reads: MapReads | None = None
         self._uploader: Uploader | None = None
         self._fetches: ThreadPoolExecutor | None = None
         self._claim: Claim | None = None
@@ -161,6 +163,7 @@ class S3ContentStore:
     def use_block_maps(self, maps: IBlockMaps) -> None:
         """See :meth:`IBlockMapUser.use_block_maps`."""
         self._maps = maps
+        self._map_reads = MapReads(maps.block_slices)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -203,8 +206,8 @@ class S3ContentStore:
 
     def _map(self, fileid: int, first: int, last: int) -> BlockMap:
         """Blocks *first* to *last* of a file's map (blocking: asked through the reactor)."""
-        assert self._maps is not None
-        ask: Any = self._maps.block_slices
+        assert self._map_reads is not None
+        ask: Any = self._map_reads.block_slices
         found: BlockMap = blockingCallFromThread(self._reactor, ask, fileid, first, last)
         return found
 
