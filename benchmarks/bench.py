@@ -14,6 +14,9 @@ so neither server's root squashing comes into play.
 ``--stores memory,sqlite,postgresql,redis`` instead compares DittoFS's
 metadata stores (with fs content) on the metadata workload.
 
+``--gateways N`` instead measures S3 gateways sharing one prefix, one to N
+of them (:mod:`benchmarks.gateways`).
+
 ``--soak SECONDS`` instead runs every workload on DittoFS alone, cycle after
 cycle for that long, and reports whether its memory stayed flat
 (:mod:`benchmarks.soak`).
@@ -28,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import secrets
 import shutil
 import signal
 import statistics
@@ -36,25 +38,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from benchmarks.client import BenchError, Client, build
+from benchmarks.gateways import BASELINE, Bench, run_gateways
 from benchmarks.profile import pyspy, summarise
 from benchmarks.servers import DittoServer, GaneshaServer
 from benchmarks.soak import report, soak, verdict
+from benchmarks.stores import STORES, metadata_spec
+from benchmarks.tables import markdown_table
 
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
 WORKLOADS = ("seq-write", "seq-read", "rand-read", "rand-write", "meta", "conns")
-STORES = ("memory", "sqlite", "postgresql", "redis")
-POSTGRES = os.environ.get("DITTOFS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS = os.environ.get("DITTOFS_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 #: How much DittoFS's RSS may grow over the 1 GiB write+read and still count as flat.
 RSS_TOLERANCE = 0.10
 
@@ -142,21 +144,6 @@ def _number(value: float) -> str:
 
 def _spread(values: Sequence[float]) -> str:
     return f"{_number(min(values))}-{_number(max(values))}"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A pipe table with aligned columns (readable as text, valid Markdown)."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        return (
-            "| "
-            + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
-            + " |"
-        )
-
-    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
-    return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
 def comparison_table(results: Results, first: str, second: str) -> str:
@@ -443,48 +430,6 @@ def _ganesha_version() -> str:
 # -- metadata stores -------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def metadata_spec(store: str, work: Path) -> Iterator[str]:
-    """A ``--metadata`` value for *store*, with its database space made and removed."""
-    name = f"dittofs_bench_{secrets.token_hex(4)}"
-    if store in ("memory", "sqlite"):
-        yield store
-    elif store == "postgresql":
-        try:
-            import psycopg
-        except ImportError:
-            raise BenchError("--stores postgresql needs psycopg (pip install -e .[test])") from None
-        try:
-            with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=10) as connection:
-                connection.execute(f"CREATE SCHEMA {name}")
-        except psycopg.Error as error:
-            raise BenchError(f"PostgreSQL at {POSTGRES}: {error}") from None
-        try:
-            yield f"{POSTGRES}?options=-csearch_path%3D{name}"
-        finally:
-            with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=10) as connection:
-                connection.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-    elif store == "redis":
-        try:
-            import redis
-        except ImportError:
-            raise BenchError("--stores redis needs redis-py (pip install -e .[test])") from None
-        client = redis.Redis.from_url(REDIS, socket_timeout=10)
-        try:
-            client.ping()
-        except redis.RedisError as error:
-            raise BenchError(f"Redis at {REDIS}: {error}") from None
-        try:
-            yield f"{REDIS}?prefix={name}"
-        finally:
-            keys = list(client.scan_iter(match=f"dittofs:{name}:*", count=1000))
-            for start in range(0, len(keys), 1000):
-                client.delete(*keys[start : start + 1000])
-            client.close()
-    else:
-        raise BenchError(f"unknown store {store!r} (choose from {', '.join(STORES)})")
-
-
 def run_stores(args: argparse.Namespace, sizes: Sizes, client: Client, work: Path) -> None:
     """DittoFS on each metadata store (fs content): the metadata workload, alternating."""
     stores = [store.strip() for store in args.stores.split(",") if store.strip()]
@@ -569,6 +514,12 @@ def run_soak(args: argparse.Namespace, sizes: Sizes, client: Client, work: Path)
         raise BenchError("DittoFS's memory grew during the soak")
 
 
+def run_gateway_counts(args: argparse.Namespace, sizes: Sizes, client: Client, work: Path) -> None:
+    """S3 gateways sharing a prefix (see :mod:`benchmarks.gateways`)."""
+    size = min(sizes.seq_bytes, 256 * MiB)  # per client, and up to eight clients
+    run_gateways(Bench(args, client, work, _SHOW_LOGS, size, sizes.rounds))
+
+
 def _workloads(text: str) -> list[str]:
     chosen = [item.strip() for item in text.split(",") if item.strip()]
     for item in chosen:
@@ -594,6 +545,24 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--stores",
         help=f"compare DittoFS metadata stores instead, e.g. {','.join(STORES)}",
     )
+    parser.add_argument(
+        "--gateways",
+        type=int,
+        metavar="N",
+        help="instead, S3 gateways over one prefix: aggregate rates of 1..N gateways",
+    )
+    parser.add_argument(
+        "--metadata",
+        default="postgresql",
+        choices=STORES[1:],
+        help="the gateways' shared metadata store (default: postgresql)",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=BASELINE,
+        metavar="REV",
+        help=f"git revision a single gateway is compared with (default: {BASELINE})",
+    )
     parser.add_argument("--profile", metavar="DIR", help="py-spy DittoFS afterwards, into DIR")
     parser.add_argument(
         "--soak",
@@ -608,6 +577,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rounds is not None and not 1 <= args.rounds <= 100:
         parser.error("--rounds must be between 1 and 100")
+    if args.gateways is not None and not 1 <= args.gateways <= 8:
+        parser.error("--gateways must be between 1 and 8")
     if args.soak is not None and not 0 < args.soak <= 24 * 3600:
         parser.error("--soak must be between 0 and 86400 seconds")
     return args
@@ -627,7 +598,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, _terminate)
     work = Path(tempfile.mkdtemp(prefix="dittofs-bench-", dir=args.workdir))
     runner: Callable[[argparse.Namespace, Sizes, Client, Path], None]
-    runner = run_soak if args.soak else run_stores if args.stores else run_comparison
+    runner = (
+        run_soak if args.soak
+        else run_stores if args.stores
+        else run_gateway_counts if args.gateways
+        else run_comparison
+    )  # fmt: skip
     try:
         client = Client(build(), args.uid, args.gid, sizes.client_timeout)
         runner(args, sizes, client, work)

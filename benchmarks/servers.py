@@ -130,10 +130,14 @@ class DittoServer:
         workdir: Path,
         metadata: str,
         content: str,
+        *,
         label: str = "DittoFS",
         metrics: bool = False,
+        source: Path = REPO,
     ) -> None:
         self.workdir = workdir
+        #: The tree whose ``dittofs`` package runs (another checkout, to compare revisions).
+        self.source = source
         self.metadata = metadata
         self.content = content
         self.label = label
@@ -167,7 +171,7 @@ class DittoServer:
             command += ["--metrics", f"tcp:{metrics_port}:interface=127.0.0.1"]
             self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.source), env.get("PYTHONPATH")]))
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 command,
