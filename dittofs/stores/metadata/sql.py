@@ -294,16 +294,22 @@ class SqlMetadataStore(NamespaceStore):
         return self._run(self._block_slices, fileid, first, last)
 
     def _block_slices(self, cursor: Cursor, fileid: int, first: int, last: int) -> BlockMap:
+        # One statement (a READ asks this every time): the length on every row, and one
+        # row of NULL slice columns when no slice is in the range.
         self._execute(
             cursor,
-            "SELECT block, at, length, obj_key, obj_start, seq FROM dittofs_slices "
-            "WHERE fileid = ? AND block >= ? AND block <= ? ORDER BY block, seq",
+            "SELECT (SELECT length FROM dittofs_block_lengths WHERE fileid = ?), "
+            "s.block, s.at, s.length, s.obj_key, s.obj_start, s.seq "
+            "FROM (SELECT 1 AS one) AS r LEFT JOIN dittofs_slices AS s "
+            "ON s.fileid = ? AND s.block >= ? AND s.block <= ? ORDER BY s.block, s.seq",
+            fileid,
             fileid,
             first,
             last,
         )
-        found = tuple(Slice(*row) for row in cursor.fetchall())
-        return BlockMap(self._block_length(cursor, fileid), found)
+        rows = cursor.fetchall()
+        found = tuple(Slice(*row[1:]) for row in rows if row[1] is not None)
+        return BlockMap(int(rows[0][0] or 0), found)
 
     def _block_length(self, cursor: Cursor, fileid: int) -> int:
         row = self._one(cursor, "SELECT length FROM dittofs_block_lengths WHERE fileid = ?", fileid)
