@@ -598,6 +598,9 @@ class S3ContentStore:
         cache, fileid = self._cache, state.fileid
         last = first + self.settings.readahead - 1
         with cache.cv:
+            if state.prefetched_from == first:
+                return  # another READ of the same block started this read-ahead
+            state.prefetched_from = first
             wanted = [i for i in range(first, last + 1) if i not in state.prefetching]
             state.prefetching.update(wanted)
         if not wanted:

@@ -52,6 +52,8 @@ class FileState:
     users: int = 0
     last_read_end: int = -1
     prefetching: set[int] = attrs.field(factory=set)
+    #: The first block of the last read-ahead: the READs within one block start it once.
+    prefetched_from: int = -1
 
     def changed(self) -> None:
         """Record a change (cv held)."""
