@@ -189,6 +189,7 @@ def run_gateways(bench: Bench) -> None:
                     write, read = aggregate(client, servers, f"agg-{number}", size, depth)
                     writes.append(write)
                     reads.append(read)
+                    weed.vacuum()  # or the deleted files' bytes fill SeaweedFS's volumes
                 for server in servers:
                     server.check()
             # One gateway has no other: it reads its own file, from its cache.
@@ -238,6 +239,7 @@ def _compare_single(bench: Bench, weed: Any) -> list[list[str]]:
                 write, read = _own_write_read(bench, server, f"single-{number}")
                 rates[server.label][0].append(write)
                 rates[server.label][1].append(read)
+                weed.vacuum()
         for server in servers:
             server.check()
     return [[label, _median(w), _median(r)] for label, (w, r) in rates.items()]

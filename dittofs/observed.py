@@ -31,6 +31,7 @@ def wrap_methods(
     Metrics (:func:`metered`) and tracing (:mod:`dittofs.tracing`) wrap stores
     this way.
     """
+
     class Wrapped:
         def __getattr__(self, name: str) -> Any:
             return getattr(store, name)

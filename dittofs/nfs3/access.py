@@ -158,8 +158,7 @@ def check_setattr(
     if changes.uid is not None and not (root or (owner and changes.uid == attributes.uid)):
         raise NFSError(Status.PERM, "only root may change the owner")
     if changes.gid is not None and not (
-        root
-        or (owner and (changes.gid == attributes.gid or in_group(credentials, changes.gid)))
+        root or (owner and (changes.gid == attributes.gid or in_group(credentials, changes.gid)))
     ):
         raise NFSError(Status.PERM, "only the owner, to one of its groups, may change the group")
     if changes.size is not None:

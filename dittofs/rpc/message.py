@@ -171,9 +171,7 @@ def _parse_call_body(xid: int, reader: XdrReader) -> tuple[CallHeader, XdrReader
             ) from None
     else:
         # RPCSEC_GSS, AUTH_DH and unknown flavours: we only offer AUTH_NONE and AUTH_SYS.
-        raise CallRejected(
-            xid, auth_error_reply(xid, AuthStat.AUTH_TOOWEAK), RejectStat.AUTH_ERROR
-        )
+        raise CallRejected(xid, auth_error_reply(xid, AuthStat.AUTH_TOOWEAK), RejectStat.AUTH_ERROR)
     header = CallHeader(xid, program, version, procedure, credentials, reader.tell())
     return header, reader
 

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,16 @@ class SeaweedFS:
             else:
                 return
         raise SeaweedUnavailable(f"weed S3 not ready in {STARTUP_SECONDS}s ({last!r})")
+
+    def vacuum(self) -> None:
+        """Reclaim the space of deleted objects now (SeaweedFS does it every 15 minutes).
+
+        Its volumes hold deleted objects' bytes until vacuumed, so a long
+        write-and-delete loop fills them, and PUTs then fail.
+        """
+        url = f"http://127.0.0.1:{self.ports['master']}/vol/vacuum?garbageThreshold=0.01"
+        with urllib.request.urlopen(url, timeout=300) as response:
+            response.read()
 
     def create_bucket(self, bucket: str) -> None:
         """Create *bucket* (an existing one is fine)."""

@@ -326,9 +326,7 @@ class Namespace:
             self._attributes(tx, fileid), WccAttributes(before, self._attributes(tx, directory))
         )
 
-    def remove(
-        self, tx: Transaction, directory: int, name: bytes, is_directory: bool
-    ) -> Removed:
+    def remove(self, tx: Transaction, directory: int, name: bytes, is_directory: bool) -> Removed:
         """See :meth:`IMetadataStore.remove`: REMOVE takes files, RMDIR empty directories."""
         tx.lock(directory)
         parent = self._directory(tx, directory)

@@ -158,6 +158,8 @@ class S3ContentStore:
         self._uploader: Uploader | None = None
         self._fetches: ThreadPoolExecutor | None = None
         self._claim: Claim | None = None
+        #: The durability the cache's journal is marked with (see :meth:`_open`).
+        self._journal_durability = settings.durability
         self.block_size = settings.block_size
 
     def use_block_maps(self, maps: IBlockMaps) -> None:
@@ -253,7 +255,8 @@ class S3ContentStore:
         recovered = self._cache.open()
         # A journal of acknowledged bytes stays marked local until a run has uploaded it.
         replaying = bool(recovered.dirty) and journal_durability != DURABILITY_REMOTE
-        self._record_owner(owner, DURABILITY_LOCAL if replaying else settings.durability)
+        self._journal_durability = DURABILITY_LOCAL if replaying else settings.durability
+        self._record_owner(owner, self._journal_durability)
         gateway = str(owner["gateway"])
         self._s3 = ObjectStore(settings, max_connections=2 * settings.uploads + 32)
         self._check_format()
@@ -431,7 +434,12 @@ class S3ContentStore:
             self._report(
                 "info",
                 f"S3 cache: {left} bytes not yet in S3 stay in the cache; "
-                "they are uploaded at the next start",
+                + (
+                    "the next start drops them: durability=remote never acknowledged them "
+                    "as stable, and clients resend them"
+                    if self._journal_durability == DURABILITY_REMOTE
+                    else "they are uploaded at the next start"
+                ),
             )
 
     # -- reading --------------------------------------------------------------------------
