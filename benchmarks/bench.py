@@ -1,8 +1,9 @@
 """DittoFS against nfs-ganesha on loopback: ``python benchmarks/run [--quick] [--rounds N] ...``.
 
 Both servers run at once on 127.0.0.1 and over the same disk: DittoFS with
-memory metadata and fs content, ganesha with its VFS FSAL.  Each workload is
-run on one, then the other, in an order that flips every round; the table
+memory metadata (``--metadata`` picks another) and fs content, ganesha with
+its VFS FSAL.  Each workload is run on one, then the other, in an order that
+flips every round; the table
 gives each server's median over the rounds, the ratio of the medians and the
 spread.  Every figure is a rate (MiB/s, files/s, ops/s), so the ratio
 DittoFS/ganesha is > 1 exactly when DittoFS was faster.
@@ -384,7 +385,9 @@ def run_comparison(args: argparse.Namespace, sizes: Sizes, client: Client, work:
     load_before = _load()
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        ditto = DittoServer(work / "dittofs", "memory", f"fs:{work / 'dittofs' / 'content'}")
+        store = args.metadata or "memory"
+        metadata = stack.enter_context(metadata_spec(store, work))
+        ditto = DittoServer(work / "dittofs", metadata, f"fs:{work / 'dittofs' / 'content'}")
         ganesha = GaneshaServer(work / "ganesha")
         _SHOW_LOGS.extend([ditto, ganesha])
         stack.enter_context(ditto)
@@ -396,7 +399,7 @@ def run_comparison(args: argparse.Namespace, sizes: Sizes, client: Client, work:
         ganesha.check()
     elapsed = time.monotonic() - started
     print(
-        f"\nDittoFS (memory metadata + fs content) vs nfs-ganesha {_ganesha_version()} (VFS FSAL),"
+        f"\nDittoFS ({store} metadata + fs content) vs nfs-ganesha {_ganesha_version()} (VFS FSAL),"
         f" both on 127.0.0.1 over the same disk; {sizes.name} sizes, {sizes.rounds} round(s),"
         f" {elapsed:.0f}s; {os.cpu_count()} CPUs, load average {load_before} before,"
         f" {_load()} after.\n"
@@ -553,9 +556,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--metadata",
-        default="postgresql",
-        choices=STORES[1:],
-        help="the gateways' shared metadata store (default: postgresql)",
+        choices=STORES,
+        help="DittoFS's metadata store against ganesha (default: memory) or the gateways' "
+        "shared one with --gateways (default: postgresql)",
     )
     parser.add_argument(
         "--baseline",
@@ -579,6 +582,10 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--rounds must be between 1 and 100")
     if args.gateways is not None and not 1 <= args.gateways <= 8:
         parser.error("--gateways must be between 1 and 8")
+    if args.gateways is not None:
+        args.metadata = args.metadata or "postgresql"
+        if args.metadata == "memory":
+            parser.error("--gateways needs a metadata store they can share, not memory")
     if args.soak is not None and not 0 < args.soak <= 24 * 3600:
         parser.error("--soak must be between 0 and 86400 seconds")
     return args

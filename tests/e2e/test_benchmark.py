@@ -42,3 +42,16 @@ def test_quick_gateway_benchmark() -> None:
     assert "| this tree" in run.stdout and "| before block maps" in run.stdout, run.stdout
     assert "SeaweedFS takes plain PUTs" in run.stdout, run.stdout
     print(run.stdout[run.stdout.index("| gateways") :])
+
+
+def test_quick_benchmark_on_the_default_store() -> None:
+    """--metadata sqlite puts the embedded default against ganesha."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run"), "--quick", "--metadata", "sqlite",
+         "--only", "meta"],
+        capture_output=True, text=True, timeout=600, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+    assert "DittoFS (sqlite metadata + fs content) vs nfs-ganesha" in run.stdout, run.stdout
+    for workload in ("create", "LOOKUP+GETATTR", "READDIRPLUS", "REMOVE"):
+        assert workload in run.stdout, workload
