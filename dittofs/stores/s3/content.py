@@ -120,7 +120,7 @@ def resolve(slices: Sequence[Slice]) -> Extents:
 class _Overlay:
     """A block's ranges this gateway wrote and has not uploaded, and an fd on their file."""
 
-    extents: list[Extent]
+    extents: Extents
     fd: int
 
 
@@ -470,7 +470,7 @@ class S3ContentStore:
             if first <= index <= last:
                 fd = cache.open_block(cache.dirty_path(fileid, index))
                 if fd is not None:
-                    overlays[index] = _Overlay(list(block.extents), fd)
+                    overlays[index] = _Overlay(block.extents.copy(), fd)
         return overlays, local_end
 
     def _read_once(self, state: FileState, offset: int, count: int) -> bytes:
@@ -499,7 +499,7 @@ class S3ContentStore:
                 start = index * bs
                 low, high = max(offset, start) - start, min(end, start + bs) - start
                 overlay = overlays.get(index)
-                if overlay is not None and _covers(overlay.extents, low, high):
+                if overlay is not None and overlay.extents.covers(low, high):
                     with cache.cv:
                         cache.hits += 1  # this gateway's own bytes, not yet uploaded
                     continue
@@ -890,20 +890,6 @@ class S3ContentStore:
         return collect_garbage(
             self.s3, self.settings, self._mapped_keys, grace=grace, protected=protected
         )
-
-
-def _covers(extents: list[Extent], low: int, high: int) -> bool:
-    """True if sorted, disjoint *extents* hold every byte of ``low``..``high``."""
-    at = low
-    for extent in extents:
-        if extent.end <= at:
-            continue
-        if extent.start > at:
-            return False
-        at = extent.end
-        if at >= high:
-            return True
-    return at >= high
 
 
 def _sliced(future: Future[bytes], low: int, high: int) -> Future[bytes]:
