@@ -38,7 +38,7 @@ class MapReadsTests(SynchronousTestCase):
         new = self.answer(1, 20)
         self.assertIs(self.successResultOf(second), new)
         self.assertIs(self.successResultOf(third), new)
-        self.assertEqual(self.reads.queries, 2)
+        self.assertEqual(len(self.asked), 2)
         self.reads.block_slices(7, 2, 2)
         self.assertEqual(len(self.asked), 3)  # nothing running: asked at once
 

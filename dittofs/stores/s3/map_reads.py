@@ -44,8 +44,6 @@ class MapReads:
         self._ask = ask
         self._waiting: dict[tuple[int, int], _Batch] = {}
         self._running: set[tuple[int, int]] = set()
-        #: Queries sent to the store so far (for tests and statistics).
-        self.queries = 0
 
     def block_slices(self, fileid: int, first: int, last: int) -> Deferred[BlockMap]:
         """Blocks *first*..*last* of a file's map (possibly with more blocks around them)."""
@@ -64,7 +62,6 @@ class MapReads:
     def _start(self, key: tuple[int, int]) -> None:
         batch = self._waiting.pop(key)
         self._running.add(key)
-        self.queries += 1
         query = self._ask(key[0], batch.first, batch.last)
 
         def answered(result: BlockMap | Failure) -> None:
