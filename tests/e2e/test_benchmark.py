@@ -9,10 +9,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quick_benchmark_against_ganesha() -> None:
-    """benchmarks/run --quick runs every workload against DittoFS and nfs-ganesha."""
+def bench(*arguments: str) -> str:
+    """Run ``benchmarks/run`` with *arguments*; it must succeed. Its standard output."""
     run = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run"), "--quick"],
+        [sys.executable, str(ROOT / "benchmarks" / "run"), *arguments],
         capture_output=True,
         text=True,
         timeout=600,
@@ -20,38 +20,31 @@ def test_quick_benchmark_against_ganesha() -> None:
         cwd=ROOT,
     )
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
-    assert "ratio DittoFS/ganesha" in run.stdout
+    return run.stdout
+
+
+def test_quick_benchmark_against_ganesha() -> None:
+    """benchmarks/run --quick runs every workload against DittoFS and nfs-ganesha."""
+    output = bench("--quick")
+    assert "ratio DittoFS/ganesha" in output
     for workload in ("seq write", "seq read", "random read", "create", "REMOVE", "32 clients"):
-        assert workload in run.stdout, workload
-    print(run.stdout[run.stdout.index("| workload") :])
+        assert workload in output, workload
+    print(output[output.index("| workload") :])
 
 
 def test_quick_gateway_benchmark() -> None:
     """benchmarks/run --gateways 2 --quick measures one and two S3 gateways and the baseline."""
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run"), "--gateways", "2", "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        cwd=ROOT,
-    )
-    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
-    rows = [line for line in run.stdout.splitlines() if line.startswith(("| 1 ", "| 2 "))]
-    assert len(rows) == 2, run.stdout
-    assert "| this tree" in run.stdout and "| before block maps" in run.stdout, run.stdout
-    assert "SeaweedFS takes plain PUTs" in run.stdout, run.stdout
-    print(run.stdout[run.stdout.index("| gateways") :])
+    output = bench("--gateways", "2", "--quick")
+    rows = [line for line in output.splitlines() if line.startswith(("| 1 ", "| 2 "))]
+    assert len(rows) == 2, output
+    assert "| this tree" in output and "| before block maps" in output, output
+    assert "SeaweedFS takes plain PUTs" in output, output
+    print(output[output.index("| gateways") :])
 
 
 def test_quick_benchmark_on_the_default_store() -> None:
     """--metadata sqlite puts the embedded default against ganesha."""
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run"), "--quick", "--metadata", "sqlite",
-         "--only", "meta"],
-        capture_output=True, text=True, timeout=600, check=False, cwd=ROOT,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
-    assert "DittoFS (sqlite metadata + fs content) vs nfs-ganesha" in run.stdout, run.stdout
+    output = bench("--quick", "--metadata", "sqlite", "--only", "meta")
+    assert "DittoFS (sqlite metadata + fs content) vs nfs-ganesha" in output, output
     for workload in ("create", "LOOKUP+GETATTR", "READDIRPLUS", "REMOVE"):
-        assert workload in run.stdout, workload
+        assert workload in output, workload
