@@ -47,6 +47,8 @@ BLOCK = 4 * MiB
 #: The S3 store as it was before block maps (manifests in the bucket, one gateway a prefix).
 BASELINE = "84df756"
 PUT_THREADS = 8
+#: READs or WRITEs each client keeps in flight.
+DEPTH = 8
 
 
 @contextlib.contextmanager
@@ -101,17 +103,20 @@ def together(client: Client, jobs: Sequence[tuple[DittoServer, tuple[object, ...
 
 
 def aggregate(
-    client: Client, servers: Sequence[DittoServer], name: str, size: int, depth: int
+    client: Client, servers: Sequence[DittoServer], name: str, size: int
 ) -> tuple[float, float]:
-    """Aggregate write, then cross-gateway read, MiB/s; the files are removed after."""
+    """Aggregate write, then each reads the next gateway's file (a lone one its own), MiB/s.
+
+    The files are removed after.
+    """
     write = together(
-        client, [(s, ("seqwrite", f"{name}-{n}", size, MiB, depth)) for n, s in enumerate(servers)]
+        client, [(s, ("seqwrite", f"{name}-{n}", size, MiB, DEPTH)) for n, s in enumerate(servers)]
     )
     count = len(servers)
     read = together(
         client,
         [
-            (s, ("seqread", f"{name}-{(n + 1) % count}", size, MiB, depth))
+            (s, ("seqread", f"{name}-{(n + 1) % count}", size, MiB, DEPTH))
             for n, s in enumerate(servers)
         ],
     )
@@ -170,7 +175,6 @@ def run_gateways(bench: Bench) -> None:
         bench.rounds,
     )
     started = time.monotonic()
-    depth = 8
     rows = []
     with seaweedfs(work) as weed:
         for count in range(1, args.gateways + 1):
@@ -186,7 +190,7 @@ def run_gateways(bench: Bench) -> None:
                 ]
                 writes, reads = [], []
                 for number in range(rounds):
-                    write, read = aggregate(client, servers, f"agg-{number}", size, depth)
+                    write, read = aggregate(client, servers, f"agg-{number}", size)
                     writes.append(write)
                     reads.append(read)
                     weed.vacuum()  # or the deleted files' bytes fill SeaweedFS's volumes
@@ -202,7 +206,7 @@ def run_gateways(bench: Bench) -> None:
     print(
         f"\nDittoFS S3 gateways over one prefix ({args.metadata} metadata, SeaweedFS on "
         f"127.0.0.1, durability=remote, {BLOCK // MiB} MiB blocks), one nfsbench client per "
-        f"gateway, {size // MiB} MiB each, 1 MiB I/O, {depth} in flight; {rounds} round(s), "
+        f"gateway, {size // MiB} MiB each, 1 MiB I/O, {DEPTH} in flight; {rounds} round(s), "
         f"{time.monotonic() - started:.0f}s; {os.cpu_count()} CPUs.\n"
     )
     print(
@@ -236,18 +240,11 @@ def _compare_single(bench: Bench, weed: Any) -> list[list[str]]:
         for number in range(bench.rounds):
             order = servers if number % 2 == 0 else servers[::-1]
             for server in order:
-                write, read = _own_write_read(bench, server, f"single-{number}")
+                # Alone, a gateway reads back its own file (from its cache).
+                write, read = aggregate(bench.client, [server], f"single-{number}", bench.size)
                 rates[server.label][0].append(write)
                 rates[server.label][1].append(read)
                 weed.vacuum()
         for server in servers:
             server.check()
     return [[label, _median(w), _median(r)] for label, (w, r) in rates.items()]
-
-
-def _own_write_read(bench: Bench, server: DittoServer, name: str) -> tuple[float, float]:
-    """Write a file, then read it back through the same gateway (from its cache), MiB/s."""
-    write = together(bench.client, [(server, ("seqwrite", name, bench.size, MiB, 8))])
-    read = together(bench.client, [(server, ("seqread", name, bench.size, MiB, 8))])
-    bench.client.run(server, "remove", name)
-    return write, read
