@@ -1,7 +1,7 @@
 """Several DittoFS gateways on one set of stores: they must behave as one filesystem.
 
-Two server processes share one metadata store (a PostgreSQL schema or a Redis
-prefix) and one content directory, each on its own port.  Clients of both
+Two server processes share one metadata store (a SQLite file, a PostgreSQL
+schema or a Redis prefix) and one content directory, each on its own port.  Clients of both
 change the same directories at once; afterwards the stores must be
 consistent (``dittofs fsck`` finds nothing) and both gateways must show the
 same tree, down to file ids, sizes and link counts.
@@ -141,7 +141,7 @@ def quiet_and_consistent(
     return problems
 
 
-@pytest.mark.parametrize("kind", ["postgresql", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "redis"])
 def test_storm_from_two_gateways(kind: str, tmp_path: Path) -> None:
     """Creates, renames and removes from clients of two gateways at once leave one tree.
 
@@ -196,7 +196,7 @@ def test_storm_from_two_gateways(kind: str, tmp_path: Path) -> None:
         assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:30])
 
 
-@pytest.mark.parametrize("kind", ["postgresql", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "redis"])
 def test_racing_renames_onto_one_name(kind: str, tmp_path: Path) -> None:
     """Two gateways renaming different files onto one name at once: exactly one survives.
 
@@ -235,3 +235,4 @@ def test_racing_renames_onto_one_name(kind: str, tmp_path: Path) -> None:
         assert not problems, f"{len(problems)} problems in {RACE_ROUNDS} rounds:\n" + "\n".join(
             problems[:30]
         )
+

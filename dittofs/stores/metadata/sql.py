@@ -191,6 +191,8 @@ class SqlMetadataStore(NamespaceStore):
         return opened.addCallback(learn)
 
     def _open(self, cursor: Cursor) -> tuple[int, int]:
+        # Gateways (or workers) opening a new database at once: one creates the root.
+        self._dialect.lock_namespace(cursor)
         for statement in self._dialect.schema:
             self._execute(cursor, statement)
         row = self._one(cursor, "SELECT value FROM dittofs_meta WHERE key = 'schema_version'")

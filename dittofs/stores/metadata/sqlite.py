@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
@@ -48,7 +48,7 @@ SCHEMA = (
 
 
 class SqliteDialect:
-    """SQLite: ``?`` placeholders already; one writer, so nothing to lock."""
+    """SQLite: ``?`` placeholders already; one writer at a time, whose lock every change takes."""
 
     schema: Sequence[str] = SCHEMA
 
@@ -57,13 +57,16 @@ class SqliteDialect:
         return statement
 
     def lock_inodes(self, cursor: Cursor, fileids: Sequence[int]) -> None:
-        """The single connection already serialises every transaction."""
+        """Take the database's write lock (see :func:`_write_lock`)."""
+        _write_lock(cursor)
 
     def lock_namespace(self, cursor: Cursor) -> None:
-        """The single connection already serialises every transaction."""
+        """Take the database's write lock (see :func:`_write_lock`)."""
+        _write_lock(cursor)
 
     def lock_blocks(self, cursor: Cursor, fileid: int) -> None:
-        """The single connection already serialises every transaction."""
+        """Take the database's write lock (see :func:`_write_lock`)."""
+        _write_lock(cursor)
 
     def translate_error(self, error: Exception) -> Exception:
         """A full disk or a locked/corrupt database is an I/O error for the client."""
@@ -74,6 +77,29 @@ class SqliteDialect:
     def unavailable(self, error: Exception) -> bool:
         """A local file is never "away"; its errors are I/O errors."""
         return False
+
+
+class _SqliteCursor(Cursor, Protocol):
+    """A cursor as ``adbapi`` passes it on: its connection is sqlite3's."""
+
+    connection: sqlite3.Connection
+
+
+def _write_lock(cursor: Cursor) -> None:
+    """Begin the transaction as SQLite's one writer (``BEGIN IMMEDIATE``), unless it already is.
+
+    Several processes may open one database (the workers of one server,
+    gateways on one host).  Python's ``sqlite3`` begins a transaction only at
+    its first write, so the reads a change checks first would run outside
+    it, and another process could change what they read before the write:
+    an entry added for an inode just deleted.  Every change takes a lock
+    before it reads anything, and here that lock is the database's: the
+    transaction begins, holding the write lock (waiting up to the
+    connection's timeout for another process to commit), so everything it
+    then reads stays as read until it commits.
+    """
+    if not cast(_SqliteCursor, cursor).connection.in_transaction:
+        cursor.execute("BEGIN IMMEDIATE")
 
 
 def _configure(connection: sqlite3.Connection) -> None:
