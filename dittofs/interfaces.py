@@ -279,6 +279,19 @@ class IBlockMaps(Interface):
         """
 
 
+class IHostLocal(Interface):
+    """Optional, on a metadata store: only processes on this host change it.
+
+    A metadata cache (:mod:`dittofs.stores.metadata.cache`) may then stand in
+    front of it: every process that opens the store maps one change table,
+    through which each learns at once what the others changed.  A store
+    other hosts change too (PostgreSQL, Redis) does not provide this.
+    """
+
+    def change_table() -> Path:
+        """The file of the change table, beside the store's own files."""
+
+
 class IBlockMapUser(Interface):
     """Optional, on a content store: it keeps its block maps in the export's metadata store.
 

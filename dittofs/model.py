@@ -108,6 +108,8 @@ class Removed:
 
     directory: WccAttributes
     orphan: int | None
+    #: The file whose name went (it is gone when it is also ``orphan``).
+    fileid: int
 
 
 @attrs.frozen
@@ -117,6 +119,9 @@ class Renamed:
     source: WccAttributes
     target: WccAttributes
     orphan: int | None
+    #: The file that moved, and the one whose target name it took (None when it was free).
+    moved: int
+    replaced: int | None
 
 
 @attrs.frozen

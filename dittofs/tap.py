@@ -65,7 +65,9 @@ from dittofs.stores import (
     choices,
     describe_store,
     store_pair,
+    with_cache,
 )
+from dittofs.stores.metadata.cache import DEFAULT_ENTRIES
 from dittofs.web import web_root
 
 log = Logger(observer=dittofs_log.observer)
@@ -90,6 +92,7 @@ DEFAULTS: dict[str, Any] = {
     "log-format": "text",
     "shutdown-timeout": DEFAULT_SHUTDOWN_TIMEOUT,
     "metrics": None,
+    "metadata-cache": DEFAULT_ENTRIES,
 }
 #: Resource limits: option/config key -> (Limits field, smallest value allowed).
 _LIMITS: dict[str, tuple[str, float]] = {
@@ -104,6 +107,7 @@ _LIMITS: dict[str, tuple[str, float]] = {
 _CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     **{key: str for key in DEFAULTS},
     "shutdown-timeout": (int, float),
+    "metadata-cache": int,
     "metrics": str,
     "content-path": str,
     "clients": list,
@@ -206,6 +210,13 @@ class Options(usage.Options):
         ["record-deadline", None, None, "Seconds a record may take to arrive [default: 60]."],
         ["shutdown-timeout", None, None, "Seconds to let calls finish on stop [default: 30]."],
         ["metrics", None, None, "Endpoint for /metrics, /health and /ready [default: off]."],
+        [
+            "metadata-cache",
+            None,
+            None,
+            "Entries of each sqlite export's metadata cache, 0 for none "
+            f"[default: {DEFAULT_ENTRIES}].",
+        ],
     ]
     optFlags = [
         ["read-only", None, "Refuse every change (NFS3ERR_ROFS)."],
@@ -264,6 +275,7 @@ class Options(usage.Options):
             self.exports = self._export_specs(merged, origin, command_line)
             self.limits = _limits(merged, origin)
             merged["shutdown-timeout"] = _number(merged, origin, "shutdown-timeout", 0)
+            merged["metadata-cache"] = _whole(merged, origin, "metadata-cache")
         except ConfigError as error:
             raise usage.UsageError(str(error)) from None
         try:
@@ -309,6 +321,14 @@ def _number(values: dict[str, Any], origin: dict[str, str], key: str, smallest: 
     if number < smallest:
         raise ConfigError(f"{origin.get(key, '--' + key)}: must be at least {smallest:g}")
     return number
+
+
+def _whole(values: dict[str, Any], origin: dict[str, str], key: str) -> int:
+    """A count of at least 0: an integer in the config file, digits on the command line."""
+    value = values[key]
+    if (isinstance(value, int) and value >= 0) or (isinstance(value, str) and value.isdigit()):
+        return int(value)
+    raise ConfigError(f"{origin.get(key, '--' + key)}: {value!r} is not a whole number")
 
 
 def _limits(values: dict[str, Any], origin: dict[str, str]) -> Limits:
@@ -617,11 +637,15 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     served: list[Export] = []
     for spec in config.exports:
         metadata, content = store_pair(spec.metadata, spec.content, data_dir, reactor)
+        # The cache in front of the metrics: they count what reaches the store.
+        metadata = with_cache(
+            instrumented(metadata, IMetadataStore, "metadata"), config["metadata-cache"]
+        )
         served.append(
             Export(
                 export_id=spec.export_id,
                 path=spec.path.encode(),
-                metadata=instrumented(metadata, IMetadataStore, "metadata"),
+                metadata=metadata,
                 content=instrumented(content, IContentStore, "content"),
                 policy=spec.policy,
             )

@@ -666,7 +666,8 @@ class NFSv3Program:
                 raise
             # Onto the file itself (the same name, or another link of it): rename(2)
             # does nothing and checks nothing more (Linux's vfs_rename).
-            renamed = Renamed(WccAttributes(source, source), WccAttributes(target, target), None)
+            unchanged = WccAttributes(source, source), WccAttributes(target, target)
+            renamed = Renamed(*unchanged, None, moving.fileid, moving.fileid)
         await self._forget_content(export, renamed.orphan)
         writer = self._ok()
         encode_wcc_data(writer, renamed.source, export.fsid)

@@ -20,6 +20,7 @@ from dittofs.interfaces import (
     IBlockMaps,
     IBlockMapUser,
     IContentStore,
+    IHostLocal,
     IMetadataStore,
     IStoreFactory,
 )
@@ -113,3 +114,16 @@ def store_pair(
             )
         content.use_block_maps(metadata)
     return metadata, content
+
+
+def with_cache(metadata: IMetadataStore, entries: int) -> IMetadataStore:
+    """*metadata* behind a cache of *entries* entries per map, where one can stay coherent.
+
+    Only a store no other host changes (:class:`~dittofs.interfaces.IHostLocal`)
+    gets one; *entries* 0 means none.
+    """
+    if entries <= 0 or not IHostLocal.providedBy(metadata):
+        return metadata
+    from dittofs.stores.metadata.cache import CachedMetadataStore
+
+    return CachedMetadataStore(metadata, IHostLocal(metadata).change_table(), entries)

@@ -291,6 +291,22 @@ class UsageErrorTests(TempDirMixin):
         output = self.assertUsageError(["--config", path], path, "export")
         self.assertNotIn("--export", output)
 
+    def test_metadata_cache_must_be_a_whole_number(self) -> None:
+        """--metadata-cache takes a count of entries (0: no cache); -1 or 1.5 is refused."""
+        self.assertEqual(parse(["--metadata-cache", "0"])["metadata-cache"], 0)
+        self.assertEqual(parse(["--metadata-cache", "100"])["metadata-cache"], 100)
+        for value in ("-1", "1.5", "many"):
+            with self.subTest(value=value):
+                self.stderr.seek(0)
+                self.stderr.truncate()
+                self.assertUsageError(["--metadata-cache", value], "--metadata-cache", value)
+        for text in ('metadata-cache = "lots"\n', "metadata-cache = -5\n"):
+            with self.subTest(text=text):
+                path = self.write_config(text)
+                self.stderr.seek(0)
+                self.stderr.truncate()
+                self.assertUsageError(["--config", path], path, "metadata-cache")
+
     def test_config_bad_value_overridden(self) -> None:
         """A bad value in the file does not matter when the command line replaces it."""
         path = self.write_config('export = "relative"\n')

@@ -341,7 +341,7 @@ class Namespace:
         tx.drop_entry(directory, name)
         orphan = self._unlink(tx, child, now)
         self._changed_directory(tx, directory, -(child.type == FileType.DIR), now)
-        return Removed(WccAttributes(before, self._attributes(tx, directory)), orphan)
+        return Removed(WccAttributes(before, self._attributes(tx, directory)), orphan, child.fileid)
 
     def rename(
         self, tx: Transaction, source: int, source_name: bytes, target: int, target_name: bytes
@@ -359,7 +359,7 @@ class Namespace:
         if replacing == found:
             # Onto another link of the same file (or itself): nothing happens.
             unchanged = WccAttributes(from_before, from_before), WccAttributes(to_before, to_before)
-            return Renamed(*unchanged, None)
+            return Renamed(*unchanged, None, found, replacing)
         moving = self._inode(tx, found)
         moves_directory = moving.type == FileType.DIR
         if moves_directory and source != target:
@@ -389,6 +389,8 @@ class Namespace:
             WccAttributes(from_before, self._attributes(tx, source)),
             WccAttributes(to_before, self._attributes(tx, target)),
             orphan,
+            found,
+            replacing,
         )
 
     # -- the steps they share ---------------------------------------------------------------

@@ -17,8 +17,10 @@ from typing import Any, Protocol, cast
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
+from zope.interface import implementer
 
 from dittofs.errors import NFSError
+from dittofs.interfaces import IHostLocal
 from dittofs.stores.metadata.sql import Cursor, SqlMetadataStore
 from dittofs.vocabulary import Status
 
@@ -108,8 +110,9 @@ def _configure(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA foreign_keys=OFF")
 
 
+@implementer(IHostLocal)
 class SqliteMetadataStore(SqlMetadataStore):
-    """Metadata in one SQLite file."""
+    """Metadata in one SQLite file, which only processes of this host open."""
 
     name = "sqlite"
 
@@ -127,6 +130,10 @@ class SqliteMetadataStore(SqlMetadataStore):
             cp_reactor=reactor,
         )
         super().__init__(pool, SqliteDialect(), clock)
+
+    def change_table(self) -> Path:
+        """See :meth:`IHostLocal.change_table`: ``metadata.db-changes`` beside ``metadata.db``."""
+        return self.path.with_name(self.path.name + "-changes")
 
     def open(self) -> Deferred[None]:
         """Create the database's directory if needed, then apply the schema."""

@@ -1,0 +1,352 @@
+"""A metadata cache in front of any :class:`~dittofs.interfaces.IMetadataStore`.
+
+:class:`CachedMetadataStore` is itself an ``IMetadataStore``.  It keeps, in
+bounded LRU maps, what the store answered: each file's attributes, each
+directory entry (and each name a LOOKUP found absent) and symlink targets;
+GETATTR, LOOKUP and READLINK are served from them while they are current;
+READDIR always asks the store.  Changes go to the store, and what the store
+answered about them is kept.
+
+Current means: no process on this host changed the file since the store
+answered, as told by a shared :class:`~dittofs.stores.metadata.generations.Generations`
+table.  Every change is published there once committed, before it is
+answered, so the next call to reach any process sharing the table (the
+workers of one server, gateways over one SQLite file) never sees what
+preceded it.  A store shared with other hosts is outside the table's reach:
+the caller decides whether a cache may stand in front of it.
+
+A change that fails for a reason the client must hear about (``NOENT``,
+``EXIST`` ...) changed nothing.  One that fails otherwise (I/O, an
+unreachable database) may or may not have committed, and its files may be
+unknown, so every slot of the table is moved.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Hashable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cachetools import LRUCache
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from dittofs.errors import NFSError
+from dittofs.interfaces import IMetadataStore
+from dittofs.model import (
+    Attributes,
+    Created,
+    DirPage,
+    FileCounts,
+    Linked,
+    NewNode,
+    Removed,
+    Renamed,
+    SetAttributes,
+    WccAttributes,
+)
+from dittofs.stores.metadata.generations import Generations
+from dittofs.vocabulary import Status
+
+#: Entries each map keeps by default (attributes, names, symlink targets).
+DEFAULT_ENTRIES = 65536
+
+#: Failures after which a change may or may not have committed.
+_UNCERTAIN = frozenset({Status.IO, Status.JUKEBOX, Status.SERVERFAULT})
+
+T = TypeVar("T")
+V = TypeVar("V")
+
+
+class _Kept(LRUCache):  # type: ignore[type-arg]
+    """An LRU map of key -> (slot value, what the store said), each tied to one file's slot."""
+
+    def fresh(self, key: Hashable, fileid: int, generations: Generations) -> Any:
+        """What is kept under *key* while *fileid*'s slot still holds its tag, else None."""
+        entry = self.get(key)
+        if entry is None:
+            return None
+        tag, value = entry
+        if generations.slot(fileid) != tag:
+            del self[key]
+            return None
+        return value
+
+
+@implementer(IMetadataStore)
+class CachedMetadataStore:
+    """An ``IMetadataStore`` answering from memory what it can, and *store* the rest."""
+
+    def __init__(
+        self, store: Any, table: Path | None = None, entries: int = DEFAULT_ENTRIES
+    ) -> None:
+        self.store = store
+        self.name = store.name
+        #: Where the change table is shared (None: private to this process).
+        self.table = table
+        self.generations = Generations()
+        #: fileid -> Attributes; (directory, name) -> fileid or absent; fileid -> target.
+        self._attributes = _Kept(entries)
+        self._names = _Kept(entries)
+        self._targets = _Kept(entries)
+        self._root: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def open(self) -> Deferred[None]:
+        """See :meth:`IMetadataStore.open`; the change table is mapped once the store opened."""
+
+        def share(_: None) -> None:
+            if self.table is not None:
+                self.generations = Generations(self.table)
+
+        opened: Deferred[None] = self.store.open()
+        return opened.addCallback(share)
+
+    def close(self) -> Deferred[None]:
+        """See :meth:`IMetadataStore.close`; the table is unmapped once the store closed."""
+
+        def unmap(outcome: Any) -> Any:
+            self.generations.close()
+            return outcome
+
+        result: Deferred[None] = self.store.close()
+        return result.addBoth(unmap)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def root(self) -> Deferred[Attributes]:
+        """See :meth:`IMetadataStore.root`: the root's id is learned once, then it is a GETATTR."""
+        if self._root is not None:
+            return self.getattr(self._root)
+
+        def learn(attributes: Attributes) -> Attributes:
+            self._root = attributes.fileid
+            return attributes
+
+        return self._read(self.store.root()).addCallback(learn)
+
+    def getattr(self, fileid: int) -> Deferred[Attributes]:
+        """See :meth:`IMetadataStore.getattr`."""
+        kept = self._attributes.fresh(fileid, fileid, self.generations)
+        if kept is not None:
+            return succeed(kept)
+        return self._read(self.store.getattr(fileid))
+
+    def lookup(self, directory: int, name: bytes) -> Deferred[Attributes]:
+        """See :meth:`IMetadataStore.lookup`; an absent name is remembered too.
+
+        A name is tied to its own slot, not its directory's, so that creating
+        one name leaves the others of a busy directory current.  A name kept
+        as absent is trusted only while the directory's attributes are
+        current too: a directory removed since must answer ``STALE``.
+        """
+        if name == b"..":
+            return self._read(self.store.lookup(directory, name))
+        entry = _entry(directory, name)
+        fileid = self._names.fresh((directory, name), entry, self.generations)
+        if fileid is _ABSENT:
+            if self._attributes.fresh(directory, directory, self.generations) is not None:
+                return fail(NFSError(Status.NOENT))
+        elif fileid is not None:
+            kept = self._attributes.fresh(fileid, fileid, self.generations)
+            if kept is not None:
+                return succeed(kept)
+        start = self.generations.counter()
+
+        def found(attributes: Attributes) -> Attributes:
+            self._keep_name(start, directory, name, attributes.fileid)
+            return attributes
+
+        def absent(reason: Failure) -> Failure:
+            error = reason.value
+            if isinstance(error, NFSError) and error.status == Status.NOENT:
+                self._keep_name(start, directory, name, _ABSENT)
+            return reason
+
+        return self._read(self.store.lookup(directory, name), start).addCallbacks(found, absent)
+
+    def readdir(
+        self, directory: int, cookie: int, max_entries: int, with_attributes: bool
+    ) -> Deferred[DirPage]:
+        """See :meth:`IMetadataStore.readdir`: always the store's page.
+
+        What it lists is not kept: that cost READDIRPLUS a quarter of its
+        rate, and a client that has listed a directory asks for little more.
+        """
+        page: Deferred[DirPage] = self.store.readdir(
+            directory, cookie, max_entries, with_attributes
+        )
+        return page
+
+    def readlink(self, fileid: int) -> Deferred[bytes]:
+        """See :meth:`IMetadataStore.readlink`."""
+        kept = self._targets.fresh(fileid, fileid, self.generations)
+        if kept is not None:
+            return succeed(kept)
+        start = self.generations.counter()
+
+        def learn(target: bytes) -> bytes:
+            self._keep(self._targets, start, fileid, fileid, target)
+            return target
+
+        target: Deferred[bytes] = self.store.readlink(fileid)
+        return target.addCallback(learn)
+
+    def file_counts(self) -> Deferred[FileCounts]:
+        """See :meth:`IMetadataStore.file_counts`."""
+        counts: Deferred[FileCounts] = self.store.file_counts()
+        return counts
+
+    def pending_orphans(self) -> Deferred[list[int]]:
+        """See :meth:`IMetadataStore.pending_orphans`."""
+        orphans: Deferred[list[int]] = self.store.pending_orphans()
+        return orphans
+
+    def release_orphan(self, fileid: int) -> Deferred[None]:
+        """See :meth:`IMetadataStore.release_orphan`."""
+        released: Deferred[None] = self.store.release_orphan(fileid)
+        return released
+
+    # -- changes -----------------------------------------------------------------------
+
+    def setattr(
+        self, fileid: int, changes: SetAttributes, guard_ctime: int | None
+    ) -> Deferred[WccAttributes]:
+        """See :meth:`IMetadataStore.setattr`."""
+        return self._change(
+            self.store.setattr(fileid, changes, guard_ctime),
+            lambda wcc: ((fileid,), [wcc.after], []),
+        )
+
+    def record_write(self, fileid: int, end: int) -> Deferred[WccAttributes]:
+        """See :meth:`IMetadataStore.record_write`."""
+        return self._change(
+            self.store.record_write(fileid, end), lambda wcc: ((fileid,), [wcc.after], [])
+        )
+
+    def create(self, directory: int, name: bytes, node: NewNode) -> Deferred[Created]:
+        """See :meth:`IMetadataStore.create`."""
+        return self._change(
+            self.store.create(directory, name, node),
+            lambda created: (
+                (directory, created.node.fileid),
+                [created.node, created.directory.after],
+                [(directory, name, created.node.fileid)],
+            ),
+        )
+
+    def link(self, fileid: int, directory: int, name: bytes) -> Deferred[Linked]:
+        """See :meth:`IMetadataStore.link`."""
+        return self._change(
+            self.store.link(fileid, directory, name),
+            lambda linked: (
+                (fileid, directory),
+                [linked.node, linked.directory.after],
+                [(directory, name, fileid)],
+            ),
+        )
+
+    def remove(self, directory: int, name: bytes, is_directory: bool) -> Deferred[Removed]:
+        """See :meth:`IMetadataStore.remove`."""
+        return self._change(
+            self.store.remove(directory, name, is_directory),
+            lambda removed: (
+                (directory, removed.fileid),
+                [removed.directory.after],
+                [(directory, name, _ABSENT)],
+            ),
+        )
+
+    def rename(
+        self, source: int, source_name: bytes, target: int, target_name: bytes
+    ) -> Deferred[Renamed]:
+        """See :meth:`IMetadataStore.rename`."""
+
+        def outcome(renamed: Renamed) -> _Outcome:
+            changed = [source, target, renamed.moved]
+            if renamed.replaced is not None:
+                changed.append(renamed.replaced)
+            names: list[tuple[int, bytes, object]] = [(target, target_name, renamed.moved)]
+            if (source, source_name) != (target, target_name) and renamed.replaced != renamed.moved:
+                names.append((source, source_name, _ABSENT))
+            return changed, [renamed.source.after, renamed.target.after], names
+
+        return self._change(self.store.rename(source, source_name, target, target_name), outcome)
+
+    # -- keeping -----------------------------------------------------------------------
+
+    def _read(self, answer: Deferred[Attributes], start: int | None = None) -> Deferred[Attributes]:
+        """Keep the attributes *answer* brings (*start*: the counter before it was asked)."""
+        if start is None:
+            start = self.generations.counter()
+
+        def learn(attributes: Attributes) -> Attributes:
+            self._keep_attributes(start, attributes)
+            return attributes
+
+        return answer.addCallback(learn)
+
+    def _keep(self, kept: _Kept, start: int, key: Hashable, fileid: int, value: object) -> None:
+        """Keep *value*, read from the store after the counter was *start*, if still current."""
+        tag = self.generations.slot(fileid)
+        if tag <= start:
+            kept[key] = (tag, value)
+
+    def _keep_attributes(self, start: int, attributes: Attributes) -> None:
+        self._keep(self._attributes, start, attributes.fileid, attributes.fileid, attributes)
+
+    def _keep_name(self, start: int, directory: int, name: bytes, fileid: object) -> None:
+        self._keep(self._names, start, (directory, name), _entry(directory, name), fileid)
+
+    def _change(self, answer: Deferred[T], outcome: Callable[[T], _Outcome]) -> Deferred[T]:
+        """Publish a change once the store answered it, and keep what it answered.
+
+        *outcome* says, from the answer, which files changed, their new
+        attributes, and the directory entries as they now are.  What the
+        store answered is kept only for files no other process changed since
+        the change was asked.
+        """
+        start = self.generations.counter()
+
+        def changed(result: T) -> T:
+            fileids, attributes, names = outcome(result)
+            entries = {(directory, name): _entry(directory, name) for directory, name, _ in names}
+            value, raced = self.generations.publish([*fileids, *entries.values()], start)
+            for each in attributes:
+                if each.fileid not in raced:
+                    self._attributes[each.fileid] = (value, each)
+            for directory, name, fileid in names:
+                if entries[directory, name] not in raced:
+                    self._names[directory, name] = (value, fileid)
+            return result
+
+        def failed(reason: Failure) -> Failure:
+            error = reason.value
+            if not isinstance(error, NFSError) or error.status in _UNCERTAIN:
+                self.generations.publish_all()
+            return reason
+
+        return answer.addCallbacks(changed, failed)
+
+
+#: What :meth:`CachedMetadataStore._change` learns from a change: the files it
+#: changed, their attributes now, and (directory, name, fileid or _ABSENT) entries.
+_Outcome = tuple[Iterable[int], list[Attributes], list[tuple[int, bytes, object]]]
+
+
+class _Absent:
+    """The value kept for a name LOOKUP found absent."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+_ABSENT = _Absent()
+
+
+def _entry(directory: int, name: bytes) -> int:
+    """The number whose slot stands for the entry *name* of *directory*, in every process."""
+    return zlib.crc32(name, directory & 0xFFFFFFFF) ^ (directory >> 32)

@@ -1,0 +1,130 @@
+"""Change counters that tell every process on one host which cached metadata went stale.
+
+A metadata cache (:mod:`dittofs.stores.metadata.cache`) may keep what a
+store answered about a file only as long as no process changed that file
+since.  The processes that share a store on one host (the workers of one
+server, or gateways over one SQLite file) share this table, a file mapped
+into each of them: a header holding a counter, then :data:`SLOTS` slots, and
+each file id hashes to one slot.
+
+The protocol, with ``C`` the counter and ``slot(f)`` a file's slot:
+
+* A change commits in the store first; then, holding the table's lock, its
+  process takes ``G = C + 1``, stores it in ``C`` and in the slot of every
+  file the change touched; only then is the change answered.  The lock makes
+  the increment atomic across processes, so slot values never repeat and
+  only grow.
+* A reader reads ``start = C`` *before* asking the store, and after the
+  answer reads ``slot(f)``.  If that is still at most ``start``, no change to
+  ``f`` was published after the store was asked, so the answer can be kept,
+  tagged with that slot value.  (A change committed after the read
+  publishes a value above ``start``: either before the check, so nothing is
+  kept, or after it, so the tag stops matching.)
+* A kept answer is used while its file's slot still holds its tag.
+
+Reads of the table take no lock: the counter and slots are aligned 8-byte
+words, read whole.  Files sharing a slot only make each other's entries go
+stale sooner.  The table holds no data, only counters, so it is never
+flushed; delete it only while no process has it open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import mmap
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+#: Slots of the table (each file id hashes to one); 512 KiB of counters.
+SLOTS = 1 << 16
+_WORD = struct.Struct("<Q")
+_SIZE = _WORD.size * (SLOTS + 1)
+
+
+class Generations:
+    """The counter and slots, in a file shared by the processes of one host, or private.
+
+    With *path* None the table lives in this process only (a store no other
+    process opens, or a test).
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._fd: int | None = None
+        if path is None:
+            self._table: mmap.mmap | bytearray = bytearray(_SIZE)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < _SIZE:
+                os.ftruncate(fd, _SIZE)  # zeros: every slot unchanged since the beginning
+            self._table = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def close(self) -> None:
+        """Unmap the table (a private one is simply dropped)."""
+        if isinstance(self._table, mmap.mmap):
+            self._table.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def counter(self) -> int:
+        """The value the last published change took (read it before asking the store)."""
+        return int(_WORD.unpack_from(self._table, 0)[0])
+
+    def slot(self, fileid: int) -> int:
+        """The value of *fileid*'s slot: the counter as of the last change published to it."""
+        return int(_WORD.unpack_from(self._table, _offset(fileid))[0])
+
+    def publish(self, fileids: Iterable[int], start: int) -> tuple[int, frozenset[int]]:
+        """Publish a committed change of *fileids*; return its value and who raced it.
+
+        *start* is the counter read before the change was asked of the store.
+        The ids whose slot had moved past *start* were changed (or share a
+        slot with a file changed) by another process meanwhile: what the
+        store answered about them may already be old, so it is not to be
+        kept.
+        """
+        offsets = {fileid: _offset(fileid) for fileid in fileids}
+        with self._locked():
+            value = int(_WORD.unpack_from(self._table, 0)[0]) + 1
+            _WORD.pack_into(self._table, 0, value)
+            raced = frozenset(
+                fileid
+                for fileid, offset in offsets.items()
+                if _WORD.unpack_from(self._table, offset)[0] > start
+            )
+            for offset in offsets.values():
+                _WORD.pack_into(self._table, offset, value)
+        return value, raced
+
+    def publish_all(self) -> None:
+        """A change whose files are unknown (a store failed mid-way): every slot moves."""
+        with self._locked():
+            value = int(_WORD.unpack_from(self._table, 0)[0]) + 1
+            _WORD.pack_into(self._table, 0, value)
+            self._table[_WORD.size :] = _WORD.pack(value) * SLOTS
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the table's lock across processes (``lockf`` on its file; none if private)."""
+        if self._fd is None:
+            yield
+            return
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+
+def _offset(fileid: int) -> int:
+    return _WORD.size * (1 + fileid % SLOTS)

@@ -1,0 +1,261 @@
+"""The metadata cache: the whole metadata contract through it, and its coherence across processes.
+
+:class:`CachedMetadataStore` is an ``IMetadataStore``, so it passes the
+shared conformance suite in front of the memory store and the SQLite store.
+The suite is then run again through :class:`Alternating`: two caches, each
+with its own mapping of one change table, in front of two SQLite stores on
+one file (what two processes on one host have), every call going to the
+other cache than the last.  Each check of the suite after a change is then
+a read through a cache that did not make the change.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from dittofs.errors import NFSError
+from dittofs.interfaces import IMetadataStore
+from dittofs.model import NewNode, SetAttributes
+from dittofs.stores import with_cache
+from dittofs.stores.metadata.cache import CachedMetadataStore
+from dittofs.stores.metadata.generations import SLOTS, Generations
+from dittofs.stores.metadata.memory import MemoryMetadataStore
+from dittofs.stores.metadata.sqlite import SqliteMetadataStore
+from dittofs.testing import TickingClock
+from dittofs.testing.conformance import MetadataStoreConformance
+from dittofs.vocabulary import FileType, Status
+from tests.unit import backends
+
+
+def _scratch(case: SynchronousTestCase) -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="dittofs-cache-"))
+    case.addCleanup(shutil.rmtree, directory, True)
+    return directory
+
+
+class CachedMemoryStoreTests(MetadataStoreConformance, SynchronousTestCase):
+    """The cache in front of the memory store keeps the whole metadata contract."""
+
+    def make_store(self) -> IMetadataStore:
+        """A cache with a private change table over a fresh memory store."""
+        return CachedMetadataStore(MemoryMetadataStore(clock=TickingClock()))
+
+    def test_provides_the_interface(self) -> None:
+        """verifyObject holds for the cache."""
+        self.assertTrue(verifyObject(IMetadataStore, self.store))
+
+
+class CachedSqliteStoreTests(MetadataStoreConformance, SynchronousTestCase):
+    """The cache in front of the SQLite store, its table in a file, keeps the contract."""
+
+    def make_store(self) -> IMetadataStore:
+        """A cache over a fresh SQLite file, its change table beside it."""
+        store = backends.sqlite_store(self)
+        return CachedMetadataStore(store, store.change_table())
+
+
+@implementer(IMetadataStore)
+class Alternating:
+    """One store made of several views: each call goes to the next view in turn."""
+
+    name = "alternating"
+
+    def __init__(self, views: list[Any]) -> None:
+        self.views = views
+        self._turn = 0
+
+    def open(self) -> Deferred[None]:
+        """Open every view, one after the other."""
+        for view in self.views:
+            view.open()
+        return succeed(None)
+
+    def close(self) -> Deferred[None]:
+        """Close every view."""
+        closed = DeferredList([view.close() for view in self.views], fireOnOneErrback=True)
+        return closed.addCallback(lambda _: None)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            view = self.views[self._turn % len(self.views)]
+            self._turn += 1
+            return getattr(view, name)(*args)
+
+        return call
+
+
+class TwoProcessesTests(MetadataStoreConformance, SynchronousTestCase):
+    """Two caches over one SQLite file, as two processes have them: the contract holds across."""
+
+    def make_store(self) -> IMetadataStore:
+        """Two SQLite stores on one file (one clock), each behind a cache mapping one table."""
+        directory = _scratch(self)
+        reactor = backends.synchronous_threads(self)
+        clock = TickingClock()
+        views = [
+            CachedMetadataStore(
+                SqliteMetadataStore(directory / "metadata.db", reactor, clock),
+                directory / "metadata.db-changes",
+            )
+            for _ in range(2)
+        ]
+        return Alternating(views)  # type: ignore[return-value]
+
+    def test_a_cache_answers_without_the_store(self) -> None:
+        """Attributes a view has seen are served again without a store call."""
+        assert isinstance(self.store, Alternating)
+        first, _second = self.store.views
+        fileid = self.new(b"kept").node.fileid
+        self.resolve(first.getattr(fileid))
+        self.patch(first.store, "getattr", lambda fileid: self.fail("the store was asked"))
+        self.assertEqual(self.resolve(first.getattr(fileid)).fileid, fileid)
+
+    def test_a_change_through_one_is_seen_through_the_other(self) -> None:
+        """A view that kept a file's attributes sees another view's change at once."""
+        assert isinstance(self.store, Alternating)
+        first, second = self.store.views
+        fileid = self.new(b"watched").node.fileid
+        self.assertEqual(self.resolve(first.getattr(fileid)).mode, 0o644)
+        self.resolve(second.setattr(fileid, SetAttributes(mode=0o600), None))
+        self.assertEqual(self.resolve(first.getattr(fileid)).mode, 0o600)
+        self.assertEqual(self.resolve(first.lookup(self.root.fileid, b"watched")).mode, 0o600)
+        self.resolve(second.remove(self.root.fileid, b"watched", False))
+        self.assertFailsWith(first.lookup(self.root.fileid, b"watched"), Status.NOENT)
+        self.assertFailsWith(first.getattr(fileid), Status.STALE)
+
+
+class DelayedStore:
+    """A memory store whose getattr answers only when the test says so, with what it read then."""
+
+    def __init__(self, store: MemoryMetadataStore) -> None:
+        self.store = store
+        self.name = store.name
+        self.held: list[tuple[Deferred[Any], Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def getattr(self, fileid: int) -> Deferred[Any]:
+        """Read now, answer later (as a reply still in flight while another process changes)."""
+        answer: Deferred[Any] = Deferred()
+        self.held.append((answer, self.resolve(self.store.getattr(fileid))))
+        return answer
+
+    @staticmethod
+    def resolve(deferred: Deferred[Any]) -> Any:
+        results: list[Any] = []
+        deferred.addCallback(results.append)
+        return results[0]
+
+    def release(self) -> None:
+        for answer, value in self.held:
+            answer.callback(value)
+        self.held.clear()
+
+
+class RaceTests(SynchronousTestCase):
+    """What a store answered before a change was published is never kept past it."""
+
+    def setUp(self) -> None:
+        self.memory = MemoryMetadataStore(clock=TickingClock())
+        table = _scratch(self) / "table"
+        self.delayed = DelayedStore(self.memory)
+        self.reader = CachedMetadataStore(self.delayed, table)
+        self.writer = CachedMetadataStore(self.memory, table)
+        self.successResultOf(self.reader.open())
+        self.successResultOf(self.writer.open())
+        root = self.successResultOf(self.memory.root()).fileid
+        node = NewNode(FileType.REG, 0o644, 0, 0)
+        self.fileid = self.successResultOf(self.memory.create(root, b"f", node)).node.fileid
+
+    def test_an_answer_older_than_a_published_change_is_not_kept(self) -> None:
+        """The reader asked, the writer changed and published, then the old answer arrived."""
+        pending = self.reader.getattr(self.fileid)
+        self.successResultOf(self.writer.setattr(self.fileid, SetAttributes(mode=0o600), None))
+        self.delayed.release()
+        self.assertEqual(self.successResultOf(pending).mode, 0o644)  # what the store said
+        again = self.reader.getattr(self.fileid)
+        self.assertNoResult(again)  # not served from the cache: the store is asked
+        self.delayed.release()
+        self.assertEqual(self.successResultOf(again).mode, 0o600)
+
+    def test_an_answer_with_no_change_since_is_kept(self) -> None:
+        """The same sequence without the change: the second read never reaches the store."""
+        pending = self.reader.getattr(self.fileid)
+        self.delayed.release()
+        self.successResultOf(pending)
+        self.assertEqual(self.successResultOf(self.reader.getattr(self.fileid)).mode, 0o644)
+
+    def test_a_failure_that_may_have_committed_moves_every_slot(self) -> None:
+        """An I/O failure of a change leaves nothing kept anywhere current."""
+        table = self.writer.generations
+        before = [table.slot(fileid) for fileid in (self.fileid, self.fileid + 7, SLOTS - 1)]
+        self.memory.setattr = lambda *args: _failing(Status.IO)  # type: ignore[method-assign]
+        self.failureResultOf(self.writer.setattr(self.fileid, SetAttributes(mode=0), None))
+        after = [table.slot(fileid) for fileid in (self.fileid, self.fileid + 7, SLOTS - 1)]
+        self.assertTrue(all(new > old for old, new in zip(before, after, strict=True)))
+
+
+def _failing(status: Status) -> Deferred[Any]:
+    return fail(NFSError(status, "the test's store failed"))
+
+
+class GenerationsTests(SynchronousTestCase):
+    """The change table shared through a file."""
+
+    def test_two_mappings_of_one_file_see_each_others_changes(self) -> None:
+        """A change published through one mapping shows in the other's counter and slot."""
+        path = _scratch(self) / "table"
+        one, two = Generations(path), Generations(path)
+        self.addCleanup(one.close)
+        self.addCleanup(two.close)
+        start = two.counter()
+        value, raced = one.publish([5, 6], start)
+        self.assertEqual(raced, frozenset())
+        self.assertEqual((two.counter(), two.slot(5), two.slot(6)), (value, value, value))
+        self.assertEqual(two.slot(7), 0)
+        _, raced = two.publish([5, 9], start)
+        self.assertEqual(raced, frozenset({5}))  # published after two's start, by one
+
+    def test_publishing_all_moves_every_slot(self) -> None:
+        """publish_all leaves no slot at an old value."""
+        table = Generations()
+        table.publish([1], 0)
+        table.publish_all()
+        self.assertEqual({table.slot(fileid) for fileid in range(SLOTS)}, {2})
+
+
+class WhichStoresTests(SynchronousTestCase):
+    """Only a store no other host changes gets a cache, and only when entries are asked for."""
+
+    def test_sqlite_gets_one_sharing_a_table_beside_its_file(self) -> None:
+        """The SQLite store is cached, its change table ``metadata.db-changes`` beside it."""
+        store = backends.sqlite_store(self)
+        cached = with_cache(store, 10)
+        assert isinstance(cached, CachedMetadataStore)
+        self.assertIs(cached.store, store)
+        self.assertEqual(cached.table, store.path.parent / "metadata.db-changes")
+
+    def test_none_when_turned_off(self) -> None:
+        """``--metadata-cache 0`` leaves the store as it is."""
+        store = backends.sqlite_store(self)
+        self.assertIs(with_cache(store, 0), store)
+
+    def test_none_for_stores_other_hosts_change(self) -> None:
+        """PostgreSQL and Redis are changed by gateways the table cannot hear: no cache."""
+        for store in (backends.postgres_store(self), backends.redis_store(self)):
+            self.assertIs(with_cache(store, 10), store)
+
+    def test_none_for_the_memory_store(self) -> None:
+        """The memory store is memory already."""
+        store = MemoryMetadataStore()
+        self.assertIs(with_cache(store, 10), store)
