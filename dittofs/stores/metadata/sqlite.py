@@ -104,8 +104,29 @@ def _write_lock(cursor: Cursor) -> None:
         cursor.execute("BEGIN IMMEDIATE")
 
 
+#: How long a new connection waits for another process to finish turning a new
+#: database to WAL (seconds), and how often it looks again.
+WAL_WAIT = 10.0
+WAL_POLL = 0.05
+
+
 def _configure(connection: sqlite3.Connection) -> None:
-    connection.execute("PRAGMA journal_mode=WAL")
+    """Put the database in WAL mode (once per database), as a connection opens.
+
+    Turning a database to WAL takes it for a moment alone, and SQLite
+    answers "database is locked" at once, without its busy wait, to a
+    process that tries meanwhile: workers opening a new database together
+    do.  So that answer is tried again, on this pool thread, for a while.
+    """
+    deadline = time.monotonic() + WAL_WAIT
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(WAL_POLL)
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA foreign_keys=OFF")
 
