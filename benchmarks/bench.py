@@ -387,7 +387,9 @@ def run_comparison(args: argparse.Namespace, sizes: Sizes, client: Client, work:
     with contextlib.ExitStack() as stack:
         store = args.metadata or "memory"
         metadata = stack.enter_context(metadata_spec(store, work))
-        ditto = DittoServer(work / "dittofs", metadata, f"fs:{work / 'dittofs' / 'content'}")
+        ditto = DittoServer(
+            work / "dittofs", metadata, f"fs:{work / 'dittofs' / 'content'}", workers=args.workers
+        )
         ganesha = GaneshaServer(work / "ganesha")
         _SHOW_LOGS.extend([ditto, ganesha])
         stack.enter_context(ditto)
@@ -398,8 +400,10 @@ def run_comparison(args: argparse.Namespace, sizes: Sizes, client: Client, work:
         ditto.check()
         ganesha.check()
     elapsed = time.monotonic() - started
+    workers = f", {args.workers} workers" if args.workers > 1 else ""
     print(
-        f"\nDittoFS ({store} metadata + fs content) vs nfs-ganesha {_ganesha_version()} (VFS FSAL),"
+        f"\nDittoFS ({store} metadata + fs content{workers}) vs nfs-ganesha "
+        f"{_ganesha_version()} (VFS FSAL),"
         f" both on 127.0.0.1 over the same disk; {sizes.name} sizes, {sizes.rounds} round(s),"
         f" {elapsed:.0f}s; {os.cpu_count()} CPUs, load average {load_before} before,"
         f" {_load()} after.\n"
@@ -566,6 +570,13 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="REV",
         help=f"git revision a single gateway is compared with (default: {BASELINE})",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="DittoFS worker processes against ganesha (default: 1; not with memory metadata)",
+    )
     parser.add_argument("--profile", metavar="DIR", help="py-spy DittoFS afterwards, into DIR")
     parser.add_argument(
         "--soak",
@@ -586,6 +597,10 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         args.metadata = args.metadata or "postgresql"
         if args.metadata == "memory":
             parser.error("--gateways needs a metadata store they can share, not memory")
+    if not 1 <= args.workers <= 64:
+        parser.error("--workers must be between 1 and 64")
+    if args.workers > 1 and (args.metadata or "memory") == "memory":
+        parser.error("--workers needs a metadata store they can share: add --metadata sqlite")
     if args.soak is not None and not 0 < args.soak <= 24 * 3600:
         parser.error("--soak must be between 0 and 86400 seconds")
     return args

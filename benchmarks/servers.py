@@ -81,6 +81,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children(parent: int) -> list[int]:
+    """The ids of the processes whose parent is *parent*."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+    return sorted(found)
+
+
 def _child_named(parent: int, name: str) -> int | None:
     """The id of a child of *parent* whose command is *name*, if there is one."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -134,8 +144,11 @@ class DittoServer:
         label: str = "DittoFS",
         metrics: bool = False,
         source: Path = REPO,
+        workers: int = 1,
     ) -> None:
         self.workdir = workdir
+        #: Worker processes (``--workers``); with more than one, the process started supervises.
+        self.workers = workers
         #: The tree whose ``dittofs`` package runs (another checkout, to compare revisions).
         self.source = source
         self.metadata = metadata
@@ -166,6 +179,8 @@ class DittoServer:
             "--metadata", self.metadata,
             "--content", self.content,
         ]  # fmt: skip
+        if self.workers > 1:
+            command += ["--workers", str(self.workers)]
         if self.metrics:
             metrics_port = free_port()
             command += ["--metrics", f"tcp:{metrics_port}:interface=127.0.0.1"]
@@ -184,10 +199,26 @@ class DittoServer:
             )
         try:
             _wait_listening("DittoFS", self.process, [port])
+            self._wait_workers()
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def _wait_workers(self) -> None:
+        """With several workers the port listens before they serve: wait until they do."""
+        if self.workers == 1:
+            return
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while f"with {self.workers} workers" not in self.log_path.read_text(errors="replace"):
+            assert self.process is not None
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"DittoFS's {self.workers} workers did not start")
+            time.sleep(0.1)
+
+    def pids(self) -> list[int]:
+        """The processes serving: the server, or with several workers the workers."""
+        return [self.pid] if self.workers == 1 else _children(self.pid)
 
     def __exit__(
         self,
@@ -199,16 +230,19 @@ class DittoServer:
             _stop(self.process)
 
     def cpu_seconds(self) -> float:
-        """CPU time the server has used so far."""
-        return cpu_seconds(self.pid)
+        """CPU time the server has used so far (its supervisor and workers together)."""
+        return sum(cpu_seconds(pid) for pid in {self.pid, *self.pids()})
 
     def rss_kib(self) -> int:
-        """The server's resident set size (``VmRSS`` in ``/proc/PID/status``), in KiB."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        if match is None:
-            raise BenchError(f"no VmRSS for DittoFS (pid {self.pid})")
-        return int(match.group(1))
+        """The resident set size (``VmRSS``) of the server, or of its largest worker, in KiB."""
+        sizes = []
+        for pid in self.pids():
+            status = Path(f"/proc/{pid}/status").read_text()
+            match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+            if match is None:
+                raise BenchError(f"no VmRSS for DittoFS (pid {pid})")
+            sizes.append(int(match.group(1)))
+        return max(sizes)
 
     def check(self) -> None:
         """Raise if the server died or logged a traceback."""

@@ -15,9 +15,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.python.failure import Failure
 from zope.interface import Interface
 
@@ -224,3 +232,49 @@ def _timed(
             errors.inc()
 
     return observed(method, time.perf_counter, finish)
+
+
+#: Samples several processes each report for themselves, where a sum means nothing:
+#: of creation and start times the earliest is kept, of the descriptor limit the smallest.
+_SMALLEST = frozenset({"process_start_time_seconds", "process_max_fds"})
+
+
+def sum_expositions(texts: Iterable[str]) -> bytes:
+    """Several processes' ``/metrics`` as one: each sample summed over the processes.
+
+    Counters, histograms and gauges such as open connections or resident
+    memory add up; creation and start times keep the earliest, and the
+    file descriptor limit the smallest.
+    """
+    families: dict[str, Metric] = {}
+    values: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            families.setdefault(
+                family.name, Metric(family.name, family.documentation, family.type, family.unit)
+            )
+            for sample in family.samples:
+                key = (family.name, sample.name, tuple(sorted(sample.labels.items())))
+                known = values.get(key)
+                if known is None:
+                    values[key] = sample.value
+                elif sample.name.endswith("_created") or sample.name in _SMALLEST:
+                    values[key] = min(known, sample.value)
+                else:
+                    values[key] = known + sample.value
+    for (family_name, sample_name, labels), value in values.items():
+        families[family_name].add_sample(sample_name, dict(labels), value)
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_Fixed(list(families.values())))
+    return generate_latest(registry)
+
+
+class _Fixed:
+    """A collector that reports families already gathered."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        """The families, as gathered."""
+        return iter(self._families)

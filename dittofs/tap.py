@@ -13,7 +13,6 @@ on stop it stops listening, then closes the stores.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import platform
@@ -40,9 +39,10 @@ from twisted.web.server import Site
 from zope.interface import Interface
 
 import dittofs
-from dittofs import allocator
+from dittofs import allocator, runner
 from dittofs import log as dittofs_log
 from dittofs import tracing as dittofs_tracing
+from dittofs import workers as workers_module
 from dittofs.config import (
     ConfigError,
     ExportSpec,
@@ -68,7 +68,7 @@ from dittofs.stores import (
     with_cache,
 )
 from dittofs.stores.metadata.cache import DEFAULT_ENTRIES
-from dittofs.web import web_root
+from dittofs.web import UnloggedSite, web_root
 
 log = Logger(observer=dittofs_log.observer)
 
@@ -93,6 +93,7 @@ DEFAULTS: dict[str, Any] = {
     "shutdown-timeout": DEFAULT_SHUTDOWN_TIMEOUT,
     "metrics": None,
     "metadata-cache": DEFAULT_ENTRIES,
+    "workers": 1,
 }
 #: Resource limits: option/config key -> (Limits field, smallest value allowed).
 _LIMITS: dict[str, tuple[str, float]] = {
@@ -108,6 +109,7 @@ _CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     **{key: str for key in DEFAULTS},
     "shutdown-timeout": (int, float),
     "metadata-cache": int,
+    "workers": int,
     "metrics": str,
     "content-path": str,
     "clients": list,
@@ -211,6 +213,12 @@ class Options(usage.Options):
         ["shutdown-timeout", None, None, "Seconds to let calls finish on stop [default: 30]."],
         ["metrics", None, None, "Endpoint for /metrics, /health and /ready [default: off]."],
         [
+            "workers",
+            "w",
+            None,
+            "Processes serving the endpoint over shared stores, one core each [default: 1].",
+        ],
+        [
             "metadata-cache",
             None,
             None,
@@ -276,6 +284,9 @@ class Options(usage.Options):
             self.limits = _limits(merged, origin)
             merged["shutdown-timeout"] = _number(merged, origin, "shutdown-timeout", 0)
             merged["metadata-cache"] = _whole(merged, origin, "metadata-cache")
+            merged["workers"] = _whole(merged, origin, "workers")
+            named = origin.get("workers", "--workers")
+            _check_workers(merged["workers"], self.exports, merged["listen"], named)
         except ConfigError as error:
             raise usage.UsageError(str(error)) from None
         try:
@@ -331,6 +342,36 @@ def _whole(values: dict[str, Any], origin: dict[str, str], key: str) -> int:
     raise ConfigError(f"{origin.get(key, '--' + key)}: {value!r} is not a whole number")
 
 
+#: Stores a worker cannot share with the others, and why.
+_SINGLE_PROCESS = {
+    ("metadata", "memory"): "the memory metadata store lives in one process",
+    ("content", "memory"): "the memory content store lives in one process",
+    ("content", "s3"): (
+        "the s3 content store's cache directory belongs to one process "
+        "(run one gateway per cache instead, docs/s3.md)"
+    ),
+}
+
+
+def _check_workers(workers: int, exports: list[ExportSpec], listen: str, where: str) -> None:
+    """Several workers need a TCP endpoint, and stores that several processes can share."""
+    if workers < 1:
+        raise ConfigError(f"{where}: must be at least 1")
+    if workers == 1:
+        return
+    from twisted.internet import reactor
+
+    try:
+        workers_module.listen_family(listen, reactor)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}, not {listen!r}") from None
+    for spec in exports:
+        for role, store in (("metadata", spec.metadata), ("content", spec.content)):
+            why = _SINGLE_PROCESS.get((role, store.partition(":")[0].strip().lower()))
+            if why is not None:
+                raise ConfigError(f"{where}: {workers} workers cannot share {spec.path}: {why}")
+
+
 def _limits(values: dict[str, Any], origin: dict[str, str]) -> Limits:
     """Build the resource limits from option/config values (missing ones keep defaults)."""
     chosen: dict[str, float] = {}
@@ -359,37 +400,6 @@ def _load_config(path: str) -> dict[str, Any]:
             name = "a number" if isinstance(kind, tuple) else names[kind]
             raise usage.UsageError(f"config {path}: key '{key}' must be {name}")
     return table
-
-
-def _take_status_pipe(runner: MutableMapping[str, Any] | None) -> int | None:
-    """Take from a daemonising twistd the pipe on which its first process waits.
-
-    twistd forks; the process the shell started waits on this pipe for
-    ``0`` (started) or ``1 <message>`` (failed) and exits 0 or 1 after it.
-    twistd writes ``0`` as soon as ``startService`` returns, before any store
-    has opened; taken here, the pipe gets DittoFS's own answer once the
-    stores are open and the port bound.  twistd keeps it under
-    ``statusPipe`` in its options (DittoFS's parent options): there is none
-    under ``twistd -n``, twist or an embedding program.
-    """
-    if runner is None:
-        return None
-    pipe = runner.pop("statusPipe", None)
-    return pipe if isinstance(pipe, int) else None
-
-
-def _answer_status_pipe(pipe: int | None, failure: str | None) -> None:
-    """Tell twistd's waiting first process that DittoFS serves (*failure* None) or why not.
-
-    It reads one message of at most 100 bytes and prints the text after
-    ``1 `` on its stderr before exiting 1, as for an exception in twistd.
-    """
-    if pipe is None:
-        return
-    answer = b"0" if failure is None else b"1 " + failure.encode("ascii", "backslashreplace")
-    with contextlib.suppress(OSError):  # it has gone: nobody is left to tell
-        os.write(pipe, answer[:100])
-    os.close(pipe)
 
 
 @attrs.frozen
@@ -432,7 +442,7 @@ class DittoService(MultiService):
     are not open.  A store that cannot open, or an endpoint that cannot be
     bound, is one CRITICAL line naming it and why (the traceback follows at
     DEBUG level); the process then stops and exits with status 1, and a
-    daemonising twistd's first process exits 1 too.
+    daemonising twistd's first process (or a worker's supervisor) hears why.
 
     Stopping (SIGTERM, or the embedding program stopping it) stops listening,
     lets calls in flight finish for up to ``shutdown_timeout`` seconds, closes
@@ -454,6 +464,7 @@ class DittoService(MultiService):
         reload: Callable[[], None] | None = None,
         tracing: dittofs_tracing.Tracing = dittofs_tracing.DISABLED,
         runner: MutableMapping[str, Any] | None = None,
+        status_pipe: int | None = None,
     ) -> None:
         super().__init__()
         self.exports = exports
@@ -463,6 +474,8 @@ class DittoService(MultiService):
         self._reactor = reactor
         self._reload = reload
         self._runner = runner
+        #: Where to say that DittoFS serves: a worker's pipe, else twistd's (taken at start).
+        self._status_pipe = status_pipe
         self.tracing = tracing
         #: Each listener, with the endpoint description it was given.
         self._listeners: list[tuple[str, StreamServerEndpointService]] = []
@@ -484,7 +497,9 @@ class DittoService(MultiService):
     def startService(self) -> None:
         """Open every store, then listen; a store or endpoint that fails stops the process."""
         Service.startService(self)
-        status_pipe = _take_status_pipe(self._runner)
+        status_pipe = self._status_pipe
+        if status_pipe is None:
+            status_pipe = runner.take_status_pipe(self._runner)
         # After the reactor has installed its own handlers (it does so while starting).
         self._reactor.callWhenRunning(self._take_signals)
 
@@ -499,7 +514,7 @@ class DittoService(MultiService):
                     self._failed(line, Failure(), status_pipe)
                     return
             log.info("{line}", line=self.description.serving())
-            _answer_status_pipe(status_pipe, None)
+            runner.answer_status_pipe(status_pipe, None)
 
         def not_opened(reason: Failure) -> Failure | None:
             error = reason.value
@@ -521,8 +536,9 @@ class DittoService(MultiService):
         """Say what failed in one line, then stop the reactor and exit with status 1."""
         log.critical("{line}", line=line)
         log.failure("The failure above, with its traceback", reason, level=LogLevel.debug)
-        _answer_status_pipe(status_pipe, dittofs_log.redact(line))
-        self._reactor.addSystemEventTrigger("after", "shutdown", self._exit_failed)
+        runner.answer_status_pipe(status_pipe, dittofs_log.redact(line))
+        exit_failed = functools.partial(runner.exit_failed, self._runner)
+        self._reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
         # Under twistd and twist the stores may fail before the reactor runs.
         self._reactor.callWhenRunning(self._reactor.stop)
 
@@ -542,27 +558,9 @@ class DittoService(MultiService):
             self._reactor.stop()
         except ReactorNotRunning:
             log.warn("SIGTERM while stopping: exiting now, with status 1")
-            self._exit_failed()
+            runner.exit_failed(self._runner)
             return
         log.info("SIGTERM: finishing calls in flight, then stopping")
-
-    def _exit_failed(self) -> None:
-        """Leave at once with status 1, output flushed, so systemd or a shell sees the failure.
-
-        twistd and twist exit 0 whenever the reactor stops and offer no way to
-        say otherwise, so the process leaves here, once the reactor has shut
-        down (the stores that opened are closed), before they return.  Threads
-        a failed store left behind cannot hold it.  twistd would have removed
-        its pidfile after that, so it is removed here.
-        """
-        pidfile = self._runner.get("pidfile") if self._runner is not None else None
-        if pidfile:
-            with contextlib.suppress(OSError):
-                os.unlink(pidfile)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-        os._exit(1)
 
     def _on_sighup(self, signum: int, frame: object) -> None:
         assert self._reload is not None
@@ -625,6 +623,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
+    seat = workers_module.seat_from_environment()
+    if seat is None and config["workers"] > 1:
+        return _supervisor(config, reactor)
     dittofs_log.set_level(config["log-level"])
     allocator.return_large_buffers()
     data_dir = Path(config["data-dir"])
@@ -652,13 +653,20 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         )
     exports = ExportTable(served)
     metrics.watch_caches(exports)
-    programs: list[RpcProgram] = [MountProgram(exports), NFSv3Program(exports, metrics=metrics)]
+    verifier = None if seat is None else seat.verifier
+    nfs = NFSv3Program(exports, write_verifier=verifier, metrics=metrics)
+    programs: list[RpcProgram] = [MountProgram(exports), nfs]
     spans = tracing.observer()
     observers: list[RpcObserver] = [metrics] if spans is None else [metrics, spans]
     dispatcher = RpcDispatcher(programs, observers=observers)
     factory = RpcServerFactory(dispatcher, limits=config.limits, clock=reactor)
+    listen = config["listen"] if seat is None else f"{config['listen']} (worker {seat.index})"
+    metrics_endpoint = config["metrics"]
+    if seat is not None:
+        metrics_endpoint = None if seat.metrics is None else f"unix:{seat.metrics}"
+        seat.watch_supervisor(reactor)
     description = Description(
-        config["listen"],
+        listen,
         {
             spec.export_id: (
                 spec.path,
@@ -667,7 +675,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             )
             for spec in config.exports
         },
-        config["metrics"],
+        metrics_endpoint,
     )
     service = DittoService(
         exports,
@@ -678,11 +686,41 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         reload=_reloader(config, exports),
         tracing=tracing,
         runner=config.parent,
+        status_pipe=None if seat is None else workers_module.STATUS_FD,
     )
-    service.listen(config["listen"], endpoints.serverFromString(reactor, config["listen"]), factory)
-    if config["metrics"]:
-        site = Site(web_root(metrics, exports, reactor))
+    endpoint = (
+        endpoints.serverFromString(reactor, config["listen"])
+        if seat is None
+        else seat.endpoint(reactor)
+    )
+    service.listen(listen, endpoint, factory)
+    if metrics_endpoint:
+        site_class = Site if seat is None else UnloggedSite
+        site = site_class(web_root(metrics, exports, reactor))
         service.listen(
-            config["metrics"], endpoints.serverFromString(reactor, config["metrics"]), site
+            metrics_endpoint, endpoints.serverFromString(reactor, metrics_endpoint), site
         )
     return service
+
+
+def _supervisor(config: Options, reactor: Any) -> IService:
+    """The supervisor of ``--workers N``: each worker runs this program again, under twist.
+
+    A worker logs where the supervisor does: to its standard output, or to
+    twistd's log file when it writes one.
+    """
+    command = ["-m", "twisted", "--log-format", "text"]
+    parent = config.parent
+    if parent is not None and "nodaemon" in parent:  # twistd
+        logfile = parent.get("logfile") or (None if parent.get("nodaemon") else "twistd.log")
+        if logfile and logfile != "-":
+            command += ["--log-file", logfile]
+    return workers_module.Supervisor(
+        reactor,
+        count=config["workers"],
+        listen=config["listen"],
+        metrics=config["metrics"],
+        command=[*command, "dittofs", *config.argv],
+        runner_options=parent,
+        shutdown_timeout=float(config["shutdown-timeout"]),
+    )

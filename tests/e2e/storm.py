@@ -130,6 +130,18 @@ async def lookup(nfs: AnfsNfs3, directory: bytes, name: str) -> tuple[int, bytes
     return NFS3_OK, bytes(reply["resok"]["object"]["data"])
 
 
+async def whole(nfs: AnfsNfs3, handle: bytes) -> bytes:
+    """The file's bytes, read to EOF."""
+    data = b""
+    for _ in range(1000):
+        reply = await nfs.read(handle, len(data), 256 * 1024)
+        assert reply["status"] == NFS3_OK, reply
+        data += bytes(reply["resok"]["data"])
+        if reply["resok"]["eof"]:
+            return data
+    raise AssertionError("no EOF")
+
+
 # -- tree walks ------------------------------------------------------------------------
 
 
@@ -380,3 +392,93 @@ async def shared_storm(
     )
     report.seconds = time.monotonic() - started
     return report
+
+
+# -- coherence: a change through one server, reads through another ------------------
+
+COHERENCE_NAMES = 8
+
+
+async def coherence_round(
+    changer: AnfsNfs3,
+    reader: AnfsNfs3,
+    directory: bytes,
+    files: dict[str, tuple[bytes, int, int]],
+    rng: random.Random,
+    where: str,
+) -> list[str]:
+    """The reader looks, the changer changes, the reader must see the change at once.
+
+    *files* is the model: name -> (handle, mode, size).  The reader first
+    LOOKUPs the names the change will touch and GETATTRs their files, so
+    that what it keeps (if it keeps anything) is from before the change.
+    """
+    pool = [f"n{n}" for n in range(COHERENCE_NAMES)]
+    present = sorted(files)
+    absent = [name for name in pool if name not in files]
+    choices = ["create"] if not present else ["chmod", "write", "rename", "remove", "create"]
+    if not absent:
+        choices.remove("create")
+    operation = rng.choice(choices)
+    name = rng.choice(absent if operation == "create" else present)
+    other = rng.choice(pool)
+    watched_names = {name, other}
+    watched_handles = {files[each][0] for each in watched_names if each in files}
+    for each in watched_names:
+        await reader.lookup(directory, each.encode())
+    for handle in watched_handles:
+        await reader.getattr(handle)
+    if operation == "create":
+        mode = rng.choice((0o600, 0o640, 0o644))
+        handle = handle_of(
+            await must(changer.create(directory, name.encode(), GUARDED, sattr(mode=mode)))
+        )
+        files[name] = (handle, mode, 0)
+        watched_handles.add(handle)
+    elif operation == "chmod":
+        handle, _, size = files[name]
+        mode = rng.choice((0o600, 0o640, 0o644, 0o664))
+        await must(changer.setattr(handle, sattr(mode=mode)))
+        files[name] = (handle, mode, size)
+    elif operation == "write":
+        handle, mode, size = files[name]
+        length = rng.randrange(1, 3000)
+        await must(changer.write(handle, 0, b"w" * length, FILE_SYNC))
+        files[name] = (handle, mode, max(size, length))
+    elif operation == "rename":
+        await must(changer.rename(directory, name.encode(), directory, other.encode()))
+        if other != name:
+            files[other] = files.pop(name)
+    else:
+        await must(changer.remove(directory, name.encode()))
+        del files[name]
+    problems = []
+    what = f"{where}: {operation} {name} (other {other})"
+    for each in sorted(watched_names):
+        reply = await reader.lookup(directory, each.encode())
+        if each not in files:
+            if reply["status"] != NOENT:
+                problems.append(f"{what}: LOOKUP {each} answered {reply['status']}, not NOENT")
+        elif reply["status"] != NFS3_OK:
+            problems.append(f"{what}: LOOKUP {each} answered {reply['status']}")
+        elif bytes(reply["resok"]["object"]["data"]) != files[each][0]:
+            problems.append(f"{what}: LOOKUP {each} found another file")
+    live = {handle: (mode, size) for handle, mode, size in files.values()}
+    for handle in sorted(watched_handles):
+        reply = await reader.getattr(handle)
+        if handle not in live:
+            if reply["status"] != STALE:
+                problems.append(f"{what}: GETATTR of a removed file answered {reply['status']}")
+            continue
+        if reply["status"] != NFS3_OK:
+            problems.append(f"{what}: GETATTR answered {reply['status']}")
+            continue
+        attributes = reply["attributes"]
+        seen = (attributes["mode"] & 0o7777, attributes["size"])
+        if seen != live[handle]:
+            problems.append(f"{what}: GETATTR gave mode, size {seen}, not {live[handle]}")
+    names, _pages = await reader.list_names(directory)
+    listed = sorted(entry.decode() for entry in names if entry not in (b".", b".."))
+    if listed != sorted(files):
+        problems.append(f"{what}: READDIR lists {listed}, not {sorted(files)}")
+    return problems

@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.clients import FILE_SYNC, GUARDED, NFS3_OK, AnfsNfs3, run, sattr
+from tests.e2e.clients import NFS3_OK, AnfsNfs3, run
 from tests.e2e.server import RunningServer, dittofs_server
 from tests.e2e.storm import (
     JUKEBOX,
     NOENT,
     STALE,
+    coherence_round,
     fsck,
-    handle_of,
     link_count_problems,
     log_problems,
     lookup,
@@ -239,92 +239,6 @@ def test_racing_renames_onto_one_name(kind: str, tmp_path: Path) -> None:
 
 
 COHERENCE_ROUNDS = 1000
-COHERENCE_NAMES = 8
-
-
-async def coherence_round(
-    changer: AnfsNfs3,
-    reader: AnfsNfs3,
-    directory: bytes,
-    files: dict[str, tuple[bytes, int, int]],
-    rng: random.Random,
-    where: str,
-) -> list[str]:
-    """The reader looks, the changer changes, the reader must see the change at once.
-
-    *files* is the model: name -> (handle, mode, size).  The reader first
-    LOOKUPs the names the change will touch and GETATTRs their files, so
-    that what it keeps (if it keeps anything) is from before the change.
-    """
-    pool = [f"n{n}" for n in range(COHERENCE_NAMES)]
-    present = sorted(files)
-    absent = [name for name in pool if name not in files]
-    choices = ["create"] if not present else ["chmod", "write", "rename", "remove", "create"]
-    if not absent:
-        choices.remove("create")
-    operation = rng.choice(choices)
-    name = rng.choice(absent if operation == "create" else present)
-    other = rng.choice(pool)
-    watched_names = {name, other}
-    watched_handles = {files[each][0] for each in watched_names if each in files}
-    for each in watched_names:
-        await reader.lookup(directory, each.encode())
-    for handle in watched_handles:
-        await reader.getattr(handle)
-    if operation == "create":
-        mode = rng.choice((0o600, 0o640, 0o644))
-        handle = handle_of(
-            await must(changer.create(directory, name.encode(), GUARDED, sattr(mode=mode)))
-        )
-        files[name] = (handle, mode, 0)
-        watched_handles.add(handle)
-    elif operation == "chmod":
-        handle, _, size = files[name]
-        mode = rng.choice((0o600, 0o640, 0o644, 0o664))
-        await must(changer.setattr(handle, sattr(mode=mode)))
-        files[name] = (handle, mode, size)
-    elif operation == "write":
-        handle, mode, size = files[name]
-        length = rng.randrange(1, 3000)
-        await must(changer.write(handle, 0, b"w" * length, FILE_SYNC))
-        files[name] = (handle, mode, max(size, length))
-    elif operation == "rename":
-        await must(changer.rename(directory, name.encode(), directory, other.encode()))
-        if other != name:
-            files[other] = files.pop(name)
-    else:
-        await must(changer.remove(directory, name.encode()))
-        del files[name]
-    problems = []
-    what = f"{where}: {operation} {name} (other {other})"
-    for each in sorted(watched_names):
-        reply = await reader.lookup(directory, each.encode())
-        if each not in files:
-            if reply["status"] != NOENT:
-                problems.append(f"{what}: LOOKUP {each} answered {reply['status']}, not NOENT")
-        elif reply["status"] != NFS3_OK:
-            problems.append(f"{what}: LOOKUP {each} answered {reply['status']}")
-        elif bytes(reply["resok"]["object"]["data"]) != files[each][0]:
-            problems.append(f"{what}: LOOKUP {each} found another file")
-    live = {handle: (mode, size) for handle, mode, size in files.values()}
-    for handle in sorted(watched_handles):
-        reply = await reader.getattr(handle)
-        if handle not in live:
-            if reply["status"] != STALE:
-                problems.append(f"{what}: GETATTR of a removed file answered {reply['status']}")
-            continue
-        if reply["status"] != NFS3_OK:
-            problems.append(f"{what}: GETATTR answered {reply['status']}")
-            continue
-        attributes = reply["attributes"]
-        seen = (attributes["mode"] & 0o7777, attributes["size"])
-        if seen != live[handle]:
-            problems.append(f"{what}: GETATTR gave mode, size {seen}, not {live[handle]}")
-    names, _pages = await reader.list_names(directory)
-    listed = sorted(entry.decode() for entry in names if entry not in (b".", b".."))
-    if listed != sorted(files):
-        problems.append(f"{what}: READDIR lists {listed}, not {sorted(files)}")
-    return problems
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])

@@ -33,7 +33,7 @@ import pytest
 from tests.e2e.clients import FILE_SYNC, NFS3_OK, UNSTABLE, AnfsNfs3, run, sattr
 from tests.e2e.seaweedfs import credentials_env, shared_seaweedfs
 from tests.e2e.server import RunningServer, dittofs_server
-from tests.e2e.storm import fsck, log_problems, metadata_spec
+from tests.e2e.storm import fsck, log_problems, metadata_spec, whole
 from tests.e2e.test_s3_e2e import call_retrying
 from tests.e2e.test_s3_e2e import create as _create
 from tests.unit.test_s3_content import BUCKET as UNIT_BUCKET
@@ -75,18 +75,6 @@ def gateways(
             for spec in specs
         ]
         yield metadata, specs[0], servers
-
-
-async def whole(nfs: AnfsNfs3, handle: bytes) -> bytes:
-    """The file's bytes, read to EOF."""
-    data = b""
-    for _ in range(1000):
-        reply = await nfs.read(handle, len(data), 256 * 1024)
-        assert reply["status"] == NFS3_OK, reply
-        data += bytes(reply["resok"]["data"])
-        if reply["resok"]["eof"]:
-            return data
-    raise AssertionError("no EOF")
 
 
 async def rounds(servers: list[RunningServer], seed: int) -> int:

@@ -307,6 +307,23 @@ class UsageErrorTests(TempDirMixin):
                 self.stderr.truncate()
                 self.assertUsageError(["--config", path], path, "metadata-cache")
 
+    def test_workers_need_shareable_stores_and_a_tcp_endpoint(self) -> None:
+        """--workers 2 is refused, in one line naming --workers, where it cannot work."""
+        self.assertEqual(parse(["--workers", "2"])["workers"], 2)
+        self.assertEqual(parse([])["workers"], 1)
+        self.assertEqual(parse(["--workers", "1", "--metadata", "memory"])["workers"], 1)
+        for argv, why in (
+            (["--workers", "0"], "at least 1"),
+            (["--workers", "2", "--metadata", "memory"], "memory metadata"),
+            (["--workers", "2", "--content", "memory"], "memory content"),
+            (["--workers", "2", "--content", "s3://bucket/p?endpoint=http://127.0.0.1:1"], "s3"),
+            (["--workers", "2", "--listen", "unix:/tmp/dittofs.sock"], "tcp"),
+        ):
+            with self.subTest(argv=argv):
+                self.stderr.seek(0)
+                self.stderr.truncate()
+                self.assertUsageError(argv, "--workers", why)
+
     def test_config_bad_value_overridden(self) -> None:
         """A bad value in the file does not matter when the command line replaces it."""
         path = self.write_config('export = "relative"\n')

@@ -1,0 +1,96 @@
+"""The pieces of ``--workers`` that need no process: the seat, the sockets, the summed metrics.
+
+The processes themselves (start, restart, signals, the duplicate-request
+cache across a reconnect) are tested end to end in ``tests/e2e/test_workers.py``.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import reactor
+from twisted.trial.unittest import SynchronousTestCase
+
+from dittofs.metrics import sum_expositions
+from dittofs.workers import Seat, bind, listen_family
+
+
+def _exposition(calls: float, open_connections: float, latency: float) -> str:
+    """One process's /metrics with a counter, a gauge and a histogram."""
+    registry = CollectorRegistry()
+    Counter("calls", "Calls", ["procedure"], registry=registry).labels("LOOKUP").inc(calls)
+    Gauge("connections_open", "Open", registry=registry).set(open_connections)
+    Histogram("seconds", "Latency", buckets=(0.1, 1.0), registry=registry).observe(latency)
+    return generate_latest(registry).decode()
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+class SumExpositionsTests(SynchronousTestCase):
+    """Several workers' /metrics add up to one exposition Prometheus can read."""
+
+    def test_counters_gauges_and_histograms_add_up(self) -> None:
+        """Each sample is the sum over the processes; creation times keep the earliest."""
+        one, two = _exposition(3, 1, 0.05), _exposition(4, 2, 0.5)
+        summed = _samples(sum_expositions([one, two]).decode())
+        self.assertEqual(summed["calls_total", (("procedure", "LOOKUP"),)], 7)
+        self.assertEqual(summed["connections_open", ()], 3)
+        self.assertEqual(summed["seconds_count", ()], 2)
+        self.assertEqual(summed["seconds_bucket", (("le", "0.1"),)], 1)
+        self.assertEqual(summed["seconds_bucket", (("le", "1.0"),)], 2)
+        self.assertAlmostEqual(summed["seconds_sum", ()], 0.55)
+        created = [
+            _samples(text)["calls_created", (("procedure", "LOOKUP"),)] for text in (one, two)
+        ]
+        self.assertEqual(summed["calls_created", (("procedure", "LOOKUP"),)], min(created))
+
+    def test_one_process_passes_through(self) -> None:
+        """Summing one exposition gives back the same samples."""
+        one = _exposition(3, 1, 0.05)
+        self.assertEqual(_samples(sum_expositions([one]).decode()), _samples(one))
+
+
+class SeatTests(SynchronousTestCase):
+    """What the supervisor tells a worker survives the environment."""
+
+    def test_round_trip(self) -> None:
+        """Encoded and decoded, a seat is the same seat."""
+        seat = Seat(1, socket.AF_INET6, b"\x00\x01verifier"[:8], "/run/w-1.sock", 4242)
+        self.assertEqual(Seat.decode(seat.encode()), seat)
+
+
+class BindTests(SynchronousTestCase):
+    """The supervisor's sockets."""
+
+    def test_several_sockets_share_one_port(self) -> None:
+        """N sockets listen on one port (an ephemeral one here), all with SO_REUSEPORT."""
+        sockets, family = bind("tcp:0:interface=127.0.0.1", 3, reactor)
+        self.addCleanup(lambda: [each.close() for each in sockets])
+        self.assertEqual(family, socket.AF_INET)
+        ports = {each.getsockname()[1] for each in sockets}
+        self.assertEqual(len(sockets), 3)
+        self.assertEqual(len(ports), 1)
+        for each in sockets:
+            self.assertEqual(each.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT), 1)
+
+    def test_a_port_in_use_is_refused_not_shared(self) -> None:
+        """A port another server listens on is EADDRINUSE, even if it too used SO_REUSEPORT."""
+        sockets, _ = bind("tcp:0:interface=127.0.0.1", 2, reactor)
+        self.addCleanup(lambda: [each.close() for each in sockets])
+        port = sockets[0].getsockname()[1]
+        with self.assertRaises(OSError):
+            bind(f"tcp:{port}:interface=127.0.0.1", 2, reactor)
+
+    def test_only_tcp_endpoints(self) -> None:
+        """A UNIX socket cannot be spread over processes by the kernel: ValueError."""
+        self.assertEqual(listen_family(r"tcp6:0:interface=\:\:1", reactor), socket.AF_INET6)
+        with self.assertRaises(ValueError):
+            listen_family("unix:/tmp/dittofs-test.sock", reactor)
