@@ -55,17 +55,39 @@ class _Health(Resource):
         return json.dumps({"status": "serving", "checks": {"process": "ok"}}).encode()
 
 
-class _Ready(Resource):
-    isLeaf = True
+class _Answered(Resource):
+    """A page answered by a coroutine (it waits on stores or workers), not at once."""
 
-    def __init__(self, exports: ExportTable, clock: Any) -> None:
-        super().__init__()
-        self._exports = exports
-        self._clock = clock
+    isLeaf = True
 
     def render_GET(self, request: Request) -> object:
         Deferred.fromCoroutine(self._answer(request))
         return NOT_DONE_YET
+
+    async def _answer(self, request: Request) -> None:
+        raise NotImplementedError
+
+
+def _failed(error: Exception) -> str:
+    """A check that failed, as /ready shows it (passwords hidden)."""
+    return redact(f"failed: {type(error).__name__}: {error}")
+
+
+def _answer_readiness(request: Request, checks: Mapping[str, Any]) -> None:
+    """Finish a /ready answer: 200 and ``ready`` when every check is ``ok``, else 503."""
+    ready = all(check == "ok" for check in checks.values())
+    request.setResponseCode(200 if ready else 503)
+    request.setHeader(b"content-type", b"application/json")
+    body = {"status": "ready" if ready else "unready", "checks": checks}
+    request.write(json.dumps(body).encode())
+    request.finish()
+
+
+class _Ready(_Answered):
+    def __init__(self, exports: ExportTable, clock: Any) -> None:
+        super().__init__()
+        self._exports = exports
+        self._clock = clock
 
     async def _answer(self, request: Request) -> None:
         checks: dict[str, str] = {}
@@ -77,12 +99,7 @@ class _Ready(Resource):
             checks[f"{path} content ({export.content.name})"] = await self._probe(
                 _probe_of(export.content, export.content.space)
             )
-        ready = all(result == "ok" for result in checks.values())
-        request.setResponseCode(200 if ready else 503)
-        request.setHeader(b"content-type", b"application/json")
-        body = {"status": "ready" if ready else "unready", "checks": checks}
-        request.write(json.dumps(body).encode())
-        request.finish()
+        _answer_readiness(request, checks)
 
     async def _probe(self, call: Callable[[], Deferred[Any]]) -> str:
         try:
@@ -90,7 +107,7 @@ class _Ready(Resource):
             probe.addTimeout(READY_TIMEOUT, self._clock)
             await probe
         except Exception as error:
-            return redact(f"failed: {type(error).__name__}: {error}")
+            return _failed(error)
         return "ok"
 
 
@@ -166,18 +183,16 @@ class _Asker:
         return response.code, await body
 
 
-class _SummedMetrics(Resource):
-    isLeaf = True
+class _FromWorkers(_Answered):
+    """A page of the supervisor's, answered by asking its workers."""
 
     def __init__(self, supervisor: _Workers, asker: _Asker) -> None:
         super().__init__()
         self._supervisor = supervisor
         self._asker = asker
 
-    def render_GET(self, request: Request) -> object:
-        Deferred.fromCoroutine(self._answer(request))
-        return NOT_DONE_YET
 
+class _SummedMetrics(_FromWorkers):
     async def _answer(self, request: Request) -> None:
         supervisor = self._supervisor
         serving = [index for index, worker in supervisor.workers.items() if worker.ready]
@@ -223,18 +238,7 @@ class _WorkersHealth(Resource):
         return json.dumps({"status": status, "checks": checks}).encode()
 
 
-class _WorkersReady(Resource):
-    isLeaf = True
-
-    def __init__(self, supervisor: _Workers, asker: _Asker) -> None:
-        super().__init__()
-        self._supervisor = supervisor
-        self._asker = asker
-
-    def render_GET(self, request: Request) -> object:
-        Deferred.fromCoroutine(self._answer(request))
-        return NOT_DONE_YET
-
+class _WorkersReady(_FromWorkers):
     async def _answer(self, request: Request) -> None:
         checks: dict[str, Any] = {}
         for index in range(self._supervisor.count):
@@ -247,15 +251,10 @@ class _WorkersReady(Resource):
                 code, body = await self._asker.ask(socket_path, b"/ready")
                 said = json.loads(body)
             except Exception as error:
-                checks[f"worker {index}"] = redact(f"failed: {type(error).__name__}: {error}")
+                checks[f"worker {index}"] = _failed(error)
                 continue
             checks[f"worker {index}"] = "ok" if code == 200 else said.get("checks", said)
-        ready = all(check == "ok" for check in checks.values())
-        request.setResponseCode(200 if ready else 503)
-        request.setHeader(b"content-type", b"application/json")
-        answer = {"status": "ready" if ready else "unready", "checks": checks}
-        request.write(json.dumps(answer).encode())
-        request.finish()
+        _answer_readiness(request, checks)
 
 
 def workers_root(supervisor: _Workers, reactor: Any) -> Resource:
