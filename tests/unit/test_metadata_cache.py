@@ -140,6 +140,8 @@ class DelayedStore:
         self.store = store
         self.name = store.name
         self.held: list[tuple[Deferred[Any], Any]] = []
+        #: Run after each getattr has read, before it returns (another process, meanwhile).
+        self.meanwhile: Callable[[], object] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -148,6 +150,8 @@ class DelayedStore:
         """Read now, answer later (as a reply still in flight while another process changes)."""
         answer: Deferred[Any] = Deferred()
         self.held.append((answer, self.resolve(self.store.getattr(fileid))))
+        if self.meanwhile is not None:
+            self.meanwhile()
         return answer
 
     @staticmethod
@@ -187,6 +191,42 @@ class RaceTests(SynchronousTestCase):
         self.assertNoResult(again)  # not served from the cache: the store is asked
         self.delayed.release()
         self.assertEqual(self.successResultOf(again).mode, 0o600)
+
+    def test_a_change_published_while_the_store_is_asked_is_not_missed(self) -> None:
+        """The store read, then the writer changed and published, then the call returned."""
+        change = SetAttributes(mode=0o600)
+        self.delayed.meanwhile = lambda: self.writer.setattr(self.fileid, change, None)
+        pending = self.reader.getattr(self.fileid)
+        self.delayed.meanwhile = None
+        self.delayed.release()
+        self.assertEqual(self.successResultOf(pending).mode, 0o644)  # what the store read
+        again = self.reader.getattr(self.fileid)
+        self.assertNoResult(again)  # the old answer was not kept
+        self.delayed.release()
+        self.assertEqual(self.successResultOf(again).mode, 0o600)
+
+    def test_a_change_published_while_a_change_is_made_is_not_missed(self) -> None:
+        """A change committed, another process changed the file and published, then the first
+        change's answer arrived: its (older) attributes are not kept."""
+        memory, case = self.memory, self
+
+        class Meanwhile:
+            name = memory.name
+
+            def __getattr__(self, attribute: str) -> Any:
+                return getattr(memory, attribute)
+
+            def setattr(self, *args: Any) -> Deferred[Any]:
+                answer = memory.setattr(*args)
+                change = SetAttributes(mode=0o640)
+                case.successResultOf(case.reader.setattr(case.fileid, change, None))
+                return answer
+
+        first = CachedMetadataStore(Meanwhile(), self.writer.table)
+        self.successResultOf(first.open())
+        self.addCleanup(first.close)
+        self.successResultOf(first.setattr(self.fileid, SetAttributes(mode=0o600), None))
+        self.assertEqual(self.successResultOf(first.getattr(self.fileid)).mode, 0o640)
 
     def test_an_answer_with_no_change_since_is_kept(self) -> None:
         """The same sequence without the change: the second read never reaches the store."""

@@ -57,7 +57,6 @@ DEFAULT_ENTRIES = 65536
 _UNCERTAIN = frozenset({Status.IO, Status.JUKEBOX, Status.SERVERFAULT})
 
 T = TypeVar("T")
-V = TypeVar("V")
 
 
 class _Kept(LRUCache):  # type: ignore[type-arg]
@@ -126,14 +125,14 @@ class CachedMetadataStore:
             self._root = attributes.fileid
             return attributes
 
-        return self._read(self.store.root()).addCallback(learn)
+        return self._read(self.store.root).addCallback(learn)
 
     def getattr(self, fileid: int) -> Deferred[Attributes]:
         """See :meth:`IMetadataStore.getattr`."""
         kept = self._attributes.fresh(fileid, fileid, self.generations)
         if kept is not None:
             return succeed(kept)
-        return self._read(self.store.getattr(fileid))
+        return self._read(self.store.getattr, fileid)
 
     def lookup(self, directory: int, name: bytes) -> Deferred[Attributes]:
         """See :meth:`IMetadataStore.lookup`; an absent name is remembered too.
@@ -144,7 +143,7 @@ class CachedMetadataStore:
         current too: a directory removed since must answer ``STALE``.
         """
         if name == b"..":
-            return self._read(self.store.lookup(directory, name))
+            return self._read(self.store.lookup, directory, name)
         entry = _entry(directory, name)
         fileid = self._names.fresh((directory, name), entry, self.generations)
         if fileid is _ABSENT:
@@ -157,6 +156,7 @@ class CachedMetadataStore:
         start = self.generations.counter()
 
         def found(attributes: Attributes) -> Attributes:
+            self._keep_attributes(start, attributes)
             self._keep_name(start, directory, name, attributes.fileid)
             return attributes
 
@@ -166,7 +166,8 @@ class CachedMetadataStore:
                 self._keep_name(start, directory, name, _ABSENT)
             return reason
 
-        return self._read(self.store.lookup(directory, name), start).addCallbacks(found, absent)
+        answer: Deferred[Attributes] = self.store.lookup(directory, name)
+        return answer.addCallbacks(found, absent)
 
     def readdir(
         self, directory: int, cookie: int, max_entries: int, with_attributes: bool
@@ -217,47 +218,59 @@ class CachedMetadataStore:
     ) -> Deferred[WccAttributes]:
         """See :meth:`IMetadataStore.setattr`."""
         return self._change(
-            self.store.setattr(fileid, changes, guard_ctime),
             lambda wcc: ((fileid,), [wcc.after], []),
+            self.store.setattr,
+            fileid,
+            changes,
+            guard_ctime,
         )
 
     def record_write(self, fileid: int, end: int) -> Deferred[WccAttributes]:
         """See :meth:`IMetadataStore.record_write`."""
         return self._change(
-            self.store.record_write(fileid, end), lambda wcc: ((fileid,), [wcc.after], [])
+            lambda wcc: ((fileid,), [wcc.after], []), self.store.record_write, fileid, end
         )
 
     def create(self, directory: int, name: bytes, node: NewNode) -> Deferred[Created]:
         """See :meth:`IMetadataStore.create`."""
         return self._change(
-            self.store.create(directory, name, node),
             lambda created: (
                 (directory, created.node.fileid),
                 [created.node, created.directory.after],
                 [(directory, name, created.node.fileid)],
             ),
+            self.store.create,
+            directory,
+            name,
+            node,
         )
 
     def link(self, fileid: int, directory: int, name: bytes) -> Deferred[Linked]:
         """See :meth:`IMetadataStore.link`."""
         return self._change(
-            self.store.link(fileid, directory, name),
             lambda linked: (
                 (fileid, directory),
                 [linked.node, linked.directory.after],
                 [(directory, name, fileid)],
             ),
+            self.store.link,
+            fileid,
+            directory,
+            name,
         )
 
     def remove(self, directory: int, name: bytes, is_directory: bool) -> Deferred[Removed]:
         """See :meth:`IMetadataStore.remove`."""
         return self._change(
-            self.store.remove(directory, name, is_directory),
             lambda removed: (
                 (directory, removed.fileid),
                 [removed.directory.after],
                 [(directory, name, _ABSENT)],
             ),
+            self.store.remove,
+            directory,
+            name,
+            is_directory,
         )
 
     def rename(
@@ -274,20 +287,23 @@ class CachedMetadataStore:
                 names.append((source, source_name, _ABSENT))
             return changed, [renamed.source.after, renamed.target.after], names
 
-        return self._change(self.store.rename(source, source_name, target, target_name), outcome)
+        return self._change(outcome, self.store.rename, source, source_name, target, target_name)
 
     # -- keeping -----------------------------------------------------------------------
 
-    def _read(self, answer: Deferred[Attributes], start: int | None = None) -> Deferred[Attributes]:
-        """Keep the attributes *answer* brings (*start*: the counter before it was asked)."""
-        if start is None:
-            start = self.generations.counter()
+    def _read(self, ask: Callable[..., Deferred[Attributes]], *args: Any) -> Deferred[Attributes]:
+        """``ask(*args)`` of the store, keeping the attributes it answers.
+
+        The counter is read before the store is asked: a change published
+        while the store is being asked must count as after the answer.
+        """
+        start = self.generations.counter()
 
         def learn(attributes: Attributes) -> Attributes:
             self._keep_attributes(start, attributes)
             return attributes
 
-        return answer.addCallback(learn)
+        return ask(*args).addCallback(learn)
 
     def _keep(self, kept: _Kept, start: int, key: Hashable, fileid: int, value: object) -> None:
         """Keep *value*, read from the store after the counter was *start*, if still current."""
@@ -301,15 +317,18 @@ class CachedMetadataStore:
     def _keep_name(self, start: int, directory: int, name: bytes, fileid: object) -> None:
         self._keep(self._names, start, (directory, name), _entry(directory, name), fileid)
 
-    def _change(self, answer: Deferred[T], outcome: Callable[[T], _Outcome]) -> Deferred[T]:
-        """Publish a change once the store answered it, and keep what it answered.
+    def _change(
+        self, outcome: Callable[[T], _Outcome], change: Callable[..., Deferred[T]], *args: Any
+    ) -> Deferred[T]:
+        """Make ``change(*args)`` in the store, publish it once answered, keep what it answered.
 
         *outcome* says, from the answer, which files changed, their new
         attributes, and the directory entries as they now are.  What the
         store answered is kept only for files no other process changed since
-        the change was asked.
+        the change was asked: the counter is read before the store is asked.
         """
         start = self.generations.counter()
+        answer = change(*args)
 
         def changed(result: T) -> T:
             fileids, attributes, names = outcome(result)
