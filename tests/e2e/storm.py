@@ -396,10 +396,11 @@ async def shared_storm(
 
 # -- coherence: a change through one server, reads through another ------------------
 
+COHERENCE_ROUNDS = 1000
 COHERENCE_NAMES = 8
 
 
-async def coherence_round(
+async def _coherence_round(
     changer: AnfsNfs3,
     reader: AnfsNfs3,
     directory: bytes,
@@ -481,4 +482,18 @@ async def coherence_round(
     listed = sorted(entry.decode() for entry in names if entry not in (b".", b".."))
     if listed != sorted(files):
         problems.append(f"{what}: READDIR lists {listed}, not {sorted(files)}")
+    return problems
+
+
+async def coherence_rounds(first: AnfsNfs3, second: AnfsNfs3) -> list[str]:
+    """:data:`COHERENCE_ROUNDS` rounds, *first* and *second* swapping roles: what went wrong."""
+    directory = await make_dir(first, first.root, "coherence")
+    files: dict[str, tuple[bytes, int, int]] = {}
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    problems: list[str] = []
+    for round_ in range(COHERENCE_ROUNDS):
+        changer, reader = (first, second) if round_ % 2 == 0 else (second, first)
+        where = f"round {round_} (seed {seed})"
+        problems += await _coherence_round(changer, reader, directory, files, rng, where)
     return problems

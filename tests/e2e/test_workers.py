@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import re
 import signal
 import socket
@@ -25,7 +24,15 @@ from pathlib import Path
 
 from tests.e2e.clients import NFS3_OK, AnfsNfs3, run
 from tests.e2e.server import RunningServer, dittofs_server, free_port
-from tests.e2e.storm import coherence_round, fsck, log_problems, make_dir, make_file, must, whole
+from tests.e2e.storm import (
+    COHERENCE_ROUNDS,
+    coherence_rounds,
+    fsck,
+    log_problems,
+    make_file,
+    must,
+    whole,
+)
 from tests.e2e.test_wire import (
     SUCCESS,
     RawConnection,
@@ -42,7 +49,6 @@ NFSPROC3_REMOVE = 12
 WORKERS = 2
 #: Clients opened at most to find one whose connections all reach one given worker.
 PINNING_TRIES = 40
-COHERENCE_ROUNDS = 1000
 START_SECONDS = 30.0
 
 
@@ -165,17 +171,7 @@ def test_a_change_through_one_worker_is_seen_by_the_next_call_to_the_other(
             async with contextlib.AsyncExitStack() as stack:
                 clients = await pinned_clients(server, pids, stack)
                 first, second = (clients[pid] for pid in pids)
-                directory = await make_dir(first, first.root, "coherence")
-                files: dict[str, tuple[bytes, int, int]] = {}
-                seed = random.randrange(1 << 30)
-                rng = random.Random(seed)
-                problems: list[str] = []
-                for round_ in range(COHERENCE_ROUNDS):
-                    changer, reader = (first, second) if round_ % 2 == 0 else (second, first)
-                    problems += await coherence_round(
-                        changer, reader, directory, files, rng, f"round {round_} (seed {seed})"
-                    )
-                return problems
+                return await coherence_rounds(first, second)
 
         problems = run(main(), timeout=300)
         status, text = scrape(metrics)
