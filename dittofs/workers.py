@@ -45,7 +45,12 @@ import attrs
 from twisted.application.service import Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.internet.error import ProcessDone, ProcessTerminated, ReactorNotRunning
+from twisted.internet.error import (
+    ProcessDone,
+    ProcessExitedAlready,
+    ProcessTerminated,
+    ReactorNotRunning,
+)
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
@@ -127,8 +132,8 @@ def seat_from_environment() -> Seat | None:
     return None if text is None else Seat.decode(text)
 
 
-def listen_family(description: str, reactor: Any) -> int:
-    """The address family of the ``tcp:``/``tcp6:`` endpoint *description*.
+def _tcp_endpoint(description: str, reactor: Any) -> tuple[Any, int]:
+    """The ``tcp:``/``tcp6:`` endpoint *description* names, and its address family.
 
     ValueError for any other kind of endpoint: the kernel spreads
     connections over several sockets only for TCP.
@@ -140,7 +145,12 @@ def listen_family(description: str, reactor: Any) -> int:
     }.get(type(endpoint))
     if family is None:
         raise ValueError("several workers need a tcp: or tcp6: endpoint to listen on")
-    return family
+    return endpoint, family
+
+
+def listen_family(description: str, reactor: Any) -> int:
+    """The address family of the ``tcp:``/``tcp6:`` endpoint *description* (else ValueError)."""
+    return _tcp_endpoint(description, reactor)[1]
 
 
 def bind(description: str, count: int, reactor: Any) -> tuple[list[socket.socket], int]:
@@ -150,8 +160,7 @@ def bind(description: str, count: int, reactor: Any) -> tuple[list[socket.socket
     port some other server (another DittoFS supervisor too) already uses is
     refused rather than shared.
     """
-    family = listen_family(description, reactor)
-    endpoint = endpoints.serverFromString(reactor, description)
+    endpoint, family = _tcp_endpoint(description, reactor)
     interface = endpoint._interface or ("::" if family == socket.AF_INET6 else "0.0.0.0")
     port = endpoint._port
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -183,13 +192,19 @@ class _Worker(ProcessProtocol):
         self.started = time.monotonic()
         self.ready = False
         self.status = b""
+        #: The worker's process id (still known once it has ended, for the log).
+        self.pid: int | None = None
         self.ended: Deferred[None] = Deferred()
 
+    def connectionMade(self) -> None:
+        """The process has started: remember its id."""
+        assert self.transport is not None
+        self.pid = self.transport.pid
+
     @property
-    def pid(self) -> int | None:
-        """The worker's process id, while it runs."""
-        pid = self.transport.pid if self.transport is not None else None
-        return pid if isinstance(pid, int) else None
+    def running(self) -> bool:
+        """True from its start until it has ended."""
+        return self.pid is not None and not self.ended.called
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         """The worker's status pipe: ``0`` once it serves, ``1 why`` when it cannot."""
@@ -202,11 +217,11 @@ class _Worker(ProcessProtocol):
 
     def signal(self, name: str) -> None:
         """Send signal *name* (``TERM``, ``HUP``, ``KILL``) if the worker still runs."""
-        if self.pid is not None:
+        if self.running:
             try:
                 self.transport.signalProcess(name)  # type: ignore[union-attr]
-            except (OSError, Exception) as error:  # it ended meanwhile
-                log.debug("worker {index}: {error}", index=self.index, error=error)
+            except ProcessExitedAlready:  # it ended, and Twisted has not said so yet
+                log.debug("worker {index} has already exited", index=self.index)
 
     def processEnded(self, reason: Failure) -> None:
         """Tell the supervisor how the worker ended."""
@@ -371,7 +386,7 @@ class Supervisor(Service):
         log.warn(
             "Worker {index} (pid {pid}) ended: {why}; starting it again in {delay:g} s",
             index=worker.index,
-            pid=worker.transport.pid if worker.transport is not None else "?",
+            pid=worker.pid,
             why=why,
             delay=delay,
         )
@@ -428,14 +443,14 @@ class Supervisor(Service):
         """
         Service.stopService(self)
         self._stopping = True
-        running = [worker for worker in self.workers.values() if worker.pid is not None]
+        running = [worker for worker in self.workers.values() if worker.running]
         for worker in running:
             if worker.ready:
                 worker.signal("TERM")
 
         def kill() -> None:
             for worker in running:
-                if worker.pid is not None:
+                if worker.running:
                     log.warn("Worker {index} did not stop: killing it", index=worker.index)
                     worker.signal("KILL")
 

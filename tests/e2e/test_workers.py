@@ -257,7 +257,8 @@ def test_a_killed_worker_is_started_again_and_nothing_stable_is_lost(tmp_path: P
 
         run(main(), timeout=120)
         log = server.log()
-        assert "ended: it was killed by SIGKILL; starting it again" in log, log[-3000:]
+        killed = f"(pid {pids[0]}) ended: it was killed by SIGKILL; starting it again"
+        assert killed in log, log[-3000:]
         status, text = scrape(metrics)
         assert status == 200 and sample(text, "dittofs_worker_restarts_total") == 1
         assert scrape(metrics, "/ready")[0] == 200
