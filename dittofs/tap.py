@@ -64,6 +64,7 @@ from dittofs.stores import (
     check_spec,
     choices,
     describe_store,
+    factory_for,
     store_pair,
     with_cache,
 )
@@ -283,8 +284,8 @@ class Options(usage.Options):
             self.exports = self._export_specs(merged, origin, command_line)
             self.limits = _limits(merged, origin)
             merged["shutdown-timeout"] = _number(merged, origin, "shutdown-timeout", 0)
-            merged["metadata-cache"] = _whole(merged, origin, "metadata-cache")
-            merged["workers"] = _whole(merged, origin, "workers")
+            merged["metadata-cache"] = _whole(merged, origin, "metadata-cache", 0)
+            merged["workers"] = _whole(merged, origin, "workers", 1)
             named = origin.get("workers", "--workers")
             _check_workers(merged["workers"], self.exports, merged["listen"], named)
         except ConfigError as error:
@@ -334,12 +335,15 @@ def _number(values: dict[str, Any], origin: dict[str, str], key: str, smallest: 
     return number
 
 
-def _whole(values: dict[str, Any], origin: dict[str, str], key: str) -> int:
-    """A count of at least 0: an integer in the config file, digits on the command line."""
+def _whole(values: dict[str, Any], origin: dict[str, str], key: str, smallest: int) -> int:
+    """A count of at least *smallest*: an integer in the config file, digits on the command line."""
     value = values[key]
-    if (isinstance(value, int) and value >= 0) or (isinstance(value, str) and value.isdigit()):
-        return int(value)
-    raise ConfigError(f"{origin.get(key, '--' + key)}: {value!r} is not a whole number")
+    where = origin.get(key, "--" + key)
+    if not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+        raise ConfigError(f"{where}: {value!r} is not a whole number")
+    if int(value) < smallest:
+        raise ConfigError(f"{where}: must be at least {smallest}")
+    return int(value)
 
 
 #: Stores a worker cannot share with the others, and why.
@@ -355,8 +359,6 @@ _SINGLE_PROCESS = {
 
 def _check_workers(workers: int, exports: list[ExportSpec], listen: str, where: str) -> None:
     """Several workers need a TCP endpoint, and stores that several processes can share."""
-    if workers < 1:
-        raise ConfigError(f"{where}: must be at least 1")
     if workers == 1:
         return
     from twisted.internet import reactor
@@ -367,7 +369,7 @@ def _check_workers(workers: int, exports: list[ExportSpec], listen: str, where: 
         raise ConfigError(f"{where}: {error}, not {listen!r}") from None
     for spec in exports:
         for role, store in (("metadata", spec.metadata), ("content", spec.content)):
-            why = _SINGLE_PROCESS.get((role, store.partition(":")[0].strip().lower()))
+            why = _SINGLE_PROCESS.get((role, factory_for(role, store).schemes[0]))
             if why is not None:
                 raise ConfigError(f"{where}: {workers} workers cannot share {spec.path}: {why}")
 
