@@ -81,25 +81,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _children(parent: int) -> list[int]:
-    """The ids of the processes whose parent is *parent*."""
-    found = []
+def _children(parent: int) -> dict[int, str]:
+    """The processes whose parent is *parent*: id -> command name."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(stat.read_text().rpartition(")")[2].split()[1]) == parent:
-                found.append(int(stat.parent.name))
-    return sorted(found)
+            text = stat.read_text()
+            if int(text.rpartition(")")[2].split()[1]) == parent:
+                found[int(stat.parent.name)] = text[text.index("(") + 1 : text.rindex(")")]
+    return found
 
 
 def _child_named(parent: int, name: str) -> int | None:
     """The id of a child of *parent* whose command is *name*, if there is one."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            text = stat.read_text()
-            command = text[text.index("(") + 1 : text.rindex(")")]
-            if command == name and int(text.rpartition(")")[2].split()[1]) == parent:
-                return int(stat.parent.name)
-    return None
+    return next((pid for pid, command in _children(parent).items() if command == name), None)
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -218,7 +213,7 @@ class DittoServer:
 
     def pids(self) -> list[int]:
         """The processes serving: the server, or with several workers the workers."""
-        return [self.pid] if self.workers == 1 else _children(self.pid)
+        return [self.pid] if self.workers == 1 else sorted(_children(self.pid))
 
     def __exit__(
         self,
