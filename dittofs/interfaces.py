@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from twisted.internet.defer import Deferred
@@ -290,6 +290,37 @@ class IHostLocal(Interface):
 
     def change_table() -> Path:
         """The file of the change table, beside the store's own files."""
+
+
+class IChangeFeed(Interface):
+    """Optional, on a metadata store other hosts change too: it tells of every change committed.
+
+    Each change commits with a notice, in the same transaction, of the file
+    ids and entry keys
+    (:func:`~dittofs.stores.metadata.generations.entry_key`) it wrote; the
+    store hears the notices of every other process through the database's
+    own channel (PostgreSQL ``LISTEN``/``NOTIFY``, Redis pub/sub).  A
+    metadata cache follows the feed, so what it keeps goes stale as soon as
+    a notice arrives: a bound, not the strict coherence of
+    :class:`IHostLocal`.
+    """
+
+    def change_table() -> Path:
+        """The change table the processes of this host share for this filesystem (once open)."""
+
+    def follow(
+        changed: Callable[[list[int] | None], None], following: Callable[[bool], None]
+    ) -> None:
+        """Hear other processes' changes from now until the store closes.
+
+        ``changed(keys)`` is called, from a thread of the store's own, with
+        the keys of each change another process committed, once that change
+        is committed (None: it wrote too much to name, every key may have
+        changed); ``following(True)`` once notices are heard (before the
+        first ``changed``), and ``following(False)`` whenever they may be
+        missed (the channel's connection broke; the store reconnects, then
+        says ``following(True)`` again).
+        """
 
 
 class IBlockMapUser(Interface):

@@ -642,7 +642,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         metadata, content = store_pair(spec.metadata, spec.content, data_dir, reactor)
         # The cache in front of the metrics: they count what reaches the store.
         metadata = with_cache(
-            instrumented(metadata, IMetadataStore, "metadata"), config["metadata-cache"]
+            instrumented(metadata, IMetadataStore, "metadata"), content, config["metadata-cache"]
         )
         served.append(
             Export(

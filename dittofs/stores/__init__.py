@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from dittofs.interfaces import (
     IBlockMaps,
     IBlockMapUser,
+    IChangeFeed,
     IContentStore,
     IHostLocal,
     IMetadataStore,
@@ -116,14 +117,22 @@ def store_pair(
     return metadata, content
 
 
-def with_cache(metadata: IMetadataStore, entries: int) -> IMetadataStore:
+def with_cache(metadata: IMetadataStore, content: IContentStore, entries: int) -> IMetadataStore:
     """*metadata* behind a cache of *entries* entries per map, where one can stay coherent.
 
-    Only a store no other host changes (:class:`~dittofs.interfaces.IHostLocal`)
-    gets one; *entries* 0 means none.
+    A store only this host changes (:class:`~dittofs.interfaces.IHostLocal`)
+    gets one, strictly coherent; so does one that tells of other hosts'
+    changes (:class:`~dittofs.interfaces.IChangeFeed`), coherent within the
+    time a notice takes, unless its content store keeps its block maps in it
+    (S3): gateways on several hosts over one bucket promise close-to-open
+    coherence (``docs/s3.md``), which such a bound would break.  *entries* 0
+    means no cache.
     """
-    if entries <= 0 or not IHostLocal.providedBy(metadata):
+    if entries <= 0:
+        return metadata
+    shared = IChangeFeed.providedBy(metadata) and not IBlockMapUser.providedBy(content)
+    if not (IHostLocal.providedBy(metadata) or shared):
         return metadata
     from dittofs.stores.metadata.cache import CachedMetadataStore
 
-    return CachedMetadataStore(metadata, IHostLocal(metadata).change_table(), entries)
+    return CachedMetadataStore(metadata, entries=entries)

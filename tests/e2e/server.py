@@ -86,7 +86,9 @@ def dittofs_server(
     """Start the dittofs plugin with *options* on a free loopback port; stop it after.
 
     *launcher* is the command before ``dittofs``: ``twist`` of this
-    environment unless told otherwise.
+    environment unless told otherwise.  Its temporary directory is
+    *workdir*'s ``tmp``, so the change tables of caches over PostgreSQL and
+    Redis are shared by the servers of one test, and go with it.
     """
     port = port or free_port()
     log_path = workdir / f"dittofs-{port}.log"
@@ -95,9 +97,12 @@ def dittofs_server(
         "--listen", f"tcp:{port}:interface=127.0.0.1", "--export", export,
         "--data-dir", str(workdir / f"data-{port}"), *options,
     ]  # fmt: skip
+    temporary = workdir / "tmp"
+    temporary.mkdir(exist_ok=True)
+    environment = {**os.environ, "TMPDIR": str(temporary)}
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir, env=os.environ.copy()
+            command, stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir, env=environment
         )
     try:
         _wait_listening(port, process, log_path)

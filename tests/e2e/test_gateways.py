@@ -238,16 +238,17 @@ def test_racing_renames_onto_one_name(kind: str, tmp_path: Path) -> None:
         )
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "redis"])
 def test_a_change_through_one_gateway_is_seen_by_the_next_call_through_the_other(
     kind: str, tmp_path: Path
 ) -> None:
     """1,000 rounds: a change answered by one gateway, then LOOKUP/GETATTR/READDIR via the other.
 
-    With SQLite both gateways keep a metadata cache and share its change
-    table; the reads come right after the change is answered, and what the
-    reader kept from before the change must never be served: strict
-    coherence.  The gateways swap roles every round.
+    Both gateways keep a metadata cache, and on one host they share its
+    change table (beside the SQLite file; in the temporary directory for
+    PostgreSQL and Redis); the reads come right after the change is
+    answered, and what the reader kept from before the change must never be
+    served: strict coherence.  The gateways swap roles every round.
     """
     with gateways(kind, tmp_path) as (servers, metadata, content):
 

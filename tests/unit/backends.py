@@ -57,9 +57,19 @@ class SynchronousReactor(SynchronousReactorThreads):
 
 
 def synchronous_threads(case: SynchronousTestCase) -> SynchronousReactor:
-    """Make thread pools created during *case* run work inline; return the matching reactor."""
+    """Make thread pools created during *case* run work inline; return the matching reactor.
+
+    The change tables of caches over PostgreSQL and Redis
+    (:func:`~dittofs.stores.metadata.generations.host_tables`) go to a
+    temporary directory of the test's own, removed when it ends.
+    """
     case.patch(threadpool, "ThreadPool", SynchronousThreadPool)
     case.patch(redis_metadata, "ThreadPool", SynchronousThreadPool)
+    if not getattr(case, "_private_tempdir", False):
+        directory = tempfile.mkdtemp(prefix="dittofs-tables-")
+        case.addCleanup(shutil.rmtree, directory, True)
+        case.patch(tempfile, "tempdir", directory)
+        case._private_tempdir = True  # type: ignore[attr-defined]
     return SynchronousReactor()
 
 

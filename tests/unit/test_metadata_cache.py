@@ -23,13 +23,16 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from dittofs.errors import NFSError
-from dittofs.interfaces import IMetadataStore
+from dittofs.interfaces import IChangeFeed, IMetadataStore
 from dittofs.model import NewNode, SetAttributes
 from dittofs.stores import with_cache
+from dittofs.stores.content.fs import FilesystemContentStore
 from dittofs.stores.metadata.cache import CachedMetadataStore
 from dittofs.stores.metadata.generations import SLOTS, Generations
 from dittofs.stores.metadata.memory import MemoryMetadataStore
 from dittofs.stores.metadata.sqlite import SqliteMetadataStore
+from dittofs.stores.s3.content import S3ContentStore
+from dittofs.stores.s3.settings import parse_s3_spec
 from dittofs.testing import TickingClock
 from dittofs.testing.conformance import MetadataStoreConformance
 from dittofs.vocabulary import FileType, Status
@@ -275,27 +278,49 @@ class GenerationsTests(SynchronousTestCase):
 
 
 class WhichStoresTests(SynchronousTestCase):
-    """Only a store no other host changes gets a cache, and only when entries are asked for."""
+    """Which stores get a cache: those whose changes elsewhere it can hear, when asked for."""
+
+    def setUp(self) -> None:
+        """Content stores to pair with: one directory (fs), one S3 bucket (its maps in metadata)."""
+        directory = _scratch(self)
+        reactor = backends.synchronous_threads(self)
+        self.fs = FilesystemContentStore(directory / "content", reactor)
+        self.s3 = S3ContentStore(parse_s3_spec("s3://bucket/fs", directory), reactor)
 
     def test_sqlite_gets_one_sharing_a_table_beside_its_file(self) -> None:
         """The SQLite store is cached, its change table ``metadata.db-changes`` beside it."""
         store = backends.sqlite_store(self)
-        cached = with_cache(store, 10)
-        assert isinstance(cached, CachedMetadataStore)
-        self.assertIs(cached.store, store)
-        self.assertEqual(cached.table, store.path.parent / "metadata.db-changes")
+        for content in (self.fs, self.s3):
+            cached = with_cache(store, content, 10)
+            assert isinstance(cached, CachedMetadataStore)
+            self.assertIs(cached.store, store)
+            self.resolve(cached.open())
+            self.addCleanup(lambda cached=cached: self.resolve(cached.close()))
+            self.assertEqual(cached.table, store.path.parent / "metadata.db-changes")
 
     def test_none_when_turned_off(self) -> None:
         """``--metadata-cache 0`` leaves the store as it is."""
         store = backends.sqlite_store(self)
-        self.assertIs(with_cache(store, 0), store)
+        self.assertIs(with_cache(store, self.fs, 0), store)
 
-    def test_none_for_stores_other_hosts_change(self) -> None:
-        """PostgreSQL and Redis are changed by gateways the table cannot hear: no cache."""
+    def test_stores_other_hosts_change_get_one_following_their_feed(self) -> None:
+        """PostgreSQL and Redis tell of other hosts' changes: cached, over fs content."""
         for store in (backends.postgres_store(self), backends.redis_store(self)):
-            self.assertIs(with_cache(store, 10), store)
+            self.assertTrue(verifyObject(IChangeFeed, store))
+            cached = with_cache(store, self.fs, 10)
+            assert isinstance(cached, CachedMetadataStore)
+            self.assertIs(cached.store, store)
+
+    def test_none_for_shared_stores_keeping_s3_maps(self) -> None:
+        """Over S3 content, PostgreSQL and Redis stay uncached: close-to-open across hosts."""
+        for store in (backends.postgres_store(self), backends.redis_store(self)):
+            self.assertIs(with_cache(store, self.s3, 10), store)
 
     def test_none_for_the_memory_store(self) -> None:
         """The memory store is memory already."""
         store = MemoryMetadataStore()
-        self.assertIs(with_cache(store, 10), store)
+        self.assertIs(with_cache(store, self.fs, 10), store)
+
+    def resolve(self, deferred: Deferred[Any]) -> Any:
+        """The result of a store call, which has fired (synchronous thread pools)."""
+        return self.successResultOf(deferred)

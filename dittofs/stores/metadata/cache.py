@@ -7,13 +7,17 @@ GETATTR, LOOKUP and READLINK are served from them while they are current;
 READDIR always asks the store.  Changes go to the store, and what the store
 answered about them is kept.
 
-Current means: no process on this host changed the file since the store
-answered, as told by a shared :class:`~dittofs.stores.metadata.generations.Generations`
+Current means: no process changed the file since the store answered, as
+told by a shared :class:`~dittofs.stores.metadata.generations.Generations`
 table.  Every change is published there once committed, before it is
 answered, so the next call to reach any process sharing the table (the
-workers of one server, gateways over one SQLite file) never sees what
-preceded it.  A store shared with other hosts is outside the table's reach:
-the caller decides whether a cache may stand in front of it.
+workers of one server, gateways over one SQLite file or one PostgreSQL or
+Redis filesystem on this host) never sees what preceded it.  A store that
+other hosts change too (:class:`~dittofs.interfaces.IChangeFeed`) tells of
+their changes as they commit, and each is published in the table once
+heard: for them, what is kept goes stale within the time a notice takes to
+arrive.  While the store cannot say (its channel broke), nothing is served
+from memory or kept.
 
 A change that fails for a reason the client must hear about (``NOENT``,
 ``EXIST`` ...) changed nothing.  One that fails otherwise (I/O, an
@@ -23,7 +27,6 @@ unknown, so every slot of the table is moved.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,7 +37,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dittofs.errors import NFSError
-from dittofs.interfaces import IMetadataStore
+from dittofs.interfaces import IChangeFeed, IHostLocal, IMetadataStore
 from dittofs.model import (
     Attributes,
     Created,
@@ -47,7 +50,7 @@ from dittofs.model import (
     SetAttributes,
     WccAttributes,
 )
-from dittofs.stores.metadata.generations import Generations
+from dittofs.stores.metadata.generations import Generations, entry_key
 from dittofs.vocabulary import Status
 
 #: Entries each map keeps by default (attributes, names, symlink targets).
@@ -64,6 +67,8 @@ class _Kept(LRUCache):  # type: ignore[type-arg]
 
     def fresh(self, key: Hashable, fileid: int, generations: Generations) -> Any:
         """What is kept under *key* while *fileid*'s slot still holds its tag, else None."""
+        if not generations.live:
+            return None
         entry = self.get(key)
         if entry is None:
             return None
@@ -83,7 +88,8 @@ class CachedMetadataStore:
     ) -> None:
         self.store = store
         self.name = store.name
-        #: Where the change table is shared (None: private to this process).
+        #: Where the change table is shared (None: where the store says, if it says, once
+        #: open; else private to this process).
         self.table = table
         self.generations = Generations()
         #: fileid -> Attributes; (directory, name) -> fileid or absent; fileid -> target.
@@ -98,11 +104,36 @@ class CachedMetadataStore:
         """See :meth:`IMetadataStore.open`; the change table is mapped once the store opened."""
 
         def share(_: None) -> None:
+            feed = IChangeFeed(self.store, None)
+            if self.table is None and feed is not None:
+                self.table = feed.change_table()
+            elif self.table is None and IHostLocal.providedBy(self.store):
+                self.table = IHostLocal(self.store).change_table()
             if self.table is not None:
                 self.generations = Generations(self.table)
+            if feed is not None:
+                self.generations.live = False
+                feed.follow(self._heard, self._following)
 
         opened: Deferred[None] = self.store.open()
         return opened.addCallback(share)
+
+    def _heard(self, keys: list[int] | None) -> None:
+        """Another host's change (None: of anything), heard from the store's feed."""
+        if keys is None:
+            self.generations.publish_all()
+        else:
+            self.generations.heard(keys)
+
+    def _following(self, following: bool) -> None:
+        """The store's feed is heard (again), or may miss changes from now on.
+
+        Whatever was kept before it was heard again may have changed
+        meanwhile, so every slot moves before anything is served again.
+        """
+        if following:
+            self.generations.publish_all()
+        self.generations.live = following
 
     def close(self) -> Deferred[None]:
         """See :meth:`IMetadataStore.close`; the table is unmapped once the store closed."""
@@ -144,7 +175,7 @@ class CachedMetadataStore:
         """
         if name == b"..":
             return self._read(self.store.lookup, directory, name)
-        entry = _entry(directory, name)
+        entry = entry_key(directory, name)
         fileid = self._names.fresh((directory, name), entry, self.generations)
         if fileid is _ABSENT:
             if self._attributes.fresh(directory, directory, self.generations) is not None:
@@ -308,14 +339,14 @@ class CachedMetadataStore:
     def _keep(self, kept: _Kept, start: int, key: Hashable, fileid: int, value: object) -> None:
         """Keep *value*, read from the store after the counter was *start*, if still current."""
         tag = self.generations.slot(fileid)
-        if tag <= start:
+        if tag <= start and self.generations.live:
             kept[key] = (tag, value)
 
     def _keep_attributes(self, start: int, attributes: Attributes) -> None:
         self._keep(self._attributes, start, attributes.fileid, attributes.fileid, attributes)
 
     def _keep_name(self, start: int, directory: int, name: bytes, fileid: object) -> None:
-        self._keep(self._names, start, (directory, name), _entry(directory, name), fileid)
+        self._keep(self._names, start, (directory, name), entry_key(directory, name), fileid)
 
     def _change(
         self, outcome: Callable[[T], _Outcome], change: Callable[..., Deferred[T]], *args: Any
@@ -332,8 +363,12 @@ class CachedMetadataStore:
 
         def changed(result: T) -> T:
             fileids, attributes, names = outcome(result)
-            entries = {(directory, name): _entry(directory, name) for directory, name, _ in names}
+            entries = {
+                (directory, name): entry_key(directory, name) for directory, name, _ in names
+            }
             value, raced = self.generations.publish([*fileids, *entries.values()], start)
+            if not self.generations.live:
+                return result
             for each in attributes:
                 if each.fileid not in raced:
                     self._attributes[each.fileid] = (value, each)
@@ -364,8 +399,3 @@ class _Absent:
 
 
 _ABSENT = _Absent()
-
-
-def _entry(directory: int, name: bytes) -> int:
-    """The number whose slot stands for the entry *name* of *directory*, in every process."""
-    return zlib.crc32(name, directory & 0xFFFFFFFF) ^ (directory >> 32)

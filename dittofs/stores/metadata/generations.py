@@ -22,6 +22,10 @@ The protocol, with ``C`` the counter and ``slot(f)`` a file's slot:
   kept, or after it, so the tag stops matching.)
 * A kept answer is used while its file's slot still holds its tag.
 
+Changes committed by processes on other hosts reach the table as they are
+heard (:meth:`Generations.heard`, fed by a store's change feed): later than
+those of this host, but by the same rule.
+
 Reads of the table take no lock: the counter and slots are aligned 8-byte
 words, read whole.  Files sharing a slot only make each other's entries go
 stale sooner.  The table holds no data, only counters, so it is never
@@ -34,7 +38,11 @@ import contextlib
 import fcntl
 import mmap
 import os
+import stat
 import struct
+import tempfile
+import threading
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -54,6 +62,11 @@ class Generations:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self._fd: int | None = None
+        #: Serialises this process's threads (``lockf`` locks are per process).
+        self._thread_lock = threading.Lock()
+        #: False while changes may go unheard (a store's feed is cut off): then
+        #: nothing is current, whatever the slots say.
+        self.live = True
         if path is None:
             self._table: mmap.mmap | bytearray = bytearray(_SIZE)
             return
@@ -106,6 +119,15 @@ class Generations:
                 _WORD.pack_into(self._table, offset, value)
         return value, raced
 
+    def heard(self, fileids: Iterable[int]) -> None:
+        """Publish a change another host committed to *fileids* (heard from the store)."""
+        offsets = [_offset(fileid) for fileid in fileids]
+        with self._locked():
+            value = int(_WORD.unpack_from(self._table, 0)[0]) + 1
+            _WORD.pack_into(self._table, 0, value)
+            for offset in offsets:
+                _WORD.pack_into(self._table, offset, value)
+
     def publish_all(self) -> None:
         """A change whose files are unknown (a store failed mid-way): every slot moves."""
         with self._locked():
@@ -115,16 +137,40 @@ class Generations:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """Hold the table's lock across processes (``lockf`` on its file; none if private)."""
-        if self._fd is None:
-            yield
-            return
-        fcntl.lockf(self._fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        """Hold the table's lock across this process's threads and, if shared, across processes."""
+        with self._thread_lock:
+            if self._fd is None:
+                yield
+                return
+            fcntl.lockf(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
 
 def _offset(fileid: int) -> int:
     return _WORD.size * (1 + fileid % SLOTS)
+
+
+def entry_key(directory: int, name: bytes) -> int:
+    """The number whose slot stands for the entry *name* of *directory*, in every process."""
+    return zlib.crc32(name, directory & 0xFFFFFFFF) ^ (directory >> 32)
+
+
+def host_tables() -> Path:
+    """Where this user's change tables of stores shared with other hosts live on this host.
+
+    A directory of the temporary directory only this user may enter, so that
+    every process of the user serving one filesystem shares its table
+    whatever its data directory, and no other user can write to it.  A
+    directory found there that another user owns, or that others may enter,
+    is refused (ValueError): it could feed the caches stale counters.
+    """
+    directory = Path(tempfile.gettempdir()) / f"dittofs-{os.geteuid()}"
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    found = directory.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid() or found.st_mode & 0o077:
+        raise ValueError(f"{directory} is not a private directory of this user")
+    return directory

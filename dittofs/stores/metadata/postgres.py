@@ -8,21 +8,44 @@ transaction-scoped advisory lock, so two concurrent moves can never create a
 cycle between them (the same reason Linux has a per-filesystem rename mutex).
 A lost connection, a deadlock or a serialisation failure becomes
 ``NFS3ERR_JUKEBOX``: the client waits and retries while the database is away.
+
+Every change also sends, in its transaction, a notice of what it wrote on
+the channel ``dittofs_<generation>`` (:mod:`dittofs.stores.metadata.feed`),
+which PostgreSQL delivers to every listening gateway once it commits: the
+store's :class:`~dittofs.interfaces.IChangeFeed`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.conninfo import make_conninfo
 from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
 
 from dittofs.errors import NFSError
-from dittofs.stores.metadata.sql import Cursor, SqlMetadataStore
+from dittofs.interfaces import IChangeFeed
+from dittofs.stores.metadata import feed
+from dittofs.stores.metadata.generations import host_tables
+from dittofs.stores.metadata.sql import Cursor, SqlMetadataStore, SqlTransaction
 from dittofs.vocabulary import Status
+
+T = TypeVar("T")
+
+#: The listening connection's TCP keepalives: a peer gone silent is noticed
+#: in about 20 seconds, and the caches stop trusting what they kept.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+}
 
 #: Advisory lock keys (arbitrary constants, scoped to DittoFS's tables).
 _SCHEMA_LOCK = 0x0D1770F5
@@ -116,6 +139,7 @@ class PostgresDialect:
         ) and not isinstance(error, pg_errors.DeadlockDetected | pg_errors.SerializationFailure)
 
 
+@implementer(IChangeFeed)
 class PostgresMetadataStore(SqlMetadataStore):
     """Metadata in a PostgreSQL database (a libpq connection string or URL)."""
 
@@ -138,3 +162,61 @@ class PostgresMetadataStore(SqlMetadataStore):
             cp_reactor=reactor,
         )
         super().__init__(pool, PostgresDialect(), clock)
+        self._conninfo = conninfo
+        self._origin = feed.new_origin()
+        self._follower: feed.Follower | None = None
+
+    @property
+    def _channel(self) -> str:
+        return f"dittofs_{self._namespace.generation}"
+
+    def _in_transaction(self, operation: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run a namespace operation in one transaction that also notifies what it wrote."""
+
+        def run(cursor: Cursor) -> T:
+            noting = feed.Noting(SqlTransaction(cursor, self._dialect))
+            result = operation(noting, *args)
+            if noting.keys:
+                cursor.execute(
+                    "SELECT pg_notify(%s, %s)",
+                    (self._channel, feed.notice(self._origin, noting.keys)),
+                )
+            return result
+
+        return self._run(run)
+
+    def change_table(self) -> Path:
+        """See :meth:`IChangeFeed.change_table`: one per filesystem (its generation) and user."""
+        return host_tables() / f"postgresql-{self._namespace.generation}.changes"
+
+    def follow(
+        self,
+        changed: Callable[[list[int] | None], None],
+        following: Callable[[bool], None],
+    ) -> None:
+        """See :meth:`IChangeFeed.follow`: ``LISTEN`` on a connection of its own."""
+        self._follower = feed.Follower(
+            "dittofs-postgresql-feed",
+            self._listen,
+            self._origin,
+            changed=changed,
+            following=following,
+        )
+        self._follower.start()
+
+    def _listen(self) -> Generator[str | None]:
+        """See :data:`feed.Listen`."""
+        conninfo = make_conninfo(self._conninfo, **KEEPALIVES)
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute(f"LISTEN {self._channel}")
+            yield None
+            while True:
+                for notify in connection.notifies(timeout=feed.POLL):
+                    yield notify.payload
+                yield None
+
+    def close(self) -> Deferred[None]:
+        """Stop listening and close the pool's connections."""
+        if self._follower is not None:
+            self._follower.stop()
+        return super().close()

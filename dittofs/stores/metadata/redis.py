@@ -21,7 +21,10 @@ Changes are optimistic transactions: every key an operation's decision
 depends on is ``WATCH``ed before it is read, the writes go in one
 ``MULTI``/``EXEC``, and a concurrent change by another gateway makes ``EXEC``
 fail and the operation run again.  A directory move watches the whole chain
-of parents it checks, so two moves can never build a cycle together.
+of parents it checks, so two moves can never build a cycle together.  The
+same ``EXEC`` publishes a notice of what the change wrote on the channel
+``changes`` (under the prefix), which every gateway's
+:class:`~dittofs.interfaces.IChangeFeed` hears.
 
 redis-py blocks, so it runs in a bounded thread pool, never on the reactor
 thread.  Durability is Redis's: see ``docs/backends.md``; on open the store
@@ -33,7 +36,8 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -48,7 +52,7 @@ from zope.interface import implementer
 
 from dittofs import log as dittofs_log
 from dittofs.errors import NFSError
-from dittofs.interfaces import IBlockMaps, IMetadataInventory, IMetadataStore
+from dittofs.interfaces import IBlockMaps, IChangeFeed, IMetadataInventory, IMetadataStore
 from dittofs.model import (
     Attributes,
     BlockChange,
@@ -61,7 +65,8 @@ from dittofs.model import (
     Repair,
     Slice,
 )
-from dittofs.stores.metadata import blockmap, namespace
+from dittofs.stores.metadata import blockmap, feed, namespace
+from dittofs.stores.metadata.generations import host_tables
 from dittofs.stores.metadata.namespace import Inode, Namespace, NamespaceStore
 from dittofs.vocabulary import FileType, Status
 
@@ -252,7 +257,7 @@ class _Transaction:
         self.queue().sadd(self.prefix + b"orphans", fileid)
 
 
-@implementer(IMetadataStore, IMetadataInventory, IBlockMaps)
+@implementer(IMetadataStore, IMetadataInventory, IBlockMaps, IChangeFeed)
 class RedisMetadataStore(NamespaceStore):
     """Metadata in Redis (``redis://host:port/db?prefix=NAME``)."""
 
@@ -274,6 +279,9 @@ class RedisMetadataStore(NamespaceStore):
         self._clock = clock
         self._namespace = Namespace(0, clock)
         self._root = 0
+        self._channel = self._prefix + b"changes"
+        self._origin = feed.new_origin()
+        self._follower: feed.Follower | None = None
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -297,9 +305,12 @@ class RedisMetadataStore(NamespaceStore):
                     # stop colliding instead of exhausting their retries together.
                     time.sleep(random.uniform(0, min(0.0005 * 2**attempt, 0.05)))
                 tx = _Transaction(self._client, pipe, self._prefix)
+                noting = feed.Noting(tx)
                 try:
-                    result = operation(tx, *args)
+                    result = operation(noting, *args)
                     if tx.writing:
+                        if noting.keys:
+                            pipe.publish(self._channel, feed.notice(self._origin, noting.keys))
                         pipe.execute()
                 except redis.WatchError:
                     continue
@@ -373,13 +384,62 @@ class RedisMetadataStore(NamespaceStore):
         return generation, root
 
     def close(self) -> Deferred[None]:
-        """Drain the thread pool and close the connections."""
+        """Stop listening, drain the thread pool and close the connections."""
+        if self._follower is not None:
+            self._follower.stop()
         drained = self._in_thread(self._client.close)
 
         def stop(result: object) -> None:
             self._pool.stop()
 
         return drained.addBoth(stop)
+
+    # -- IChangeFeed -------------------------------------------------------------------
+
+    def change_table(self) -> Path:
+        """See :meth:`IChangeFeed.change_table`: one per filesystem (its generation) and user."""
+        return host_tables() / f"redis-{self._namespace.generation}.changes"
+
+    def follow(
+        self,
+        changed: Callable[[list[int] | None], None],
+        following: Callable[[bool], None],
+    ) -> None:
+        """See :meth:`IChangeFeed.follow`: ``SUBSCRIBE`` on a connection of its own."""
+        self._follower = feed.Follower(
+            "dittofs-redis-feed",
+            self._listen,
+            self._origin,
+            changed=changed,
+            following=following,
+        )
+        self._follower.start()
+
+    def _listen(self) -> Generator[str | None]:
+        """See :data:`feed.Listen`.
+
+        redis-py reconnects a broken subscription by itself and subscribes
+        again, silently: what was published meanwhile is lost.  So a second
+        subscription confirmation counts as a broken channel.
+        """
+        pubsub = self._client.pubsub()
+        try:
+            pubsub.subscribe(self._channel)
+            subscribed = False
+            while True:
+                message = pubsub.get_message(timeout=feed.POLL)
+                if message is None:
+                    if subscribed:
+                        yield None
+                elif message["type"] == "subscribe":
+                    if subscribed:
+                        raise redis.ConnectionError("subscribed again: notices may be lost")
+                    subscribed = True
+                    yield None
+                elif message["type"] == "message":
+                    yield bytes(message["data"]).decode()
+        finally:
+            pubsub.close()
 
     # -- IMetadataStore -------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ _INODE_COLUMNS = (
     "fileid, type, mode, nlink, uid, gid, size, rdev_major, rdev_minor, atime, mtime, ctime, parent"
 )
 _JOINED_INODE_COLUMNS = ", ".join("i." + column for column in _INODE_COLUMNS.split(", "))
-#: The columns :meth:`_Transaction.write` may set, each under its Inode field's name.
+#: The columns :meth:`SqlTransaction.write` may set, each under its Inode field's name.
 _WRITABLE = frozenset({"mode", "nlink", "uid", "gid", "size", "atime", "mtime", "ctime", "parent"})
 
 
@@ -176,7 +176,7 @@ class SqlMetadataStore(NamespaceStore):
 
     def _in_transaction(self, operation: Callable[..., T], *args: Any) -> Deferred[T]:
         """Run a :class:`Namespace` operation in one transaction."""
-        return self._run(lambda cursor: operation(_Transaction(cursor, self._dialect), *args))
+        return self._run(lambda cursor: operation(SqlTransaction(cursor, self._dialect), *args))
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -208,7 +208,7 @@ class SqlMetadataStore(NamespaceStore):
             )
             root = int(self._one(cursor, "SELECT value FROM dittofs_meta WHERE key = 'root'")[0])
             return generation, root
-        root = Namespace(0, self._clock).make_root(_Transaction(cursor, self._dialect))
+        root = Namespace(0, self._clock).make_root(SqlTransaction(cursor, self._dialect))
         generation = secrets.randbits(31) + 1
         for key, value in (
             ("schema_version", SCHEMA_VERSION),
@@ -236,7 +236,7 @@ class SqlMetadataStore(NamespaceStore):
     def _readdir(
         self, cursor: Cursor, directory: int, cookie: int, max_entries: int, with_attributes: bool
     ) -> DirPage:
-        self._namespace.listable(_Transaction(cursor, self._dialect), directory)
+        self._namespace.listable(SqlTransaction(cursor, self._dialect), directory)
         if with_attributes:
             self._execute(
                 cursor,
@@ -429,7 +429,7 @@ class SqlMetadataStore(NamespaceStore):
                 )
 
 
-class _Transaction:
+class SqlTransaction:
     """The namespace's primitives as SQL statements in one database transaction.
 
     Rows are locked (``lock``) before they are read for a change, so on

@@ -1,0 +1,162 @@
+"""Change feeds: how a store shared with other hosts tells every gateway what changed.
+
+A store providing :class:`~dittofs.interfaces.IChangeFeed` commits each
+change together with a *notice*: the writing process's origin and the keys
+(file ids, :func:`~dittofs.stores.metadata.generations.entry_key` values) of
+what it wrote.  This module holds what PostgreSQL and Redis share of it:
+
+* :class:`Noting`, a namespace transaction that notes the keys it writes;
+* :func:`notice` and :func:`keys_of`, the notice's text;
+* :class:`Follower`, the thread that listens on the store's channel, hands
+  every other process's notice on, and reconnects after a broken
+  connection, saying when notices may have been missed.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable, Generator
+from typing import Any
+
+from twisted.logger import Logger
+
+from dittofs import log as dittofs_log
+from dittofs.stores.metadata.generations import entry_key
+from dittofs.stores.metadata.namespace import Transaction
+
+log = Logger(observer=dittofs_log.observer)
+
+#: How often (seconds) a listening thread looks whether it is to stop.
+POLL = 0.5
+#: Waits between attempts to listen again after the channel broke (seconds).
+MIN_RETRY = 0.1
+MAX_RETRY = 5.0
+
+#: A notice's longest text; PostgreSQL refuses payloads of 8,000 bytes or more.
+#: A change writes a handful of keys; one that wrote more says "every key".
+MAX_NOTICE = 7000
+EVERYTHING = "*"
+
+
+def new_origin() -> str:
+    """A process's name in its notices, so that it does not hear its own."""
+    return secrets.token_hex(8)
+
+
+class Noting:
+    """A namespace :class:`~dittofs.stores.metadata.namespace.Transaction` noting what it writes.
+
+    Every primitive passes to *transaction*; ``keys`` collects the file ids
+    of inodes written or deleted and the entry keys of entries added or
+    dropped, which is everything a metadata cache may keep of them.
+    """
+
+    def __init__(self, transaction: Transaction) -> None:
+        self.transaction = transaction
+        self.keys: set[int] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transaction, name)
+
+    def write(self, fileid: int, **fields: int) -> None:
+        self.keys.add(fileid)
+        self.transaction.write(fileid, **fields)
+
+    def add_entry(self, directory: int, name: bytes, fileid: int) -> None:
+        self.keys.add(entry_key(directory, name))
+        self.transaction.add_entry(directory, name, fileid)
+
+    def drop_entry(self, directory: int, name: bytes) -> None:
+        self.keys.add(entry_key(directory, name))
+        self.transaction.drop_entry(directory, name)
+
+    def delete(self, fileid: int) -> None:
+        self.keys.add(fileid)
+        self.transaction.delete(fileid)
+
+
+def notice(origin: str, keys: set[int]) -> str:
+    """The text that tells other processes *origin* changed *keys*."""
+    text = " ".join([origin, *map(str, keys)])
+    return text if len(text) <= MAX_NOTICE else f"{origin} {EVERYTHING}"
+
+
+def keys_of(text: str, origin: str) -> list[int] | None:
+    """The keys a notice names; [] if it is *origin*'s own; None if it names every key."""
+    sender, _, rest = text.partition(" ")
+    if sender == origin:
+        return []
+    if rest == EVERYTHING:
+        return None
+    return [int(key) for key in rest.split()]
+
+
+#: Opens the channel, listens, then yields each notice's text as it comes, and
+#: None once listening has begun and again every :data:`POLL` seconds of quiet;
+#: raises when the connection breaks.  Closing it closes the connection.
+Listen = Callable[[], Generator[str | None]]
+
+
+class Follower:
+    """The thread that follows one store's channel for one listener.
+
+    *changed* gets each other process's keys (None: every key), *following*
+    True once the channel is heard and False when it broke; both are called
+    on this thread, never after :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        listen: Listen,
+        origin: str,
+        *,
+        changed: Callable[[list[int] | None], None],
+        following: Callable[[bool], None],
+    ) -> None:
+        self._listen = listen
+        self._origin = origin
+        self._changed = changed
+        self._following = following
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        """Start listening (in the background: :meth:`IChangeFeed.follow` does not wait)."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening: the thread closes its connection within :data:`POLL` seconds.
+
+        Nothing waits for it (a join would hold the reactor); it calls
+        nothing after it has seen the stop.
+        """
+        self._stopping.set()
+
+    def _run(self) -> None:
+        retry = MIN_RETRY
+        while not self._stopping.is_set():
+            heard = False
+            messages = self._listen()
+            try:
+                for text in messages:
+                    if self._stopping.is_set():
+                        return
+                    if not heard:
+                        heard = True
+                        retry = MIN_RETRY
+                        self._following(True)
+                    if text is not None:
+                        keys = keys_of(text, self._origin)
+                        if keys is None or keys:
+                            self._changed(keys)
+            except Exception as error:  # any broken channel is listened to again
+                if not self._stopping.is_set():
+                    log.warn("change feed: {error}; listening again", error=error)
+            finally:
+                messages.close()
+                if heard and not self._stopping.is_set():
+                    self._following(False)
+            self._stopping.wait(retry)
+            retry = min(retry * 2, MAX_RETRY)
