@@ -110,7 +110,7 @@ _CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     **{key: str for key in DEFAULTS},
     "shutdown-timeout": (int, float),
     "metadata-cache": int,
-    "workers": int,
+    "workers": (int, str),
     "metrics": str,
     "content-path": str,
     "clients": list,
@@ -217,13 +217,14 @@ class Options(usage.Options):
             "workers",
             "w",
             None,
-            "Processes serving the endpoint over shared stores, one core each [default: 1].",
+            "Processes serving the endpoint over shared stores, one core each; auto: one per "
+            "core where the stores allow [default: 1].",
         ],
         [
             "metadata-cache",
             None,
             None,
-            "Entries of each sqlite export's metadata cache, 0 for none "
+            "Entries of each export's metadata cache, 0 for none "
             f"[default: {DEFAULT_ENTRIES}].",
         ],
     ]
@@ -285,9 +286,7 @@ class Options(usage.Options):
             self.limits = _limits(merged, origin)
             merged["shutdown-timeout"] = _number(merged, origin, "shutdown-timeout", 0)
             merged["metadata-cache"] = _whole(merged, origin, "metadata-cache", 0)
-            merged["workers"] = _whole(merged, origin, "workers", 1)
-            named = origin.get("workers", "--workers")
-            _check_workers(merged["workers"], self.exports, merged["listen"], named)
+            merged["workers"] = _workers(merged, origin, self.exports)
         except ConfigError as error:
             raise usage.UsageError(str(error)) from None
         try:
@@ -357,21 +356,37 @@ _SINGLE_PROCESS = {
 }
 
 
-def _check_workers(workers: int, exports: list[ExportSpec], listen: str, where: str) -> None:
-    """Several workers need a TCP endpoint, and stores that several processes can share."""
-    if workers == 1:
-        return
+def _workers(values: dict[str, Any], origin: dict[str, str], exports: list[ExportSpec]) -> int:
+    """How many worker processes: a count, or ``auto``, one per core where several can work.
+
+    Several workers need a TCP endpoint and stores that several processes
+    can share; a count above one that cannot work is refused in one line,
+    ``auto`` settles for one process then.
+    """
+    where = origin.get("workers", "--workers")
+    if values["workers"] == "auto":
+        return 1 if _one_process(exports, values["listen"]) else os.cpu_count() or 1
+    count = _whole(values, origin, "workers", 1)
+    why = None if count == 1 else _one_process(exports, values["listen"])
+    if why is not None:
+        raise ConfigError(f"{where}: {count} workers cannot {why}")
+    return count
+
+
+def _one_process(exports: list[ExportSpec], listen: str) -> str | None:
+    """Why these exports on *listen* need one process (None: several can serve them)."""
     from twisted.internet import reactor
 
     try:
         workers_module.listen_family(listen, reactor)
     except ValueError as error:
-        raise ConfigError(f"{where}: {error}, not {listen!r}") from None
+        return f"listen on {listen!r}: {error}"
     for spec in exports:
         for role, store in (("metadata", spec.metadata), ("content", spec.content)):
             why = _SINGLE_PROCESS.get((role, factory_for(role, store).schemes[0]))
             if why is not None:
-                raise ConfigError(f"{where}: {workers} workers cannot share {spec.path}: {why}")
+                return f"share {spec.path}: {why}"
+    return None
 
 
 def _limits(values: dict[str, Any], origin: dict[str, str]) -> Limits:

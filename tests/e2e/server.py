@@ -86,12 +86,16 @@ def dittofs_server(
     """Start the dittofs plugin with *options* on a free loopback port; stop it after.
 
     *launcher* is the command before ``dittofs``: ``twist`` of this
-    environment unless told otherwise.  Its temporary directory is
+    environment unless told otherwise.  ``DITTOFS_E2E_WORKERS`` (a count,
+    or ``auto``) adds ``--workers`` where the test chose none.  Its temporary directory is
     *workdir*'s ``tmp``, so the change tables of caches over PostgreSQL and
     Redis are shared by the servers of one test, and go with it.
     """
     port = port or free_port()
     log_path = workdir / f"dittofs-{port}.log"
+    workers = os.environ.get("DITTOFS_E2E_WORKERS")
+    if workers and "--workers" not in options:
+        options = (*options, "--workers", workers)
     command = [
         *launcher, "dittofs",
         "--listen", f"tcp:{port}:interface=127.0.0.1", "--export", export,

@@ -177,11 +177,18 @@ def test_daemonised_twistd_exits_1_and_its_daemon_ends(tmp_path: Path) -> None:
 
 
 def test_start_up_line_says_where_it_listens_and_which_stores(tmp_path: Path) -> None:
-    """The start-up line names the endpoint and each store, where its data is, password hidden."""
+    """The start-up line names the endpoint and each store, where its data is, password hidden.
+
+    One process: each worker's line names its seat, and the supervisor's
+    its workers (``tests/e2e/test_workers.py``).
+    """
     with postgres_schema("startup") as schema:
         url = postgres_url(schema)
         port = free_port()
-        options = ("--metadata", with_password(url), "--content", f"fs:{tmp_path / 'blocks'}")
+        options = (
+            *("--metadata", with_password(url), "--content", f"fs:{tmp_path / 'blocks'}"),
+            *("--workers", "1"),
+        )
         with dittofs_server(tmp_path, *options, port=port) as server:
             deadline = time.monotonic() + STOP_SECONDS
             while "DittoFS listens" not in server.log():

@@ -312,6 +312,11 @@ class UsageErrorTests(TempDirMixin):
         self.assertEqual(parse(["--workers", "2"])["workers"], 2)
         self.assertEqual(parse([])["workers"], 1)
         self.assertEqual(parse(["--workers", "1", "--metadata", "memory"])["workers"], 1)
+        cores = os.cpu_count() or 1
+        self.assertEqual(parse(["--workers", "auto"])["workers"], cores)
+        for single in (["--metadata", "memory"], ["--listen", "unix:/tmp/dittofs.sock"]):
+            with self.subTest(single=single):
+                self.assertEqual(parse(["--workers", "auto", *single])["workers"], 1)
         for argv, why in (
             (["--workers", "0"], "at least 1"),
             (["--workers", "2", "--metadata", "memory"], "memory metadata"),

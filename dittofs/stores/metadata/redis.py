@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import socket
 import time
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
@@ -73,6 +74,10 @@ from dittofs.vocabulary import FileType, Status
 log = Logger(observer=dittofs_log.observer)
 
 T = TypeVar("T")
+
+#: The feed's connection's TCP keepalives (idle, interval, count): a Redis gone
+#: silent is noticed in about 20 seconds, and the caches stop trusting what they kept.
+KEEPALIVES = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 3, socket.TCP_KEEPCNT: 3}
 
 #: Optimistic transactions retried this often before the client is told to come back later.
 MAX_RETRIES = 50
@@ -271,6 +276,7 @@ class RedisMetadataStore(NamespaceStore):
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         client_url, prefix = _split_url(url)
+        self._client_url = client_url
         # Any: redis-py types replies as unions of str and bytes; ours are always bytes.
         self._client: Any = redis.Redis.from_url(client_url, max_connections=threads * 2)
         self._prefix = f"dittofs:{prefix}:".encode()
@@ -422,7 +428,10 @@ class RedisMetadataStore(NamespaceStore):
         again, silently: what was published meanwhile is lost.  So a second
         subscription confirmation counts as a broken channel.
         """
-        pubsub = self._client.pubsub()
+        client = redis.Redis.from_url(
+            self._client_url, socket_keepalive=True, socket_keepalive_options=KEEPALIVES
+        )
+        pubsub = client.pubsub()
         try:
             pubsub.subscribe(self._channel)
             subscribed = False
@@ -440,6 +449,7 @@ class RedisMetadataStore(NamespaceStore):
                     yield bytes(message["data"]).decode()
         finally:
             pubsub.close()
+            client.close()
 
     # -- IMetadataStore -------------------------------------------------------------------
 
