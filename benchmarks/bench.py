@@ -504,15 +504,28 @@ SOAK_MAX_CYCLES = 10_000
 
 
 def run_soak(args: argparse.Namespace, sizes: Sizes, client: Client, work: Path) -> None:
-    """Cycle every workload on DittoFS alone for ``--soak`` seconds; print its memory."""
+    """Cycle every workload on DittoFS alone for ``--soak`` seconds; print its memory.
+
+    With ``--workers``, the RSS is the largest worker's and the allocated
+    blocks the workers' sum.
+    """
     started = time.monotonic()
-    with DittoServer(
-        work / "dittofs", "memory", f"fs:{work / 'dittofs' / 'content'}", metrics=True
-    ) as ditto:
+    store = args.metadata or "memory"
+    with contextlib.ExitStack() as stack:
+        metadata = stack.enter_context(metadata_spec(store, work))
+        ditto = DittoServer(
+            work / "dittofs",
+            metadata,
+            f"fs:{work / 'dittofs' / 'content'}",
+            metrics=True,
+            workers=args.workers,
+        )
         _SHOW_LOGS.append(ditto)
+        stack.enter_context(ditto)
         samples = soak(client, ditto, sizes, args.soak, SOAK_MAX_CYCLES)
+    workers = f", {args.workers} workers" if args.workers > 1 else ""
     print(
-        f"\nDittoFS (memory metadata + fs content) soak, {sizes.name} sizes per cycle, "
+        f"\nDittoFS ({store} metadata + fs content{workers}) soak, {sizes.name} sizes per cycle, "
         f"{len(samples)} cycles in {time.monotonic() - started:.0f}s; {os.cpu_count()} CPUs, "
         f"load average {_load()} after.\n"
     )

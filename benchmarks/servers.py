@@ -174,7 +174,9 @@ class DittoServer:
             "--metadata", self.metadata,
             "--content", self.content,
         ]  # fmt: skip
-        if self.workers > 1:
+        # Always say how many: the default is one per core.  A tree from before
+        # --workers existed (a --baseline) serves from one process anyway.
+        if self.workers > 1 or (self.source / "dittofs" / "workers.py").exists():
             command += ["--workers", str(self.workers)]
         if self.metrics:
             metrics_port = free_port()

@@ -94,7 +94,7 @@ DEFAULTS: dict[str, Any] = {
     "shutdown-timeout": DEFAULT_SHUTDOWN_TIMEOUT,
     "metrics": None,
     "metadata-cache": DEFAULT_ENTRIES,
-    "workers": 1,
+    "workers": "auto",
 }
 #: Resource limits: option/config key -> (Limits field, smallest value allowed).
 _LIMITS: dict[str, tuple[str, float]] = {
@@ -218,7 +218,7 @@ class Options(usage.Options):
             "w",
             None,
             "Processes serving the endpoint over shared stores, one core each; auto: one per "
-            "core where the stores allow [default: 1].",
+            "core where the stores allow [default: auto].",
         ],
         [
             "metadata-cache",
