@@ -309,9 +309,15 @@ class IChangeFeed(Interface):
         """The change table the processes of this host share for this filesystem (once open)."""
 
     def follow(
-        changed: Callable[[list[int] | None], None], following: Callable[[bool], None]
+        changed: Callable[[list[int] | None], None],
+        following: Callable[[bool], None],
+        origin: str,
     ) -> None:
         """Hear other processes' changes from now until the store closes.
+
+        *origin* names this process's change table in the notices this store
+        sends from now on; notices carrying it are not heard, since the
+        processes that share the table publish their changes there at once.
 
         ``changed(keys)`` is called, from a thread of the store's own, with
         the keys of each change another process committed, once that change

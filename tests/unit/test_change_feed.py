@@ -100,22 +100,22 @@ class CachedRedisStoreTests(_Following, SynchronousTestCase):
         return CachedMetadataStore(backends.redis_store(self))
 
 
-def _postgres_pair(case: SynchronousTestCase) -> list[Any]:
-    """Two PostgreSQL stores on one fresh schema (one clock), as two gateways have them."""
+def _postgres_pair(case: SynchronousTestCase, count: int = 2) -> list[Any]:
+    """*count* PostgreSQL stores on one fresh schema (one clock), as gateways have them."""
     schema = backends.entered(backends.postgres_schema(), case.addCleanup)
     conninfo = f"{backends.POSTGRES} options='-c search_path={schema}'"
     reactor = backends.synchronous_threads(case)
     clock = TickingClock()
-    return [PostgresMetadataStore(conninfo, reactor, clock=clock) for _ in range(2)]
+    return [PostgresMetadataStore(conninfo, reactor, clock=clock) for _ in range(count)]
 
 
-def _redis_pair(case: SynchronousTestCase) -> list[Any]:
-    """Two Redis stores under one fresh prefix (one clock), as two gateways have them."""
+def _redis_pair(case: SynchronousTestCase, count: int = 2) -> list[Any]:
+    """*count* Redis stores under one fresh prefix (one clock), as gateways have them."""
     prefix = backends.entered(backends.redis_prefix(), case.addCleanup)
     reactor = backends.synchronous_threads(case)
     clock = TickingClock()
     url = f"{backends.REDIS}?prefix={prefix}"
-    return [RedisMetadataStore(url, reactor, clock=clock) for _ in range(2)]
+    return [RedisMetadataStore(url, reactor, clock=clock) for _ in range(count)]
 
 
 class OneHostPostgresTests(_Following, SynchronousTestCase):
@@ -290,6 +290,50 @@ class TwoHostsRedisTests(_TwoHosts, SynchronousTestCase):
         finally:
             client.close()
         assert killed >= 2, killed
+
+
+class _OneTableOneOrigin:
+    """Processes sharing a change table do not hear each other's notices: they need not."""
+
+    pair: Callable[..., list[Any]]
+
+    def test_a_process_does_not_hear_the_notices_of_its_own_table(self) -> None:
+        """A change kept by one worker is not dropped when its sibling hears the notice.
+
+        Workers *one* and *two* share a table; *elsewhere* has its own.  Once
+        *elsewhere* has heard a change made through *one*, the table's slot
+        still holds *one*'s value (*two* skipped the notice) and *one*
+        serves the file from memory.
+        """
+        case: Any = self
+        directory = _scratch(case)
+        one, two, elsewhere = (
+            _opened(case, CachedMetadataStore(store, directory / table))
+            for store, table in zip(type(self).pair(case, 3), ("t", "t", "u"), strict=True)
+        )
+        root = case.successResultOf(one.root()).fileid
+        node = NewNode(FileType.REG, 0o600, 0, 0)
+        fileid = case.successResultOf(one.create(root, b"f", node)).node.fileid
+        heard = elsewhere.generations.slot(fileid)
+        case.successResultOf(one.setattr(fileid, SetAttributes(mode=0o640), None))
+        published = one.generations.slot(fileid)
+        _until(lambda: elsewhere.generations.slot(fileid) != heard, HEARD_WITHIN, "heard")
+        time.sleep(0.2)  # two hears the notice about when elsewhere does
+        case.assertEqual(two.generations.slot(fileid), published)
+        case.patch(one.store, "getattr", lambda fileid: case.fail("the store was asked"))
+        case.assertEqual(case.successResultOf(one.getattr(fileid)).mode & 0o7777, 0o640)
+
+
+class OneTablePostgresTests(_OneTableOneOrigin, SynchronousTestCase):
+    """Over PostgreSQL."""
+
+    pair = staticmethod(_postgres_pair)
+
+
+class OneTableRedisTests(_OneTableOneOrigin, SynchronousTestCase):
+    """Over Redis."""
+
+    pair = staticmethod(_redis_pair)
 
 
 class NoticeTests(SynchronousTestCase):

@@ -113,7 +113,7 @@ class CachedMetadataStore:
                 self.generations = Generations(self.table)
             if feed is not None:
                 self.generations.live = False
-                feed.follow(self._heard, self._following)
+                feed.follow(self._heard, self._following, self.generations.identity)
 
         opened: Deferred[None] = self.store.open()
         return opened.addCallback(share)

@@ -38,6 +38,8 @@ import contextlib
 import fcntl
 import mmap
 import os
+import secrets
+import socket
 import stat
 import struct
 import tempfile
@@ -69,6 +71,8 @@ class Generations:
         self.live = True
         if path is None:
             self._table: mmap.mmap | bytearray = bytearray(_SIZE)
+            #: The same in every process mapping this table, and only in them.
+            self.identity = secrets.token_hex(8)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -76,10 +80,12 @@ class Generations:
             if os.fstat(fd).st_size < _SIZE:
                 os.ftruncate(fd, _SIZE)  # zeros: every slot unchanged since the beginning
             self._table = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED)
+            found = os.fstat(fd)
         except OSError:
             os.close(fd)
             raise
         self._fd = fd
+        self.identity = f"{socket.gethostname()}:{found.st_dev}:{found.st_ino}"
 
     def close(self) -> None:
         """Unmap the table (a private one is simply dropped)."""

@@ -193,8 +193,10 @@ class PostgresMetadataStore(SqlMetadataStore):
         self,
         changed: Callable[[list[int] | None], None],
         following: Callable[[bool], None],
+        origin: str,
     ) -> None:
         """See :meth:`IChangeFeed.follow`: ``LISTEN`` on a connection of its own."""
+        self._origin = origin
         self._follower = feed.Follower(
             "dittofs-postgresql-feed",
             self._listen,

@@ -410,8 +410,10 @@ class RedisMetadataStore(NamespaceStore):
         self,
         changed: Callable[[list[int] | None], None],
         following: Callable[[bool], None],
+        origin: str,
     ) -> None:
         """See :meth:`IChangeFeed.follow`: ``SUBSCRIBE`` on a connection of its own."""
+        self._origin = origin
         self._follower = feed.Follower(
             "dittofs-redis-feed",
             self._listen,
