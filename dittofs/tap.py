@@ -94,7 +94,7 @@ DEFAULTS: dict[str, Any] = {
     "shutdown-timeout": DEFAULT_SHUTDOWN_TIMEOUT,
     "metrics": None,
     "metadata-cache": DEFAULT_ENTRIES,
-    "workers": "auto",
+    "workers": 1,
 }
 #: Resource limits: option/config key -> (Limits field, smallest value allowed).
 _LIMITS: dict[str, tuple[str, float]] = {
@@ -218,14 +218,13 @@ class Options(usage.Options):
             "w",
             None,
             "Processes serving the endpoint over shared stores, one core each; auto: one per "
-            "core where the stores allow [default: auto].",
+            "core where the stores allow [default: 1].",
         ],
         [
             "metadata-cache",
             None,
             None,
-            "Entries of each export's metadata cache, 0 for none "
-            f"[default: {DEFAULT_ENTRIES}].",
+            f"Entries of each export's metadata cache, 0 for none [default: {DEFAULT_ENTRIES}].",
         ],
     ]
     optFlags = [
