@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         FileCounts,
         Inventory,
         Linked,
+        MetadataCacheStatistics,
         NewNode,
         Removed,
         Renamed,
@@ -374,6 +375,13 @@ class ICacheStatistics(Interface):
     """Optional: a content store with a local cache reports it to the metrics endpoint."""
 
     def cache_statistics() -> CacheStatistics:
+        """Return the cache's figures now (cheap and non-blocking: called on each scrape)."""
+
+
+class IMetadataCache(Interface):
+    """Optional: a metadata store that keeps answers in memory reports it to the metrics."""
+
+    def statistics() -> MetadataCacheStatistics:
         """Return the cache's figures now (cheap and non-blocking: called on each scrape)."""
 
 

@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.python.failure import Failure
 from zope.interface import Interface
 
-from dittofs.interfaces import ICacheStatistics
+from dittofs.interfaces import ICacheStatistics, IMetadataCache
 from dittofs.observed import observed, wrap_methods
 from dittofs.rpc.message import AcceptStat
 from dittofs.rpc.observe import Call, Outcome
@@ -46,6 +46,7 @@ class _Export(Protocol):
     """What the cache figures need of an export."""
 
     path: bytes
+    metadata: Any
     content: Any
 
 
@@ -123,7 +124,7 @@ class Metrics:
         return child
 
     def watch_caches(self, exports: Iterable[_Export]) -> None:
-        """Report the cache of every export whose content store has one, read at each scrape."""
+        """Report the caches of every export's stores (content, metadata), read at each scrape."""
         self.registry.register(_CacheCollector(exports))
 
     # The dispatcher's and the connection factory's observer (RpcObserver).
@@ -210,6 +211,41 @@ class _CacheCollector:
                 counter.add_metric(path, getattr(figures, field))
         yield from gauges.values()
         yield from counters.values()
+        yield from self._metadata_caches()
+
+    def _metadata_caches(self) -> Iterator[Metric]:
+        """The metadata cache of every export that has one."""
+        entries = GaugeMetricFamily(
+            "dittofs_metadata_cache_entries",
+            "Entries the metadata cache keeps, by map",
+            labels=["export", "map"],
+        )
+        following = GaugeMetricFamily(
+            "dittofs_metadata_cache_following",
+            "1 while the metadata cache hears every change (0: it serves nothing)",
+            labels=["export"],
+        )
+        hits = CounterMetricFamily(
+            "dittofs_metadata_cache_hits",
+            "GETATTR, LOOKUP and READLINK answered by the metadata cache",
+            labels=["export"],
+        )
+        misses = CounterMetricFamily(
+            "dittofs_metadata_cache_misses",
+            "GETATTR, LOOKUP and READLINK the metadata cache passed to the store",
+            labels=["export"],
+        )
+        for export in self._exports:
+            if not IMetadataCache.providedBy(export.metadata):
+                continue
+            figures = export.metadata.statistics()
+            path = export.path.decode()
+            for kind, count in figures.entries.items():
+                entries.add_metric([path, kind], count)
+            following.add_metric([path], int(figures.following))
+            hits.add_metric([path], figures.hits)
+            misses.add_metric([path], figures.misses)
+        yield from (entries, following, hits, misses)
 
 
 def metered(store: Any, interface: type[Interface], kind: str, metrics: Metrics) -> Any:

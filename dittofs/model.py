@@ -177,6 +177,19 @@ class CacheStatistics:
 
 
 @attrs.frozen
+class MetadataCacheStatistics:
+    """A metadata cache, as the metrics endpoint shows it."""
+
+    #: Entries kept now, by map: ``attributes``, ``names``, ``targets``.
+    entries: dict[str, int]
+    #: GETATTR, LOOKUP and READLINK answered from memory, and those that asked the store.
+    hits: int
+    misses: int
+    #: False while changes made elsewhere may go unheard (nothing is served then).
+    following: bool
+
+
+@attrs.frozen
 class ContentCheck:
     """What a content store's own check found (:class:`~dittofs.interfaces.IContentCheck`)."""
 

@@ -17,13 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import generate_latest
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from dittofs.errors import NFSError
-from dittofs.interfaces import IChangeFeed, IMetadataStore
+from dittofs.interfaces import IChangeFeed, IMetadataCache, IMetadataStore
+from dittofs.metrics import Metrics
 from dittofs.model import NewNode, SetAttributes
 from dittofs.stores import with_cache
 from dittofs.stores.content.fs import FilesystemContentStore
@@ -324,3 +326,37 @@ class WhichStoresTests(SynchronousTestCase):
     def resolve(self, deferred: Deferred[Any]) -> Any:
         """The result of a store call, which has fired (synchronous thread pools)."""
         return self.successResultOf(deferred)
+
+
+class StatisticsTests(SynchronousTestCase):
+    """What the cache tells the metrics endpoint: its entries, hits, misses, and if it follows."""
+
+    def test_hits_and_misses_are_counted_and_scraped(self) -> None:
+        """A kept answer is a hit, a store call a miss; /metrics shows them per export."""
+        cache = CachedMetadataStore(MemoryMetadataStore(clock=TickingClock()), entries=10)
+        self.assertTrue(verifyObject(IMetadataCache, cache))
+        self.successResultOf(cache.open())
+        root = self.successResultOf(cache.root()).fileid
+        node = NewNode(FileType.REG, 0o600, 0, 0)
+        fileid = self.successResultOf(cache.create(root, b"f", node)).node.fileid
+        before = cache.statistics()
+        self.successResultOf(cache.getattr(fileid))  # kept by the create: a hit
+        self.failureResultOf(cache.lookup(root, b"nothing"), NFSError)  # a miss
+        self.failureResultOf(cache.lookup(root, b"nothing"), NFSError)  # kept absent: a hit
+        after = cache.statistics()
+        self.assertEqual((after.hits - before.hits, after.misses - before.misses), (2, 1))
+        self.assertEqual(after.entries["names"], 2)  # f, and the absent name
+        self.assertTrue(after.following)
+
+        class Export:
+            path = b"/x"
+            metadata = cache
+            content = None
+
+        metrics = Metrics()
+        metrics.watch_caches([Export()])
+        text = generate_latest(metrics.registry).decode()
+        self.assertIn(f'dittofs_metadata_cache_hits_total{{export="/x"}} {after.hits}.0', text)
+        self.assertIn(f'dittofs_metadata_cache_misses_total{{export="/x"}} {after.misses}.0', text)
+        self.assertIn('dittofs_metadata_cache_entries{export="/x",map="names"} 2.0', text)
+        self.assertIn('dittofs_metadata_cache_following{export="/x"} 1.0', text)

@@ -37,13 +37,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dittofs.errors import NFSError
-from dittofs.interfaces import IChangeFeed, IHostLocal, IMetadataStore
+from dittofs.interfaces import IChangeFeed, IHostLocal, IMetadataCache, IMetadataStore
 from dittofs.model import (
     Attributes,
     Created,
     DirPage,
     FileCounts,
     Linked,
+    MetadataCacheStatistics,
     NewNode,
     Removed,
     Renamed,
@@ -79,7 +80,7 @@ class _Kept(LRUCache):  # type: ignore[type-arg]
         return value
 
 
-@implementer(IMetadataStore)
+@implementer(IMetadataStore, IMetadataCache)
 class CachedMetadataStore:
     """An ``IMetadataStore`` answering from memory what it can, and *store* the rest."""
 
@@ -97,6 +98,7 @@ class CachedMetadataStore:
         self._names = _Kept(entries)
         self._targets = _Kept(entries)
         self._root: int | None = None
+        self._hits = self._misses = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -145,6 +147,24 @@ class CachedMetadataStore:
         result: Deferred[None] = self.store.close()
         return result.addBoth(unmap)
 
+    def statistics(self) -> MetadataCacheStatistics:
+        """See :meth:`IMetadataCache.statistics`."""
+        return MetadataCacheStatistics(
+            entries={
+                "attributes": len(self._attributes),
+                "names": len(self._names),
+                "targets": len(self._targets),
+            },
+            hits=self._hits,
+            misses=self._misses,
+            following=self.generations.live,
+        )
+
+    def _served(self, value: T) -> Deferred[T]:
+        """*value*, answered from memory (a hit)."""
+        self._hits += 1
+        return succeed(value)
+
     # -- reads -------------------------------------------------------------------------
 
     def root(self) -> Deferred[Attributes]:
@@ -162,7 +182,8 @@ class CachedMetadataStore:
         """See :meth:`IMetadataStore.getattr`."""
         kept = self._attributes.fresh(fileid, fileid, self.generations)
         if kept is not None:
-            return succeed(kept)
+            return self._served(kept)
+        self._misses += 1
         return self._read(self.store.getattr, fileid)
 
     def lookup(self, directory: int, name: bytes) -> Deferred[Attributes]:
@@ -179,11 +200,13 @@ class CachedMetadataStore:
         fileid = self._names.fresh((directory, name), entry, self.generations)
         if fileid is _ABSENT:
             if self._attributes.fresh(directory, directory, self.generations) is not None:
+                self._hits += 1
                 return fail(NFSError(Status.NOENT))
         elif fileid is not None:
             kept = self._attributes.fresh(fileid, fileid, self.generations)
             if kept is not None:
-                return succeed(kept)
+                return self._served(kept)
+        self._misses += 1
         start = self.generations.counter()
 
         def found(attributes: Attributes) -> Attributes:
@@ -217,7 +240,8 @@ class CachedMetadataStore:
         """See :meth:`IMetadataStore.readlink`."""
         kept = self._targets.fresh(fileid, fileid, self.generations)
         if kept is not None:
-            return succeed(kept)
+            return self._served(kept)
+        self._misses += 1
         start = self.generations.counter()
 
         def learn(target: bytes) -> bytes:

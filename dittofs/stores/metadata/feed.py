@@ -14,6 +14,7 @@ what it wrote.  This module holds what PostgreSQL and Redis share of it:
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 from collections.abc import Callable, Generator
@@ -103,7 +104,7 @@ class Follower:
 
     *changed* gets each other process's keys (None: every key), *following*
     True once the channel is heard and False when it broke; both are called
-    on this thread, never after :meth:`stop`.
+    on this thread, and neither once it has seen :meth:`stop`.
     """
 
     def __init__(
@@ -155,8 +156,9 @@ class Follower:
                 if not self._stopping.is_set():
                     log.warn("change feed: {error}; listening again", error=error)
             finally:
-                messages.close()
                 if heard and not self._stopping.is_set():
                     self._following(False)
+                with contextlib.suppress(Exception):  # a broken connection may fail to close
+                    messages.close()
             self._stopping.wait(retry)
             retry = min(retry * 2, MAX_RETRY)

@@ -88,12 +88,17 @@ class Generations:
         self.identity = f"{socket.gethostname()}:{found.st_dev}:{found.st_ino}"
 
     def close(self) -> None:
-        """Unmap the table (a private one is simply dropped)."""
-        if isinstance(self._table, mmap.mmap):
-            self._table.close()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Unmap the table (a private one is simply dropped).
+
+        Under the lock: a store's listening thread may be publishing a
+        notice into it at this very moment.
+        """
+        with self._thread_lock:
+            if isinstance(self._table, mmap.mmap):
+                self._table.close()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def counter(self) -> int:
         """The value the last published change took (read it before asking the store)."""
