@@ -9,7 +9,10 @@ what it wrote.  This module holds what PostgreSQL and Redis share of it:
 * :func:`notice` and :func:`keys_of`, the notice's text;
 * :class:`Follower`, the thread that listens on the store's channel, hands
   every other process's notice on, and reconnects after a broken
-  connection, saying when notices may have been missed.
+  connection, saying when notices may have been missed;
+* :class:`Feeding`, the store's side of :class:`~dittofs.interfaces.IChangeFeed`
+  (its table, its follower, its origin), which leaves each store only the
+  listening itself.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import contextlib
 import secrets
 import threading
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger
 
 from dittofs import log as dittofs_log
-from dittofs.stores.metadata.generations import entry_key
-from dittofs.stores.metadata.namespace import Transaction
+from dittofs.stores.metadata.generations import entry_key, host_tables
+from dittofs.stores.metadata.namespace import Namespace, Transaction
 
 log = Logger(observer=dittofs_log.observer)
 
@@ -162,3 +166,47 @@ class Follower:
                     messages.close()
             self._stopping.wait(retry)
             retry = min(retry * 2, MAX_RETRY)
+
+
+class Feeding:
+    """What the PostgreSQL and Redis stores share of :class:`~dittofs.interfaces.IChangeFeed`.
+
+    A store mixes it in, has a ``name`` and a ``_namespace`` (whose
+    generation names the filesystem), sends its notices under ``_origin``
+    (set to :func:`new_origin` until :meth:`follow` names the table), and
+    supplies ``_listen``; its ``close`` calls :meth:`_stop_following`.
+    """
+
+    name: str
+    _namespace: Namespace
+    _origin: str
+    _follower: Follower | None = None
+
+    def change_table(self) -> Path:
+        """See :meth:`IChangeFeed.change_table`: one per filesystem (its generation) and user."""
+        return host_tables() / f"{self.name}-{self._namespace.generation}.changes"
+
+    def follow(
+        self,
+        changed: Callable[[list[int] | None], None],
+        following: Callable[[bool], None],
+        origin: str,
+    ) -> None:
+        """See :meth:`IChangeFeed.follow`: on a connection and a thread of its own."""
+        self._origin = origin
+        self._follower = Follower(
+            f"dittofs-{self.name}-feed",
+            self._listen,
+            origin,
+            changed=changed,
+            following=following,
+        )
+        self._follower.start()
+
+    def _stop_following(self) -> None:
+        if self._follower is not None:
+            self._follower.stop()
+
+    def _listen(self) -> Generator[str | None]:
+        """The store's :data:`Listen`."""
+        raise NotImplementedError

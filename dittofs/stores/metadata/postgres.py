@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -32,7 +31,6 @@ from zope.interface import implementer
 from dittofs.errors import NFSError
 from dittofs.interfaces import IChangeFeed
 from dittofs.stores.metadata import feed
-from dittofs.stores.metadata.generations import host_tables
 from dittofs.stores.metadata.sql import Cursor, SqlMetadataStore, SqlTransaction
 from dittofs.vocabulary import Status
 
@@ -140,7 +138,7 @@ class PostgresDialect:
 
 
 @implementer(IChangeFeed)
-class PostgresMetadataStore(SqlMetadataStore):
+class PostgresMetadataStore(feed.Feeding, SqlMetadataStore):
     """Metadata in a PostgreSQL database (a libpq connection string or URL)."""
 
     name = "postgresql"
@@ -164,7 +162,6 @@ class PostgresMetadataStore(SqlMetadataStore):
         super().__init__(pool, PostgresDialect(), clock)
         self._conninfo = conninfo
         self._origin = feed.new_origin()
-        self._follower: feed.Follower | None = None
 
     @property
     def _channel(self) -> str:
@@ -185,29 +182,8 @@ class PostgresMetadataStore(SqlMetadataStore):
 
         return self._run(run)
 
-    def change_table(self) -> Path:
-        """See :meth:`IChangeFeed.change_table`: one per filesystem (its generation) and user."""
-        return host_tables() / f"postgresql-{self._namespace.generation}.changes"
-
-    def follow(
-        self,
-        changed: Callable[[list[int] | None], None],
-        following: Callable[[bool], None],
-        origin: str,
-    ) -> None:
-        """See :meth:`IChangeFeed.follow`: ``LISTEN`` on a connection of its own."""
-        self._origin = origin
-        self._follower = feed.Follower(
-            "dittofs-postgresql-feed",
-            self._listen,
-            self._origin,
-            changed=changed,
-            following=following,
-        )
-        self._follower.start()
-
     def _listen(self) -> Generator[str | None]:
-        """See :data:`feed.Listen`."""
+        """See :data:`feed.Listen`: ``LISTEN`` on a connection of its own."""
         conninfo = make_conninfo(self._conninfo, **KEEPALIVES)
         with psycopg.connect(conninfo, autocommit=True) as connection:
             connection.execute(f"LISTEN {self._channel}")
@@ -219,6 +195,5 @@ class PostgresMetadataStore(SqlMetadataStore):
 
     def close(self) -> Deferred[None]:
         """Stop listening and close the pool's connections."""
-        if self._follower is not None:
-            self._follower.stop()
+        self._stop_following()
         return super().close()

@@ -38,7 +38,6 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Generator, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -67,7 +66,6 @@ from dittofs.model import (
     Slice,
 )
 from dittofs.stores.metadata import blockmap, feed, namespace
-from dittofs.stores.metadata.generations import host_tables
 from dittofs.stores.metadata.namespace import Inode, Namespace, NamespaceStore
 from dittofs.vocabulary import FileType, Status
 
@@ -263,7 +261,7 @@ class _Transaction:
 
 
 @implementer(IMetadataStore, IMetadataInventory, IBlockMaps, IChangeFeed)
-class RedisMetadataStore(NamespaceStore):
+class RedisMetadataStore(feed.Feeding, NamespaceStore):
     """Metadata in Redis (``redis://host:port/db?prefix=NAME``)."""
 
     name = "redis"
@@ -287,7 +285,6 @@ class RedisMetadataStore(NamespaceStore):
         self._root = 0
         self._channel = self._prefix + b"changes"
         self._origin = feed.new_origin()
-        self._follower: feed.Follower | None = None
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -391,8 +388,7 @@ class RedisMetadataStore(NamespaceStore):
 
     def close(self) -> Deferred[None]:
         """Stop listening, drain the thread pool and close the connections."""
-        if self._follower is not None:
-            self._follower.stop()
+        self._stop_following()
         drained = self._in_thread(self._client.close)
 
         def stop(result: object) -> None:
@@ -402,29 +398,8 @@ class RedisMetadataStore(NamespaceStore):
 
     # -- IChangeFeed -------------------------------------------------------------------
 
-    def change_table(self) -> Path:
-        """See :meth:`IChangeFeed.change_table`: one per filesystem (its generation) and user."""
-        return host_tables() / f"redis-{self._namespace.generation}.changes"
-
-    def follow(
-        self,
-        changed: Callable[[list[int] | None], None],
-        following: Callable[[bool], None],
-        origin: str,
-    ) -> None:
-        """See :meth:`IChangeFeed.follow`: ``SUBSCRIBE`` on a connection of its own."""
-        self._origin = origin
-        self._follower = feed.Follower(
-            "dittofs-redis-feed",
-            self._listen,
-            self._origin,
-            changed=changed,
-            following=following,
-        )
-        self._follower.start()
-
     def _listen(self) -> Generator[str | None]:
-        """See :data:`feed.Listen`.
+        """See :data:`feed.Listen`: ``SUBSCRIBE`` on a connection of its own.
 
         redis-py reconnects a broken subscription by itself and subscribes
         again, silently: what was published meanwhile is lost.  So a second
