@@ -94,7 +94,7 @@ DEFAULTS: dict[str, Any] = {
     "shutdown-timeout": DEFAULT_SHUTDOWN_TIMEOUT,
     "metrics": None,
     "metadata-cache": DEFAULT_ENTRIES,
-    "workers": 1,
+    "workers": "auto",
 }
 #: Resource limits: option/config key -> (Limits field, smallest value allowed).
 _LIMITS: dict[str, tuple[str, float]] = {
@@ -218,7 +218,7 @@ class Options(usage.Options):
             "w",
             None,
             "Processes serving the endpoint over shared stores, one core each; auto: one per "
-            "core where the stores allow [default: 1].",
+            "core where the stores allow [default: auto].",
         ],
         [
             "metadata-cache",
@@ -441,12 +441,14 @@ class Description:
         )
         return f"DittoFS listens on {self.listen}{metrics} and serves {exports}"
 
-    def stores(self, error: StoreOpenError) -> str:
-        """The store (or, when the failure is shared, the stores) a failed open was about."""
-        _path, metadata, content = self.exports[error.export.export_id]
+    def open_failed(self, error: StoreOpenError) -> str:
+        """The line for a store that would not open: which (or, when the failure is shared,
+        both) for which export, and why."""
+        path, metadata, content = self.exports[error.export.export_id]
+        stores = metadata if error.role == "metadata" else content
         if error.role is None:
-            return f"{metadata} and {content}"
-        return metadata if error.role == "metadata" else content
+            stores = f"{metadata} and {content}"
+        return f"Could not open {stores} for {path}: {dittofs_log.error_line(error.error)}"
 
 
 class DittoService(MultiService):
@@ -539,10 +541,7 @@ class DittoService(MultiService):
             if not self.running:  # stopped while the stores were opening: nothing to undo
                 return None
             cause = error.error
-            line = (
-                f"Could not open {self.description.stores(error)} for "
-                f"{error.export.path.decode()}: {dittofs_log.error_line(cause)}"
-            )
+            line = self.description.open_failed(error)
             self._failed(line, Failure(cause, type(cause), cause.__traceback__), status_pipe)
             return None
 
@@ -681,18 +680,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     if seat is not None:
         metrics_endpoint = None if seat.metrics is None else f"unix:{seat.metrics}"
         seat.watch_supervisor(reactor)
-    description = Description(
-        listen,
-        {
-            spec.export_id: (
-                spec.path,
-                describe_store("metadata", spec.metadata, data_dir),
-                describe_store("content", spec.content, data_dir),
-            )
-            for spec in config.exports
-        },
-        metrics_endpoint,
-    )
+    description = _description(config, listen, metrics_endpoint)
     service = DittoService(
         exports,
         reactor,
@@ -719,24 +707,68 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     return service
 
 
+def _description(config: Options, listen: str, metrics: str | None) -> Description:
+    data_dir = Path(config["data-dir"])
+    stores = {
+        spec.export_id: (
+            spec.path,
+            describe_store("metadata", spec.metadata, data_dir),
+            describe_store("content", spec.content, data_dir),
+        )
+        for spec in config.exports
+    }
+    return Description(listen, stores, metrics)
+
+
+def _stores_open(config: Options, reactor: Any) -> Deferred[None]:
+    """Open every export's stores, then close them: a supervisor's check before it binds.
+
+    Its workers open the same stores; a store that cannot open fails with
+    :class:`~dittofs.workers.StartFailed`, the one line saying which and why,
+    before any port listens.  Schema creation and upgrades happen here too,
+    once, rather than in every worker at the same time.
+    """
+    data_dir = Path(config["data-dir"])
+    exports = ExportTable(
+        [
+            Export(
+                spec.export_id,
+                spec.path.encode(),
+                *store_pair(spec.metadata, spec.content, data_dir, reactor),
+                policy=spec.policy,
+            )
+            for spec in config.exports
+        ]
+    )
+    description = _description(config, config["listen"], config["metrics"])
+
+    async def check() -> None:
+        try:
+            await exports.open()
+        except StoreOpenError as error:
+            log.failure("The failure below, with its traceback", level=LogLevel.debug)
+            raise workers_module.StartFailed(description.open_failed(error)) from error.error
+        finally:
+            await exports.close()
+
+    return Deferred.fromCoroutine(check())
+
+
 def _supervisor(config: Options, reactor: Any) -> IService:
     """The supervisor of ``--workers N``: each worker runs this program again, under twist.
 
-    A worker logs where the supervisor does: to its standard output, or to
-    twistd's log file when it writes one.
+    A worker writes its log as JSON lines to the supervisor, which logs each
+    event where and how it logs its own (twistd's rotating file, say): one
+    writer, whole lines, one format.
     """
-    command = ["-m", "twisted", "--log-format", "text"]
-    parent = config.parent
-    if parent is not None and "nodaemon" in parent:  # twistd
-        logfile = parent.get("logfile") or (None if parent.get("nodaemon") else "twistd.log")
-        if logfile and logfile != "-":
-            command += ["--log-file", logfile]
+    command = ["-m", "twisted", "--log-format", "json"]
     return workers_module.Supervisor(
         reactor,
         count=config["workers"],
         listen=config["listen"],
         metrics=config["metrics"],
-        command=[*command, "dittofs", *config.argv],
-        runner_options=parent,
+        command=[*command, "dittofs", *config.argv, "--log-format", "json"],
+        runner_options=config.parent,
         shutdown_timeout=float(config["shutdown-timeout"]),
+        check=functools.partial(_stores_open, config, reactor),
     )

@@ -2,7 +2,7 @@
 
 CPython runs one thread of Python at a time, so one DittoFS process keeps at
 most one core busy.  With ``--workers N`` the process started becomes a
-*supervisor* that opens no store: it binds N sockets to the ``--listen``
+*supervisor* that serves no call: it binds N sockets to the ``--listen``
 address, each with ``SO_REUSEPORT``, and starts N workers, the same program,
 each handed one of the sockets (and its :class:`Seat` in :data:`WORKER_ENV`).
 The kernel gives each new connection to one socket by a hash of its
@@ -15,11 +15,16 @@ addresses and ports, so:
   set of sockets unchanged: the connections hashed to its socket wait in the
   socket's backlog until the supervisor has started it again.
 
-Each worker opens the stores itself; they must be ones several processes
+Before it binds anything the supervisor opens every store once and closes
+it again, so a store that cannot open is one line and exit status 1 while
+the port still refuses connections, as with one process.  Each worker then
+opens the stores itself; they must be ones several processes
 can share (SQLite, PostgreSQL, Redis; fs content), and the metadata cache
 stays coherent between them through its change table.  Every worker of one
 start answers WRITE and COMMIT with the write verifier the supervisor chose.
-SIGTERM and SIGHUP reach every worker.  With ``--metrics`` the supervisor
+SIGTERM and SIGHUP reach every worker.  A worker writes its log to the
+supervisor as JSON lines, and the supervisor logs each event where and how
+it logs its own.  With ``--metrics`` the supervisor
 serves the endpoint and sums what each worker reports on a UNIX socket of
 its own (:func:`dittofs.web.workers_root`).
 """
@@ -37,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +59,7 @@ from twisted.internet.error import (
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
@@ -125,6 +130,10 @@ class Seat:
         return call
 
 
+class StartFailed(Exception):
+    """The supervisor's check of the stores failed; the message is the line to log."""
+
+
 def seat_from_environment() -> Seat | None:
     """This process's seat if a supervisor started it, else None (taken out of the environment,
     so that no program this one runs believes it is a worker too)."""
@@ -183,6 +192,32 @@ def bind(description: str, count: int, reactor: Any) -> tuple[list[socket.socket
     return sockets, family
 
 
+def relay(line: bytes) -> None:
+    """Log one line of a worker's log as the supervisor logs its own events.
+
+    The line is a JSON event (:class:`dittofs.log.JsonLinesObserver`): its
+    fields, level, namespace and time are the worker's.  Its message is the
+    ``text`` the worker wrote, traceback included: formatted again from JSON
+    it would lose each field's format (``{ms:.3f}``) and a failure's message.
+    Anything else the worker printed is logged as it is.
+    """
+    text = line.decode("utf-8", "replace")
+    if not text.strip():
+        return
+    try:
+        event = eventFromJSON(text)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        log.info("{line}", line=text)
+        return
+    if "text" in event:
+        event.pop("log_failure", None)
+        event.pop("log_flattened", None)
+        event["log_format"] = "{text}"
+    globalLogPublisher(event)
+
+
 class _Worker(ProcessProtocol):
     """One worker process, as its supervisor sees it."""
 
@@ -192,6 +227,7 @@ class _Worker(ProcessProtocol):
         self.started = time.monotonic()
         self.ready = False
         self.status = b""
+        self._log = b""
         #: The worker's process id (still known once it has ended, for the log).
         self.pid: int | None = None
         self.ended: Deferred[None] = Deferred()
@@ -207,7 +243,13 @@ class _Worker(ProcessProtocol):
         return self.pid is not None and not self.ended.called
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        """The worker's status pipe: ``0`` once it serves, ``1 why`` when it cannot."""
+        """The worker's log (its standard output), and its status pipe: ``0`` once it
+        serves, ``1 why`` when it cannot."""
+        if childFD == 1:
+            *lines, self._log = (self._log + data).split(b"\n")
+            for line in lines:
+                relay(line)
+            return
         if childFD != STATUS_FD or self.ready:
             return
         self.status += data
@@ -225,6 +267,9 @@ class _Worker(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         """Tell the supervisor how the worker ended."""
+        if self._log:
+            relay(self._log)
+            self._log = b""
         self.supervisor.worker_ended(self, reason)
         self.ended.callback(None)
 
@@ -261,8 +306,10 @@ class Supervisor(Service):
         command: Sequence[str],
         runner_options: MutableMapping[str, Any] | None,
         shutdown_timeout: float,
+        check: Callable[[], Deferred[None]],
     ) -> None:
         self._reactor = reactor
+        self._check = check
         self.count = count
         self.listen = listen
         self.metrics = metrics
@@ -284,10 +331,21 @@ class Supervisor(Service):
     # -- starting ----------------------------------------------------------------------
 
     def startService(self) -> None:
-        """Bind the endpoint (and the metrics endpoint), then start every worker."""
+        """Check that the stores open, bind the endpoint (and the metrics endpoint), then
+        start every worker."""
         Service.startService(self)
         self._status_pipe = runner.take_status_pipe(self._runner)
         self._reactor.callWhenRunning(self._take_signals)
+
+        def not_opened(reason: Failure) -> None:
+            reason.trap(StartFailed)
+            self._failed(str(reason.value))
+
+        self._check().addCallbacks(lambda _: self._bind(), not_opened)
+
+    def _bind(self) -> None:
+        if not self.running or self._stopping:  # stopped while the stores were opening
+            return
         try:
             self._sockets, self._family = bind(self.listen, self.count, self._reactor)
         except (OSError, ValueError) as error:
@@ -342,7 +400,7 @@ class Supervisor(Service):
                 env=environment,
                 childFDs={
                     0: nothing.fileno(),
-                    1: 1,
+                    1: "r",
                     2: 2,
                     LISTEN_FD: self._sockets[index].fileno(),
                     STATUS_FD: "r",

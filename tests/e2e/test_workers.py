@@ -287,8 +287,9 @@ def test_memory_stores_are_refused_with_several_workers(tmp_path: Path) -> None:
     assert len(lines) == 1 and "--workers" in lines[0] and "memory" in lines[0], lines
 
 
-def test_a_worker_that_cannot_open_its_store_fails_the_start(tmp_path: Path) -> None:
-    """A store no worker can open: one CRITICAL line from the supervisor, and exit status 1."""
+def test_a_store_that_cannot_open_fails_the_start(tmp_path: Path) -> None:
+    """A store that cannot open: one CRITICAL line from the supervisor, which opens the stores
+    before it binds, and exit status 1."""
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     done = _dittofs(
@@ -297,8 +298,9 @@ def test_a_worker_that_cannot_open_its_store_fails_the_start(tmp_path: Path) -> 
     )  # fmt: skip
     assert done.returncode == 1, done
     output = done.stdout.decode() + done.stderr.decode()
-    critical = [line for line in output.splitlines() if "could not start" in line]
-    assert critical, output[-3000:]
+    critical = [line for line in output.splitlines() if "#critical]" in line]
+    assert len(critical) == 1, output[-3000:]
+    assert f"Could not open sqlite metadata ({blocker / 'metadata.db'}) for /export" in critical[0]
     assert "Traceback" not in output
 
 

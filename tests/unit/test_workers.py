@@ -1,4 +1,5 @@
-"""The pieces of ``--workers`` that need no process: the seat, the sockets, the summed metrics.
+"""The pieces of ``--workers`` that need no process: the seat, the sockets, the summed metrics,
+the relayed log.
 
 The processes themselves (start, restart, signals, the duplicate-request
 cache across a reconnect) are tested end to end in ``tests/e2e/test_workers.py``.
@@ -6,15 +7,26 @@ cache across a reconnect) are tested end to end in ``tests/e2e/test_workers.py``
 
 from __future__ import annotations
 
+import io
 import socket
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
+from twisted.logger import (
+    LogEvent,
+    Logger,
+    LogLevel,
+    eventAsText,
+    globalLogPublisher,
+)
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from dittofs.log import JsonLinesObserver
 from dittofs.metrics import sum_expositions
-from dittofs.workers import Seat, bind, listen_family
+from dittofs.workers import Seat, bind, listen_family, relay
 
 
 def _exposition(calls: float, open_connections: float, latency: float) -> str:
@@ -94,3 +106,52 @@ class BindTests(SynchronousTestCase):
         self.assertEqual(listen_family(r"tcp6:0:interface=\:\:1", reactor), socket.AF_INET6)
         with self.assertRaises(ValueError):
             listen_family("unix:/tmp/dittofs-test.sock", reactor)
+
+
+class RelayTests(SynchronousTestCase):
+    """A worker's JSON log line is logged by the supervisor as the worker would have."""
+
+    def setUp(self) -> None:
+        self.events: list[LogEvent] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def _worker_line(self, emit: Callable[[Logger], None]) -> bytes:
+        """What a worker's :class:`JsonLinesObserver` writes for the event *emit* logs."""
+        out = io.StringIO()
+        logger = Logger(namespace="dittofs.rpc.dispatch", observer=JsonLinesObserver(out))
+        emit(logger)
+        return out.getvalue().encode()
+
+    def test_fields_level_and_formatted_text_survive(self) -> None:
+        """Fields, level and namespace are the worker's, and ``{ms:.3f}`` is still 3 places."""
+        line = self._worker_line(
+            lambda logger: logger.debug("xid {xid} in {ms:.3f} ms", xid=7, ms=0.123456)
+        )
+        relay(line.rstrip(b"\n"))
+        [event] = self.events
+        self.assertEqual((event["xid"], event["ms"]), (7, 0.123456))
+        self.assertEqual(event["log_level"], LogLevel.debug)
+        self.assertEqual(event["log_namespace"], "dittofs.rpc.dispatch")
+        self.assertEqual(
+            eventAsText(event, includeTimestamp=False),
+            "[dittofs.rpc.dispatch#debug] xid 7 in 0.123 ms",
+        )
+
+    def test_a_failure_keeps_its_message(self) -> None:
+        """A traceback relayed names the error's message, which ``eventFromJSON`` drops."""
+        failure = Failure(ValueError("the disk is on fire"))
+        line = self._worker_line(lambda logger: logger.failure("it failed", failure))
+        relay(line.rstrip(b"\n"))
+        [event] = self.events
+        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+        self.assertIn("it failed", text)
+        self.assertIn("ValueError: the disk is on fire", text)
+
+    def test_other_output_is_logged_as_it_is(self) -> None:
+        """A line that is not a JSON event (a print, say) is one event with that line."""
+        relay(b"something printed")
+        [event] = self.events
+        self.assertEqual(
+            eventAsText(event, includeTimestamp=False, includeSystem=False), "something printed"
+        )
