@@ -131,8 +131,9 @@ def test_store_that_cannot_open_exits_1_and_never_listens(tmp_path: Path, runner
     assert process.wait(STOP_SECONDS) == 1, output
     failures = [line for line in output.splitlines() if "Could not" in line]
     assert len(failures) == 1, output
+    # Logged by the one process, or by the supervisor of the default workers.
     assert failures[0].endswith(
-        f"[dittofs.tap#critical] Could not open postgresql metadata ({redacted}) for /export: "
+        f"#critical] Could not open postgresql metadata ({redacted}) for /export: "
         "InvalidSchemaName: no schema has been selected to create in"
     ), output
     assert PASSWORD not in output

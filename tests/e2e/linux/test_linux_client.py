@@ -61,11 +61,11 @@ PAIRINGS: dict[str, Callable[[Path, pytest.FixtureRequest], tuple[tuple[str, ...
     "postgresql+fs": lambda workdir, request: (
         ("--metadata", _postgres_schema(request), "--content", f"fs:{workdir}"),
     ),
-    "sqlite+fs-workers2": lambda workdir, request: (
-        ("--metadata", "sqlite", "--content", f"fs:{workdir}", "--workers", "2"),
+    "sqlite+fs-1process": lambda workdir, request: (
+        ("--metadata", "sqlite", "--content", f"fs:{workdir}", "--workers", "1"),
     ),
-    "postgresql+fs-workers2": lambda workdir, request: (
-        ("--metadata", _postgres_schema(request), "--content", f"fs:{workdir}", "--workers", "2"),
+    "postgresql+fs-1process": lambda workdir, request: (
+        ("--metadata", _postgres_schema(request), "--content", f"fs:{workdir}", "--workers", "1"),
     ),
     "redis+fs": lambda workdir, request: (
         ("--metadata", _redis_prefix(request), "--content", f"fs:{workdir}"),
@@ -163,10 +163,11 @@ def _require_libnfs() -> None:
 
 #: The pairings booted by default: the ones users deploy (the embedded default, the
 #: shared databases, and S3 as several gateways share it: two with ``durability=remote``
-#: over one SQLite file and one prefix).  ``DITTOFS_E2E_PAIRINGS=all`` adds the memory
-#: stores, which every other end-to-end suite exercises, one S3 gateway with the
-#: default ``durability=local``, and sqlite+fs and postgresql+fs served by two worker
-#: processes (``--workers 2``); or name the pairings, separated by spaces.
+#: over one SQLite file and one prefix).  With the default ``--workers auto`` the fs
+#: pairings are served by one worker per core.  ``DITTOFS_E2E_PAIRINGS=all`` adds the
+#: memory stores, which every other end-to-end suite exercises, one S3 gateway with the
+#: default ``durability=local``, and sqlite+fs and postgresql+fs served by one process
+#: (``--workers 1``); or name the pairings, separated by spaces.
 DEPLOYED = ("sqlite+fs", "postgresql+fs", "redis+fs", "sqlite+s3x2")
 _ASKED = os.environ.get("DITTOFS_E2E_PAIRINGS", "").split()
 BOOTED = sorted(PAIRINGS) if _ASKED == ["all"] else sorted(_ASKED or DEPLOYED)
