@@ -431,15 +431,23 @@ class Description:
     #: Export id -> (path, metadata store, content store).
     exports: Mapping[int, tuple[str, str, str]]
     metrics: str | None = None
+    #: The worker's index, for a worker of ``--workers N``.
+    worker: int | None = None
 
     def serving(self) -> str:
-        """The start-up line: the endpoints, then each export with its two stores."""
+        """The start-up line: the endpoints, then each export with its two stores.
+
+        A worker's line names it, so that "DittoFS listens" is only ever the
+        line of a server that serves: one process's, or the supervisor's once
+        every worker serves.
+        """
+        who = "DittoFS" if self.worker is None else f"DittoFS worker {self.worker}"
         metrics = f" (metrics on {self.metrics})" if self.metrics else ""
         exports = "; ".join(
             f"{path} with {metadata} and {content}"
             for path, metadata, content in self.exports.values()
         )
-        return f"DittoFS listens on {self.listen}{metrics} and serves {exports}"
+        return f"{who} listens on {self.listen}{metrics} and serves {exports}"
 
     def open_failed(self, error: StoreOpenError) -> str:
         """The line for a store that would not open: which (or, when the failure is shared,
@@ -680,7 +688,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     if seat is not None:
         metrics_endpoint = None if seat.metrics is None else f"unix:{seat.metrics}"
         seat.watch_supervisor(reactor)
-    description = _description(config, listen, metrics_endpoint)
+    description = _description(config, config["listen"], metrics_endpoint)
+    if seat is not None:
+        description = attrs.evolve(description, worker=seat.index)
     service = DittoService(
         exports,
         reactor,
