@@ -24,7 +24,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from dittofs.errors import NFSError
-from dittofs.interfaces import IChangeFeed, IMetadataCache, IMetadataStore
+from dittofs.interfaces import IChangeFeed, IMetadataCache, IMetadataStore, IReadinessProbe
 from dittofs.metrics import Metrics
 from dittofs.model import NewNode, SetAttributes
 from dittofs.stores import with_cache
@@ -326,6 +326,23 @@ class WhichStoresTests(SynchronousTestCase):
     def resolve(self, deferred: Deferred[Any]) -> Any:
         """The result of a store call, which has fired (synchronous thread pools)."""
         return self.successResultOf(deferred)
+
+
+class ProbeTests(SynchronousTestCase):
+    """/ready asks the store behind the cache, never the cache's memory."""
+
+    def test_the_probe_fails_while_the_store_fails_though_the_root_is_kept(self) -> None:
+        """The root's attributes are kept, yet the probe asks the store, and fails with it."""
+        memory = MemoryMetadataStore(clock=TickingClock())
+        gone = DelayedStore(memory)
+        cache = CachedMetadataStore(gone)
+        self.assertTrue(verifyObject(IReadinessProbe, cache))
+        self.successResultOf(cache.open())
+        self.successResultOf(cache.root())
+        self.successResultOf(cache.probe())
+        gone.root = lambda: fail(ConnectionError("the database is gone"))  # type: ignore[method-assign]
+        self.successResultOf(cache.root())  # served from memory
+        self.failureResultOf(cache.probe(), ConnectionError)
 
 
 class StatisticsTests(SynchronousTestCase):

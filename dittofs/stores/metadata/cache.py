@@ -37,7 +37,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dittofs.errors import NFSError
-from dittofs.interfaces import IChangeFeed, IHostLocal, IMetadataCache, IMetadataStore
+from dittofs.interfaces import (
+    IChangeFeed,
+    IHostLocal,
+    IMetadataCache,
+    IMetadataStore,
+    IReadinessProbe,
+)
 from dittofs.model import (
     Attributes,
     Created,
@@ -80,7 +86,7 @@ class _Kept(LRUCache):  # type: ignore[type-arg]
         return value
 
 
-@implementer(IMetadataStore, IMetadataCache)
+@implementer(IMetadataStore, IMetadataCache, IReadinessProbe)
 class CachedMetadataStore:
     """An ``IMetadataStore`` answering from memory what it can, and *store* the rest."""
 
@@ -177,6 +183,15 @@ class CachedMetadataStore:
             return attributes
 
         return self._read(self.store.root).addCallback(learn)
+
+    def probe(self) -> Deferred[None]:
+        """See :meth:`IReadinessProbe.probe`: the store answers (its own probe, or its root),
+        never this memory, which would answer the root while the database is gone."""
+        if IReadinessProbe.providedBy(self.store):
+            probed: Deferred[None] = self.store.probe()
+            return probed
+        root: Deferred[Attributes] = self.store.root()
+        return root.addCallback(lambda _: None)
 
     def getattr(self, fileid: int) -> Deferred[Attributes]:
         """See :meth:`IMetadataStore.getattr`."""
