@@ -364,7 +364,7 @@ def _workers(values: dict[str, Any], origin: dict[str, str], exports: list[Expor
     """
     where = origin.get("workers", "--workers")
     if values["workers"] == "auto":
-        return 1 if _one_process(exports, values["listen"]) else os.cpu_count() or 1
+        return 1 if _one_process(exports, values["listen"]) else len(os.sched_getaffinity(0))
     count = _whole(values, origin, "workers", 1)
     why = None if count == 1 else _one_process(exports, values["listen"])
     if why is not None:
@@ -646,10 +646,10 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
+    dittofs_log.set_level(config["log-level"])
     seat = workers_module.seat_from_environment()
     if seat is None and config["workers"] > 1:
         return _supervisor(config, reactor)
-    dittofs_log.set_level(config["log-level"])
     allocator.return_large_buffers()
     data_dir = Path(config["data-dir"])
     metrics = Metrics()
@@ -756,8 +756,10 @@ def _stores_open(config: Options, reactor: Any) -> Deferred[None]:
         try:
             await exports.open()
         except StoreOpenError as error:
-            log.failure("The failure below, with its traceback", level=LogLevel.debug)
-            raise workers_module.StartFailed(description.open_failed(error)) from error.error
+            cause = error.error
+            reason = Failure(cause, type(cause), cause.__traceback__)
+            log.failure("The failure below, with its traceback", reason, level=LogLevel.debug)
+            raise workers_module.StartFailed(description.open_failed(error)) from cause
         finally:
             await exports.close()
 

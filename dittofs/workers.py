@@ -59,7 +59,7 @@ from twisted.internet.error import (
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.logger import Logger, LogLevel, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
@@ -192,25 +192,27 @@ def bind(description: str, count: int, reactor: Any) -> tuple[list[socket.socket
     return sockets, family
 
 
-def relay(line: bytes) -> None:
+def relay(line: bytes, worker: int) -> None:
     """Log one line of a worker's log as the supervisor logs its own events.
 
     The line is a JSON event (:class:`dittofs.log.JsonLinesObserver`): its
     fields, level, namespace and time are the worker's.  Its message is the
     ``text`` the worker wrote, traceback included: formatted again from JSON
     it would lose each field's format (``{ms:.3f}``) and a failure's message.
-    Anything else the worker printed is logged as it is.
+    Anything else the worker printed is logged as it is.  Each event gains
+    ``worker``, the worker's index.
     """
     text = line.decode("utf-8", "replace")
     if not text.strip():
         return
     try:
         event = eventFromJSON(text)
-    except ValueError:
+    except Exception:  # not JSON, or JSON Twisted cannot make an event of
         event = None
     if not isinstance(event, dict):
-        log.info("{line}", line=text)
+        log.info("{line}", line=text, worker=worker)
         return
+    event["worker"] = worker
     if "text" in event:
         event.pop("log_failure", None)
         event.pop("log_flattened", None)
@@ -228,6 +230,7 @@ class _Worker(ProcessProtocol):
         self.ready = False
         self.status = b""
         self._log = b""
+        self._errors = b""
         #: The worker's process id (still known once it has ended, for the log).
         self.pid: int | None = None
         self.ended: Deferred[None] = Deferred()
@@ -248,7 +251,12 @@ class _Worker(ProcessProtocol):
         if childFD == 1:
             *lines, self._log = (self._log + data).split(b"\n")
             for line in lines:
-                relay(line)
+                relay(line, self.index)
+            return
+        if childFD == 2:
+            *lines, self._errors = (self._errors + data).split(b"\n")
+            for line in lines:
+                self._complain(line)
             return
         if childFD != STATUS_FD or self.ready:
             return
@@ -256,6 +264,12 @@ class _Worker(ProcessProtocol):
         if self.status.startswith(b"0"):
             self.ready = True
             self.supervisor.worker_ready(self)
+
+    def _complain(self, line: bytes) -> None:
+        """A line the worker wrote to its standard error (before its log started, say)."""
+        if line.strip():
+            text = line.decode("utf-8", "replace")
+            log.warn("Worker {index}: {line}", index=self.index, line=text, worker=self.index)
 
     def signal(self, name: str) -> None:
         """Send signal *name* (``TERM``, ``HUP``, ``KILL``) if the worker still runs."""
@@ -268,8 +282,11 @@ class _Worker(ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         """Tell the supervisor how the worker ended."""
         if self._log:
-            relay(self._log)
+            relay(self._log, self.index)
             self._log = b""
+        if self._errors:
+            self._complain(self._errors)
+            self._errors = b""
         self.supervisor.worker_ended(self, reason)
         self.ended.callback(None)
 
@@ -338,8 +355,11 @@ class Supervisor(Service):
         self._reactor.callWhenRunning(self._take_signals)
 
         def not_opened(reason: Failure) -> None:
-            reason.trap(StartFailed)
-            self._failed(str(reason.value))
+            if reason.check(StartFailed):
+                self._failed(str(reason.value))
+                return
+            log.failure("The stores' check failed", reason, level=LogLevel.debug)
+            self._failed(f"Could not check the stores: {reason.getErrorMessage()}")
 
         self._check().addCallbacks(lambda _: self._bind(), not_opened)
 
@@ -401,7 +421,7 @@ class Supervisor(Service):
                 childFDs={
                     0: nothing.fileno(),
                     1: "r",
-                    2: 2,
+                    2: "r",
                     LISTEN_FD: self._sockets[index].fileno(),
                     STATUS_FD: "r",
                 },

@@ -101,9 +101,12 @@ def reaped(marker: str) -> Iterator[None]:
                 os.kill(pid, 9)
 
 
+TWIST = [sys.executable, "-m", "twisted", "--log-format", "text", "dittofs"]
 RUNNERS = {
-    "twist": [sys.executable, "-m", "twisted", "--log-format", "text", "dittofs"],
+    "twist": TWIST,
     "twistd -n": [str(VENV_BIN / "twistd"), "-n", "--pidfile=", "dittofs"],
+    # A supervisor and its workers, whatever the number of cores (auto gives 1 on one).
+    "twist, 2 workers": [*TWIST, "--workers", "2"],
 }
 
 

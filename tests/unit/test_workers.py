@@ -26,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dittofs.log import JsonLinesObserver
 from dittofs.metrics import sum_expositions
-from dittofs.workers import Seat, bind, listen_family, relay
+from dittofs.workers import Seat, _Worker, bind, listen_family, relay
 
 
 def _exposition(calls: float, open_connections: float, latency: float) -> str:
@@ -128,11 +128,12 @@ class RelayTests(SynchronousTestCase):
         line = self._worker_line(
             lambda logger: logger.debug("xid {xid} in {ms:.3f} ms", xid=7, ms=0.123456)
         )
-        relay(line.rstrip(b"\n"))
+        relay(line.rstrip(b"\n"), 1)
         [event] = self.events
         self.assertEqual((event["xid"], event["ms"]), (7, 0.123456))
         self.assertEqual(event["log_level"], LogLevel.debug)
         self.assertEqual(event["log_namespace"], "dittofs.rpc.dispatch")
+        self.assertEqual(event["worker"], 1)
         self.assertEqual(
             eventAsText(event, includeTimestamp=False),
             "[dittofs.rpc.dispatch#debug] xid 7 in 0.123 ms",
@@ -142,7 +143,7 @@ class RelayTests(SynchronousTestCase):
         """A traceback relayed names the error's message, which ``eventFromJSON`` drops."""
         failure = Failure(ValueError("the disk is on fire"))
         line = self._worker_line(lambda logger: logger.failure("it failed", failure))
-        relay(line.rstrip(b"\n"))
+        relay(line.rstrip(b"\n"), 1)
         [event] = self.events
         text = eventAsText(event, includeTimestamp=False, includeSystem=False)
         self.assertIn("it failed", text)
@@ -150,8 +151,24 @@ class RelayTests(SynchronousTestCase):
 
     def test_other_output_is_logged_as_it_is(self) -> None:
         """A line that is not a JSON event (a print, say) is one event with that line."""
-        relay(b"something printed")
+        relay(b"something printed", 1)
         [event] = self.events
         self.assertEqual(
             eventAsText(event, includeTimestamp=False, includeSystem=False), "something printed"
+        )
+
+    def test_a_line_in_two_reads_and_standard_error(self) -> None:
+        """A JSON line split across reads is one event; a line on standard error is a warning."""
+        worker = _Worker(supervisor=None, index=3)  # type: ignore[arg-type]
+        line = self._worker_line(lambda logger: logger.info("serving {n}", n=5))
+        worker.childDataReceived(1, line[:10])
+        self.assertEqual(self.events, [])
+        worker.childDataReceived(1, line[10:])
+        worker.childDataReceived(2, b"usage: dittofs [options]\n")
+        [event, complaint] = self.events
+        self.assertEqual((event["n"], event["worker"]), (5, 3))
+        self.assertEqual(complaint["log_level"], LogLevel.warn)
+        self.assertEqual(
+            eventAsText(complaint, includeTimestamp=False, includeSystem=False),
+            "Worker 3: usage: dittofs [options]",
         )
