@@ -364,12 +364,20 @@ def _workers(values: dict[str, Any], origin: dict[str, str], exports: list[Expor
     """
     where = origin.get("workers", "--workers")
     if values["workers"] == "auto":
-        return 1 if _one_process(exports, values["listen"]) else len(os.sched_getaffinity(0))
+        return 1 if _one_process(exports, values["listen"]) else _cores()
     count = _whole(values, origin, "workers", 1)
     why = None if count == 1 else _one_process(exports, values["listen"])
     if why is not None:
         raise ConfigError(f"{where}: {count} workers cannot {why}")
     return count
+
+
+def _cores() -> int:
+    """The cores this process may run on, where ``auto`` may spread workers: Linux, whose
+    ``SO_REUSEPORT`` shares a port's connections out between sockets; 1 elsewhere."""
+    if not hasattr(os, "sched_getaffinity"):  # macOS, the BSDs: no balancing either
+        return 1
+    return len(os.sched_getaffinity(0))
 
 
 def _one_process(exports: list[ExportSpec], listen: str) -> str | None:
