@@ -153,6 +153,10 @@ class StoreOpenError(Exception):
         self.role = role
         self.error = error
 
+    def cause(self) -> Failure:
+        """What the store raised, with its own traceback (for the log)."""
+        return Failure(self.error, type(self.error), self.error.__traceback__)
+
     def __str__(self) -> str:
         store = f"{self.role} store" if self.role else "stores"
         return f"the {store} of {self.export.path.decode()}: {dittofs_log.error_line(self.error)}"

@@ -556,9 +556,7 @@ class DittoService(MultiService):
                 return reason
             if not self.running:  # stopped while the stores were opening: nothing to undo
                 return None
-            cause = error.error
-            line = self.description.open_failed(error)
-            self._failed(line, Failure(cause, type(cause), cause.__traceback__), status_pipe)
+            self._failed(self.description.open_failed(error), error.cause(), status_pipe)
             return None
 
         self.exports.open().addCallbacks(listen, not_opened)
@@ -659,30 +657,20 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     if seat is None and config["workers"] > 1:
         return _supervisor(config, reactor)
     allocator.return_large_buffers()
-    data_dir = Path(config["data-dir"])
     metrics = Metrics()
     tracing = dittofs_tracing.from_environment()
 
     def instrumented(store: Any, interface: type[Interface], kind: str) -> Any:
         return tracing.store(metered(store, interface, kind, metrics), interface, kind)
 
-    served: list[Export] = []
-    for spec in config.exports:
-        metadata, content = store_pair(spec.metadata, spec.content, data_dir, reactor)
+    def serving(metadata: IMetadataStore, content: IContentStore) -> tuple[Any, Any]:
         # The cache in front of the metrics: they count what reaches the store.
-        metadata = with_cache(
+        cached = with_cache(
             instrumented(metadata, IMetadataStore, "metadata"), content, config["metadata-cache"]
         )
-        served.append(
-            Export(
-                export_id=spec.export_id,
-                path=spec.path.encode(),
-                metadata=metadata,
-                content=instrumented(content, IContentStore, "content"),
-                policy=spec.policy,
-            )
-        )
-    exports = ExportTable(served)
+        return cached, instrumented(content, IContentStore, "content")
+
+    exports = _export_table(config, reactor, serving)
     metrics.watch_caches(exports)
     verifier = None if seat is None else seat.verifier
     nfs = NFSv3Program(exports, write_verifier=verifier, metrics=metrics)
@@ -696,9 +684,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     if seat is not None:
         metrics_endpoint = None if seat.metrics is None else f"unix:{seat.metrics}"
         seat.watch_supervisor(reactor)
-    description = _description(config, config["listen"], metrics_endpoint)
-    if seat is not None:
-        description = attrs.evolve(description, worker=seat.index)
+    description = _description(config, metrics_endpoint, None if seat is None else seat.index)
     service = DittoService(
         exports,
         reactor,
@@ -725,7 +711,24 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     return service
 
 
-def _description(config: Options, listen: str, metrics: str | None) -> Description:
+def _export_table(
+    config: Options,
+    reactor: Any,
+    serving: Callable[[IMetadataStore, IContentStore], tuple[Any, Any]] | None = None,
+) -> ExportTable:
+    """Every export of *config* with its two stores built, not opened; *serving* wraps each
+    pair in what answering calls needs (metrics, tracing, the cache)."""
+    data_dir = Path(config["data-dir"])
+    exports = []
+    for spec in config.exports:
+        metadata, content = store_pair(spec.metadata, spec.content, data_dir, reactor)
+        if serving is not None:
+            metadata, content = serving(metadata, content)
+        exports.append(Export(spec.export_id, spec.path.encode(), metadata, content, spec.policy))
+    return ExportTable(exports)
+
+
+def _description(config: Options, metrics: str | None, worker: int | None = None) -> Description:
     data_dir = Path(config["data-dir"])
     stores = {
         spec.export_id: (
@@ -735,7 +738,7 @@ def _description(config: Options, listen: str, metrics: str | None) -> Descripti
         )
         for spec in config.exports
     }
-    return Description(listen, stores, metrics)
+    return Description(config["listen"], stores, metrics, worker)
 
 
 def _stores_open(config: Options, reactor: Any) -> Deferred[None]:
@@ -746,28 +749,16 @@ def _stores_open(config: Options, reactor: Any) -> Deferred[None]:
     before any port listens.  Schema creation and upgrades happen here too,
     once, rather than in every worker at the same time.
     """
-    data_dir = Path(config["data-dir"])
-    exports = ExportTable(
-        [
-            Export(
-                spec.export_id,
-                spec.path.encode(),
-                *store_pair(spec.metadata, spec.content, data_dir, reactor),
-                policy=spec.policy,
-            )
-            for spec in config.exports
-        ]
-    )
-    description = _description(config, config["listen"], config["metrics"])
+    exports = _export_table(config, reactor)
+    description = _description(config, config["metrics"])
 
     async def check() -> None:
         try:
             await exports.open()
         except StoreOpenError as error:
-            cause = error.error
-            reason = Failure(cause, type(cause), cause.__traceback__)
+            reason = error.cause()
             log.failure("The failure below, with its traceback", reason, level=LogLevel.debug)
-            raise workers_module.StartFailed(description.open_failed(error)) from cause
+            raise workers_module.StartFailed(description.open_failed(error)) from error.error
         finally:
             await exports.close()
 

@@ -229,8 +229,8 @@ class _Worker(ProcessProtocol):
         self.started = time.monotonic()
         self.ready = False
         self.status = b""
-        self._log = b""
-        self._errors = b""
+        #: The line begun on the worker's standard output (its log) and standard error.
+        self._partial = {1: b"", 2: b""}
         #: The worker's process id (still known once it has ended, for the log).
         self.pid: int | None = None
         self.ended: Deferred[None] = Deferred()
@@ -248,15 +248,10 @@ class _Worker(ProcessProtocol):
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         """The worker's log (its standard output), and its status pipe: ``0`` once it
         serves, ``1 why`` when it cannot."""
-        if childFD == 1:
-            *lines, self._log = (self._log + data).split(b"\n")
+        if childFD in self._partial:
+            *lines, self._partial[childFD] = (self._partial[childFD] + data).split(b"\n")
             for line in lines:
-                relay(line, self.index)
-            return
-        if childFD == 2:
-            *lines, self._errors = (self._errors + data).split(b"\n")
-            for line in lines:
-                self._complain(line)
+                self._line(childFD, line)
             return
         if childFD != STATUS_FD or self.ready:
             return
@@ -265,9 +260,12 @@ class _Worker(ProcessProtocol):
             self.ready = True
             self.supervisor.worker_ready(self)
 
-    def _complain(self, line: bytes) -> None:
-        """A line the worker wrote to its standard error (before its log started, say)."""
-        if line.strip():
+    def _line(self, childFD: int, line: bytes) -> None:
+        """One whole line of the worker's log, or of its standard error (written before
+        its log started, say), which is a warning naming the worker."""
+        if childFD == 1:
+            relay(line, self.index)
+        elif line.strip():
             text = line.decode("utf-8", "replace")
             log.warn("Worker {index}: {line}", index=self.index, line=text, worker=self.index)
 
@@ -281,12 +279,9 @@ class _Worker(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         """Tell the supervisor how the worker ended."""
-        if self._log:
-            relay(self._log, self.index)
-            self._log = b""
-        if self._errors:
-            self._complain(self._errors)
-            self._errors = b""
+        for childFD, rest in self._partial.items():
+            if rest:
+                self._line(childFD, rest)
         self.supervisor.worker_ended(self, reason)
         self.ended.callback(None)
 
