@@ -14,10 +14,10 @@ from collections.abc import Mapping
 
 import attrs
 
+from dittofs.access import EXECUTE, require
 from dittofs.errors import NFSError
 from dittofs.exports import Export, ExportTable
 from dittofs.model import Attributes
-from dittofs.nfs3.access import EXECUTE, require
 from dittofs.rpc.dispatch import NULL_PROCEDURE, CallContext, Procedure
 from dittofs.rpc.message import AuthFlavor
 from dittofs.rpc.xdr import XdrReader, XdrWriter

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from dittofs.nfs3.access import ANONYMOUS_GID, ANONYMOUS_UID
+from dittofs.access import ANONYMOUS_GID, ANONYMOUS_UID
 from dittofs.rpc.message import AuthFlavor, Credentials
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

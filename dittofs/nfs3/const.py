@@ -60,17 +60,6 @@ class TimeHow(enum.IntEnum):
     SET_TO_CLIENT_TIME = 2
 
 
-class Access(enum.IntFlag):
-    """ACCESS request and result bits."""
-
-    READ = 0x0001
-    LOOKUP = 0x0002
-    MODIFY = 0x0004
-    EXTEND = 0x0008
-    DELETE = 0x0010
-    EXECUTE = 0x0020
-
-
 class FsInfoProperties(enum.IntFlag):
     """FSINFO ``properties`` bits."""
 

@@ -18,36 +18,28 @@ from typing import Any, Literal
 import attrs
 from twisted.logger import Logger
 
+from dittofs import filesystem as fs
 from dittofs import log as dittofs_log
-from dittofs.errors import NFSError
-from dittofs.exports import Export, ExportTable, release_orphan
-from dittofs.metrics import Metrics
-from dittofs.model import Attributes, NewNode, Renamed, SetAttributes, WccAttributes
-from dittofs.nfs3 import args as a
-from dittofs.nfs3.access import (
+from dittofs.access import (
     EXECUTE,
     READ,
-    WRITE,
+    Access,
     allowed_access,
-    caller_ids,
-    check_setattr,
-    in_group,
-    is_root,
-    mode_after_write,
     require,
-    require_readable,
-    require_sticky,
 )
+from dittofs.errors import NFSError
+from dittofs.exports import Export, ExportTable
+from dittofs.metrics import Metrics
+from dittofs.model import Attributes, SetAttributes, WccAttributes
+from dittofs.nfs3 import args as a
 from dittofs.nfs3.const import (
     NAME_MAX,
     NFS_PROGRAM,
     NFS_V3,
-    Access,
     FsInfoProperties,
     Proc,
     StableHow,
 )
-from dittofs.nfs3.handle import FileHandle
 from dittofs.nfs3.types import (
     encode_fattr3,
     encode_post_op_attr,
@@ -55,7 +47,6 @@ from dittofs.nfs3.types import (
     encode_wcc_data,
 )
 from dittofs.rpc.dispatch import NULL_PROCEDURE, CallContext, Procedure
-from dittofs.rpc.message import Credentials
 from dittofs.rpc.xdr import XdrWriter
 from dittofs.vocabulary import CreateMode, FileType, Status
 
@@ -92,36 +83,6 @@ NON_IDEMPOTENT = frozenset(
 )
 
 FailShape = tuple[tuple[Literal["attr", "wcc"], Callable[[Any], bytes]], ...]
-
-
-def check_size(attributes: SetAttributes) -> None:
-    """A size past FSINFO's maxfilesize is FBIG (and could not be reported in fattr3)."""
-    if attributes.size is not None and attributes.size > MAX_FILE_SIZE:
-        raise NFSError(Status.FBIG)
-
-
-def check_name(name: bytes) -> None:
-    """Reject names no file may have (RFC 1813 section 3.3.8 and friends)."""
-    if not name:
-        raise NFSError(Status.INVAL, "empty name")
-    if len(name) > NAME_MAX:
-        raise NFSError(Status.NAMETOOLONG)
-    if b"/" in name or b"\0" in name:
-        raise NFSError(Status.INVAL, "name contains '/' or NUL")
-
-
-def check_new_name(name: bytes) -> None:
-    """Names for new entries: also not ``.`` or ``..``, which always exist."""
-    check_name(name)
-    if name in (b".", b".."):
-        raise NFSError(Status.EXIST)
-
-
-def check_existing_name(name: bytes) -> None:
-    """Names of entries to remove or rename: ``.`` and ``..`` are not theirs to change."""
-    check_name(name)
-    if name in (b".", b".."):
-        raise NFSError(Status.INVAL, "cannot remove or rename '.' or '..'")
 
 
 def _cookie_verifier(directory: Attributes) -> bytes:
@@ -261,23 +222,8 @@ class NFSv3Program:
     async def _resolve(
         self, fh: bytes, context: CallContext, change: bool = False
     ) -> tuple[Export, Attributes]:
-        """Map a file handle to its export and current attributes.
-
-        BADHANDLE for a handle we never issued, STALE for a file that is gone,
-        ACCES for a client the export does not admit (checked on every call,
-        so a leaked handle is useless elsewhere), ROFS for a change to a
-        read-only export.
-        """
-        handle = FileHandle.decode(fh)
-        export = self.exports.by_handle(handle)
-        if not export.policy.admits(context.client_host, context.client_port):
-            raise NFSError(Status.ACCES, f"{context.client_host} may not use {export.path!r}")
-        if change and export.policy.read_only:
-            raise NFSError(Status.ROFS)
-        attributes: Attributes = await export.metadata.getattr(handle.fileid)
-        if attributes.generation != handle.generation:
-            raise NFSError(Status.STALE, "generation mismatch")
-        return export, attributes
+        """Map a file handle to its export and current attributes (:func:`filesystem.resolve`)."""
+        return await fs.resolve(self.exports, fh, context.client_host, context.client_port, change)
 
     async def _resolve_dir(
         self, fh: bytes, context: CallContext, change: bool = False
@@ -304,62 +250,6 @@ class NFSv3Program:
         writer.uint(Status.OK)
         return writer
 
-    async def _delete_content(self, export: Export, fileid: int) -> None:
-        try:
-            await export.content.delete(fileid)
-        except Exception:
-            log.failure("Could not delete the content of file {fileid}", fileid=fileid)
-
-    async def _forget_content(self, export: Export, orphan: int | None) -> None:
-        """Delete the content of a file whose last link is gone; the call already succeeded.
-
-        A failure is only logged: the orphan stays pending in the metadata
-        store and is reaped the next time the stores open.
-        """
-        if orphan is None:
-            return
-        try:
-            await release_orphan(export, orphan)
-        except Exception:
-            log.failure("Could not delete the content of file {fileid}", fileid=orphan)
-
-    async def _require_new_entry(
-        self, export: Export, directory: Attributes, name: bytes, caller: Credentials
-    ) -> None:
-        """May *caller* add *name* to *directory*?  In POSIX's order: a name that
-        exists is EEXIST before a missing write permission is EACCES (the kernel
-        looks the name up before ``may_create``), for anyone who may search."""
-        require(directory, caller, EXECUTE)
-        check_new_name(name)
-        try:
-            require(directory, caller, WRITE)
-        except NFSError:
-            await self._refuse_existing(export, directory, name)
-            raise
-
-    async def _refuse_existing(self, export: Export, directory: Attributes, name: bytes) -> None:
-        """Raise EXIST if *name* is in *directory*; nothing if it is not."""
-        try:
-            await export.metadata.lookup(directory.fileid, name)
-        except NFSError as error:
-            if error.status != Status.NOENT:
-                raise
-        else:
-            raise NFSError(Status.EXIST)
-
-    async def _require_change_entry(
-        self, export: Export, directory: Attributes, name: bytes, caller: Credentials
-    ) -> None:
-        """May *caller* remove or rename *name* in *directory*?  In POSIX's order: a
-        missing name is ENOENT before a missing write permission is EACCES."""
-        require(directory, caller, EXECUTE)
-        check_existing_name(name)
-        try:
-            require(directory, caller, WRITE)
-        except NFSError:
-            await export.metadata.lookup(directory.fileid, name)
-            raise
-
     # -- 3.3.1 GETATTR -------------------------------------------------------------
 
     async def getattr(self, args: a.HandleArgs, context: CallContext) -> XdrWriter:
@@ -372,25 +262,17 @@ class NFSv3Program:
     # -- 3.3.2 SETATTR -------------------------------------------------------------
 
     async def setattr(self, args: a.SetAttrArgs, context: CallContext) -> XdrWriter:
-        """RFC 1813 3.3.2: change attributes, optionally guarded by the ctime the client saw.
-
-        The metadata change (and its guard) comes first; only then is the
-        content cut, so a failed guard never loses data.
-        """
+        """RFC 1813 3.3.2: change attributes, optionally guarded by the ctime the client saw."""
         export, attributes = await self._resolve(args.fh, context, change=True)
         caller = export.policy.identity(context.credentials)
-        if args.attributes.size is not None and attributes.type == FileType.DIR:
-            raise NFSError(Status.ISDIR)
-        check_size(args.attributes)
-        changes = check_setattr(attributes, args.attributes, args.client_times, caller)
-        if changes.size == attributes.size:
-            # POSIX truncate: mtime and ctime move only "if the file size is changed".
-            changes = attrs.evolve(changes, size=None)
-        wcc: WccAttributes = await export.metadata.setattr(
-            attributes.fileid, changes, args.guard_ctime
+        wcc = await fs.setattr(
+            export,
+            attributes,
+            args.attributes,
+            client_times=args.client_times,
+            caller=caller,
+            guard_ctime=args.guard_ctime,
         )
-        if changes.size is not None and changes.size < attributes.size:
-            await export.content.truncate(attributes.fileid, changes.size)
         writer = self._ok()
         encode_wcc_data(writer, wcc, export.fsid)
         return writer
@@ -406,7 +288,7 @@ class NFSv3Program:
         elif args.name == b"..":
             found = await export.metadata.lookup(directory.fileid, b"..")
         else:
-            check_name(args.name)
+            fs.check_name(args.name)
             found = await export.metadata.lookup(directory.fileid, args.name)
         writer = self._ok()
         writer.opaque(export.handle(found))
@@ -443,19 +325,10 @@ class NFSv3Program:
     # -- 3.3.6 READ ------------------------------------------------------------------
 
     async def read(self, args: a.ReadArgs, context: CallContext) -> XdrWriter:
-        """RFC 1813 3.3.6: bytes from a regular file, with EOF judged by the file's size.
-
-        Content shorter than the size (a sparse extension) reads as zeros.
-        """
+        """RFC 1813 3.3.6: bytes from a regular file, with EOF judged by the file's size."""
         export, attributes = await self._resolve_file(args.fh, context)
-        require_readable(attributes, export.policy.identity(context.credentials))
-        wanted = max(0, min(args.count, MAX_IO, attributes.size - args.offset))
-        data: bytes = b""
-        if wanted:
-            data = await export.content.read(attributes.fileid, args.offset, wanted)
-            if len(data) < wanted:
-                data = bytes(data) + bytes(wanted - len(data))
-        eof = args.offset + len(data) >= attributes.size
+        caller = export.policy.identity(context.credentials)
+        data, eof = await fs.read(export, attributes, args.offset, min(args.count, MAX_IO), caller)
         self.metrics.read_bytes.inc(len(data))
         writer = self._ok()
         encode_post_op_attr(writer, attributes, export.fsid)
@@ -470,40 +343,15 @@ class NFSv3Program:
         """RFC 1813 3.3.7: write data, durably before replying unless UNSTABLE was asked.
 
         The reply's ``committed`` is exactly what was done: FILE_SYNC for a
-        stable request, UNSTABLE otherwise, never more than the truth.  A
-        write by anyone but root clears setuid and setgid first, as Linux
-        does (:func:`~dittofs.nfs3.access.mode_after_write`).
+        stable request, UNSTABLE otherwise, never more than the truth.
         """
         export, attributes = await self._resolve_file(args.fh, context, change=True)
         caller = export.policy.identity(context.credentials)
-        require(attributes, caller, WRITE, owner_override=True)
         if args.count > len(args.data):
             raise NFSError(Status.INVAL, "count exceeds the data sent")
         data = args.data[: args.count]
-        if args.offset + len(data) > MAX_FILE_SIZE:
-            raise NFSError(Status.FBIG)
         stable = args.stable != StableHow.UNSTABLE
-        if data:
-            mode = mode_after_write(attributes, caller)
-            if mode != attributes.mode:
-                # Before the data lands, as Linux does: a write never leaves a
-                # setuid program that someone else's bytes have changed.
-                await export.metadata.setattr(attributes.fileid, SetAttributes(mode=mode), None)
-            await export.content.write(attributes.fileid, args.offset, data, stable)
-            try:
-                wcc: WccAttributes = await export.metadata.record_write(
-                    attributes.fileid, args.offset + len(data)
-                )
-            except NFSError as error:
-                if error.status == Status.STALE:
-                    # Removed (by another client or gateway) while this write ran: the
-                    # content just written may outlive the REMOVE's delete.  File ids are
-                    # never reused, so deleting it again is always safe.
-                    await self._delete_content(export, attributes.fileid)
-                raise
-        else:
-            # Writing nothing changes nothing, wherever the offset points (as pwrite).
-            wcc = WccAttributes(attributes, attributes)
+        wcc = await fs.write(export, attributes, args.offset, data, stable=stable, caller=caller)
         self.metrics.written_bytes.inc(len(data))
         writer = self._ok()
         encode_wcc_data(writer, wcc, export.fsid)
@@ -523,50 +371,19 @@ class NFSv3Program:
         attributes: SetAttributes,
         **extra: Any,
     ) -> XdrWriter:
-        """Create a node of any type and encode the shared ``*3resok`` shape.
-
-        Ownership follows POSIX: the caller's uid, and the caller's gid unless
-        the directory is setgid, in which case its group is inherited (and a
-        new subdirectory inherits the setgid bit too).
-        """
+        """Create a node of any type (:func:`filesystem.make`); the shared ``*3resok`` shape."""
         export, directory = await self._resolve_dir(where.dir, context, change=True)
         caller = export.policy.identity(context.credentials)
-        await self._require_new_entry(export, directory, where.name, caller)
-        if file_type in (FileType.CHR, FileType.BLK) and not is_root(caller):
-            await self._refuse_existing(export, directory, where.name)
-            raise NFSError(Status.PERM, "only root may make device nodes")
-        check_size(attributes)
-        uid, gid, _ = caller_ids(caller)
-        if not is_root(caller) and (
-            (attributes.uid is not None and attributes.uid != uid)
-            or (attributes.gid is not None and not in_group(caller, attributes.gid))
-        ):
-            raise NFSError(Status.PERM, "only root may create files for others")
-        mode = default_mode if attributes.mode is None else attributes.mode
-        if file_type == FileType.DIR:
-            mode &= _DIRECTORY_MODE_BITS
-        if directory.mode & _SETGID:
-            gid = directory.gid
-            if file_type == FileType.DIR:
-                mode |= _SETGID
-            elif (
-                mode & _SETGID
-                and mode & _GROUP_EXECUTE
-                and not (is_root(caller) or in_group(caller, gid))
-            ):
-                # Linux's mode_strip_sgid: no setgid program for a group one is not in.
-                mode &= ~_SETGID
-        node = NewNode(
-            type=file_type,
-            mode=mode,
-            uid=uid if attributes.uid is None else attributes.uid,
-            gid=gid if attributes.gid is None else attributes.gid,
+        created = await fs.make(
+            export,
+            directory,
+            where.name,
+            caller,
+            file_type=file_type,
+            default_mode=default_mode,
             attributes=attributes,
             **extra,
         )
-        created = await export.metadata.create(directory.fileid, where.name, node)
-        if created.existed and attributes.size is not None:
-            await export.content.truncate(created.node.fileid, attributes.size)
         writer = self._ok()
         encode_post_op_fh3(writer, export.handle(created.node))
         encode_post_op_attr(writer, created.node, export.fsid)
@@ -619,12 +436,7 @@ class NFSv3Program:
     ) -> XdrWriter:
         export, directory = await self._resolve_dir(args.dir, context, change=True)
         caller = export.policy.identity(context.credentials)
-        await self._require_change_entry(export, directory, args.name, caller)
-        if directory.mode & _STICKY:
-            victim = await export.metadata.lookup(directory.fileid, args.name)
-            require_sticky(directory, victim, caller)
-        removed = await export.metadata.remove(directory.fileid, args.name, is_directory)
-        await self._forget_content(export, removed.orphan)
+        removed = await fs.remove(export, directory, args.name, caller, is_directory)
         writer = self._ok()
         encode_wcc_data(writer, removed.directory, export.fsid)
         return writer
@@ -645,106 +457,14 @@ class NFSv3Program:
         target_export, target = await self._resolve_dir(args.target.dir, context, change=True)
         if target_export is not export:
             raise NFSError(Status.XDEV)
-        check_existing_name(args.target.name)
         caller = export.policy.identity(context.credentials)
-        # Linux's order: search permission on both directories (its walks to them),
-        # the source looked up (NOENT), the loop checks, then permissions and types.
-        require(source, caller, EXECUTE)
-        require(target, caller, EXECUTE)
-        check_existing_name(args.source.name)
-        moving = await export.metadata.lookup(source.fileid, args.source.name)
-        try:
-            await self._check_rename(export, source, target, moving, args, caller=caller)
-            renamed = await export.metadata.rename(
-                source.fileid, args.source.name, target.fileid, args.target.name
-            )
-        except NFSError as error:
-            if error.status not in _OUTRANKED_BY_LOOPS:
-                raise
-            replaced = await self._refuse_rename_into_itself(export, source, moving, target, args)
-            if replaced is None or replaced.fileid != moving.fileid:
-                raise
-            # Onto the file itself (the same name, or another link of it): rename(2)
-            # does nothing and checks nothing more (Linux's vfs_rename).
-            unchanged = WccAttributes(source, source), WccAttributes(target, target)
-            renamed = Renamed(*unchanged, None, moving.fileid, moving.fileid)
-        await self._forget_content(export, renamed.orphan)
+        renamed = await fs.rename(
+            export, source, args.source.name, target, args.target.name, caller=caller
+        )
         writer = self._ok()
         encode_wcc_data(writer, renamed.source, export.fsid)
         encode_wcc_data(writer, renamed.target, export.fsid)
         return writer
-
-    async def _check_rename(
-        self,
-        export: Export,
-        source: Attributes,
-        target: Attributes,
-        moving: Attributes,
-        args: a.RenameArgs,
-        *,
-        caller: Credentials,
-    ) -> None:
-        """POSIX rename checks, in Linux's order (``vfs_rename``).
-
-        The source's directory as ``may_delete`` checks it (write and search,
-        then the sticky bit); the target's as ``may_create`` checks it, or, when
-        the name is taken, as ``may_delete`` checks it (write and search, the
-        sticky bit, then whether the entry may be replaced by this type: a
-        directory only by a directory); and only then write permission on a
-        directory that changes parent (its ``..`` entry changes).
-        """
-        require(source, caller, WRITE | EXECUTE)
-        require_sticky(source, moving, caller)
-        require(target, caller, WRITE | EXECUTE)
-        try:
-            replaced = await export.metadata.lookup(target.fileid, args.target.name)
-        except NFSError as error:
-            if error.status != Status.NOENT:
-                raise
-        else:
-            require_sticky(target, replaced, caller)
-            if moving.type == FileType.DIR and replaced.type != FileType.DIR:
-                raise NFSError(Status.NOTDIR, "a directory can replace only a directory")
-            if moving.type != FileType.DIR and replaced.type == FileType.DIR:
-                raise NFSError(Status.ISDIR, "only a directory can replace a directory")
-        if moving.type == FileType.DIR and source.fileid != target.fileid:
-            require(moving, caller, WRITE)
-
-    async def _refuse_rename_into_itself(
-        self,
-        export: Export,
-        source: Attributes,
-        moving: Attributes,
-        target: Attributes,
-        args: a.RenameArgs,
-    ) -> Attributes | None:
-        """Linux refuses a rename that would cut a loop before it checks permissions
-        or types: INVAL for moving a directory below itself, NOTEMPTY for replacing an
-        ancestor of the source.  Asked only when one of those checks failed (the
-        store's own rename decides these otherwise).  Returns what the target name
-        holds, if anything."""
-        if await self._ancestry_holds(export, moving.fileid, target.fileid):
-            raise NFSError(Status.INVAL, "a directory cannot move below itself")
-        try:
-            replaced = await export.metadata.lookup(target.fileid, args.target.name)
-        except NFSError as error:
-            if error.status != Status.NOENT:
-                raise
-            return None
-        if await self._ancestry_holds(export, replaced.fileid, source.fileid):
-            raise NFSError(Status.NOTEMPTY, "the target holds the source")
-        return replaced
-
-    async def _ancestry_holds(self, export: Export, ancestor: int, directory: int) -> bool:
-        """Whether *ancestor* is *directory* or one of the directories above it."""
-        for _ in range(_MAX_DEPTH):
-            if directory == ancestor:
-                return True
-            parent = await export.metadata.lookup(directory, b"..")
-            if parent.fileid == directory:
-                return False
-            directory = parent.fileid
-        raise NFSError(Status.SERVERFAULT, f"deeper than {_MAX_DEPTH} directories")
 
     # -- 3.3.15 LINK -------------------------------------------------------------------
 
@@ -754,14 +474,8 @@ class NFSv3Program:
         link_export, directory = await self._resolve_dir(args.link.dir, context, change=True)
         if link_export is not export:
             raise NFSError(Status.XDEV)
-        await self._require_new_entry(
-            export, directory, args.link.name, export.policy.identity(context.credentials)
-        )
-        if node.type == FileType.DIR:
-            # link(2)'s EPERM, after the kernel's EEXIST for a name already taken.
-            await self._refuse_existing(export, directory, args.link.name)
-            raise NFSError(Status.PERM, "hard links to directories are not allowed")
-        linked = await export.metadata.link(node.fileid, directory.fileid, args.link.name)
+        caller = export.policy.identity(context.credentials)
+        linked = await fs.link(export, node, directory, args.link.name, caller)
         writer = self._ok()
         encode_post_op_attr(writer, linked.node, export.fsid)
         encode_wcc_data(writer, linked.directory, export.fsid)
@@ -904,8 +618,7 @@ class NFSv3Program:
         and keeps every content store's job simple.
         """
         export, attributes = await self._resolve_file(args.fh, context)
-        require(attributes, export.policy.identity(context.credentials), WRITE, owner_override=True)
-        await export.content.commit(attributes.fileid)
+        await fs.commit(export, attributes, export.policy.identity(context.credentials))
         writer = self._ok()
         encode_wcc_data(writer, WccAttributes(attributes, attributes), export.fsid)
         writer.fixed_opaque(self.write_verifier)

@@ -1,18 +1,18 @@
-"""Permission arithmetic for ACCESS (``dittofs.nfs3.access``), checked against POSIX rules."""
+"""Permission arithmetic for ACCESS (``dittofs.access``), checked against POSIX rules."""
 
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dittofs.model import Attributes
-from dittofs.nfs3.access import (
+from dittofs.access import (
     ANONYMOUS_GID,
     ANONYMOUS_UID,
+    Access,
     allowed_access,
     caller_ids,
     permission_bits,
 )
-from dittofs.nfs3.const import Access
+from dittofs.model import Attributes
 from dittofs.rpc.message import ANONYMOUS, AuthFlavor, Credentials
 from dittofs.vocabulary import FileType
 

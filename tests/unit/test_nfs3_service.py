@@ -16,10 +16,11 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import ILogObserver, LogLevel, capturedLogs, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from dittofs.access import Access
 from dittofs.errors import NFSError
 from dittofs.exports import Export
 from dittofs.model import SetAttributes
-from dittofs.nfs3.const import NFS_PROGRAM, NFS_V3, Access, FsInfoProperties, Proc, StableHow
+from dittofs.nfs3.const import NFS_PROGRAM, NFS_V3, FsInfoProperties, Proc, StableHow
 from dittofs.nfs3.handle import FileHandle
 from dittofs.nfs3.service import MAX_IO
 from dittofs.policy import AccessPolicy, Squash

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from dittofs.access import Access
 from dittofs.exports import Export
 from dittofs.interfaces import IMetadataStore
 from dittofs.model import SetAttributes
-from dittofs.nfs3.const import Access
 from dittofs.policy import AccessPolicy, Squash, parse_clients
 from dittofs.rpc.message import ANONYMOUS, AuthFlavor, Credentials
 from dittofs.stores.content.memory import MemoryContentStore

@@ -10,13 +10,26 @@ file created read-only must still take the data written through that open.
 
 from __future__ import annotations
 
+import enum
+
 import attrs
 
 from dittofs.errors import NFSError
 from dittofs.model import Attributes, SetAttributes
-from dittofs.nfs3.const import Access
 from dittofs.rpc.message import Credentials
 from dittofs.vocabulary import FileType, Status
+
+
+class Access(enum.IntFlag):
+    """ACCESS request and result bits: NFSv3's ``ACCESS3_*`` and v4's ``ACCESS4_*`` agree."""
+
+    READ = 0x0001
+    LOOKUP = 0x0002
+    MODIFY = 0x0004
+    EXTEND = 0x0008
+    DELETE = 0x0010
+    EXECUTE = 0x0020
+
 
 READ = 4
 WRITE = 2
