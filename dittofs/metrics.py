@@ -79,6 +79,12 @@ class Metrics:
             ["procedure", "status"],
             registry=r,
         )
+        self.nfs4_operations = Counter(
+            "dittofs_nfs4_operations",
+            "NFSv4.1 operations by operation and nfsstat4",
+            ["operation", "status"],
+            registry=r,
+        )
         self.read_bytes = Counter("dittofs_read_bytes", "File bytes returned by READ", registry=r)
         self.written_bytes = Counter(
             "dittofs_written_bytes", "File bytes accepted by WRITE", registry=r

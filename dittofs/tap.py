@@ -56,6 +56,7 @@ from dittofs.interfaces import IContentStore, IMetadataStore
 from dittofs.metrics import Metrics, metered
 from dittofs.mount import MountProgram
 from dittofs.nfs3.service import NFSv3Program
+from dittofs.nfs4.service import NFSv41Program
 from dittofs.rpc.dispatch import RpcDispatcher, RpcProgram
 from dittofs.rpc.observe import RpcObserver
 from dittofs.rpc.protocol import Limits, RpcServerFactory
@@ -95,6 +96,7 @@ DEFAULTS: dict[str, Any] = {
     "metrics": None,
     "metadata-cache": DEFAULT_ENTRIES,
     "workers": "auto",
+    "nfs4": False,
 }
 #: Resource limits: option/config key -> (Limits field, smallest value allowed).
 _LIMITS: dict[str, tuple[str, float]] = {
@@ -119,6 +121,7 @@ _CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     "anongid": int,
     "read-only": bool,
     "secure": bool,
+    "nfs4": bool,
     "exports": list,
     **{key: (int, float) for key in _LIMITS},
 }
@@ -230,6 +233,7 @@ class Options(usage.Options):
     optFlags = [
         ["read-only", None, "Refuse every change (NFS3ERR_ROFS)."],
         ["secure", None, "Only admit clients from privileged ports (below 1024)."],
+        ["nfs4", None, "Serve NFSv4.1 too, on the same port (experimental, one worker)."],
     ]
 
     def opt_version(self) -> None:
@@ -364,9 +368,13 @@ def _workers(values: dict[str, Any], origin: dict[str, str], exports: list[Expor
     """
     where = origin.get("workers", "--workers")
     if values["workers"] == "auto":
-        return 1 if _one_process(exports, values["listen"]) else _cores()
+        alone = values["nfs4"] or _one_process(exports, values["listen"])
+        return 1 if alone else _cores()
     count = _whole(values, origin, "workers", 1)
     why = None if count == 1 else _one_process(exports, values["listen"])
+    if count > 1 and values["nfs4"]:
+        # Sessions, opens and locks live in one process's memory for now.
+        why = "serve NFSv4.1 (--nfs4), whose state is kept in one process"
     if why is not None:
         raise ConfigError(f"{where}: {count} workers cannot {why}")
     return count
@@ -675,6 +683,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     verifier = None if seat is None else seat.verifier
     nfs = NFSv3Program(exports, write_verifier=verifier, metrics=metrics)
     programs: list[RpcProgram] = [MountProgram(exports), nfs]
+    if config["nfs4"]:
+        programs.append(NFSv41Program(exports, nfs.write_verifier, metrics))
     spans = tracing.observer()
     observers: list[RpcObserver] = [metrics] if spans is None else [metrics, spans]
     dispatcher = RpcDispatcher(programs, observers=observers)

@@ -83,6 +83,23 @@ class RpcProgram(Protocol):
         """Return the procedure table for *version* (within low..high)."""
 
 
+class _Versions:
+    """Several programs of one number, each serving its own versions (NFS 3 and 4)."""
+
+    def __init__(self, programs: Sequence[RpcProgram]) -> None:
+        self._programs = programs
+        self.number = programs[0].number
+        self.name = getattr(programs[0], "name", str(self.number))
+        self.low_version = min(program.low_version for program in programs)
+        self.high_version = max(program.high_version for program in programs)
+
+    def procedures(self, version: int) -> Mapping[int, Procedure]:
+        for program in self._programs:
+            if program.low_version <= version <= program.high_version:
+                return program.procedures(version)
+        return {}
+
+
 def _no_args(reader: XdrReader) -> None:
     return None
 
@@ -124,14 +141,20 @@ class RpcDispatcher:
         replay_cache: ReplayCache | None = None,
         observers: Iterable[RpcObserver] = (),
     ) -> None:
-        self._programs = {program.number: program for program in programs}
+        by_number: dict[int, list[RpcProgram]] = {}
+        for program in programs:
+            by_number.setdefault(program.number, []).append(program)
+        self._programs = {
+            number: found[0] if len(found) == 1 else _Versions(found)
+            for number, found in by_number.items()
+        }
         self.replay_cache = replay_cache if replay_cache is not None else ReplayCache()
         #: Told of every call; the connection factory tells them of connections too.
         self.observers = list(observers)
 
     @property
     def programs(self) -> Sequence[RpcProgram]:
-        """The programs served."""
+        """The programs served (those of one number, several versions, as one)."""
         return tuple(self._programs.values())
 
     def dispatch(self, record: bytes, client_host: str, client_port: int) -> Deferred[Parts] | None:

@@ -195,6 +195,12 @@ class XdrWriter:
         for item in items:
             encode(self, item)
 
+    def extend(self, parts: Sequence[bytes]) -> None:
+        """Append parts already encoded (another writer's :meth:`parts`), uncopied."""
+        self._flush()
+        self._parts.extend(parts)
+        self._size += sum(len(part) for part in parts)
+
     def first_uint(self) -> int | None:
         """The first 32-bit word written (a procedure's status), without joining parts."""
         head = self._parts[0] if self._parts else self._buf

@@ -160,6 +160,9 @@ RULES: tuple[Rule, ...] = (
     Rule("README.md", "sh", "mount -t nfs -o vers=3,proto=tcp", PROVEN,
          "unit:test_linux_mount_lines_are_the_guest_suites",
          "needs a kernel NFS client: its options are those tests/e2e/linux mounts with"),
+    Rule("README.md", "sh", "mount -t nfs4 -o vers=4.1", PROVEN,
+         "unit:test_v41_mount_lines_are_the_guest_suites",
+         "needs a kernel NFSv4.1 client: its options are those tests/e2e/linux mounts with"),
     Rule("README.md", "sh", "/private/tmp/ditto", PROVEN,
          "unit:test_macos_mount_line_spells_the_proven_options",
          "macOS only: its options are the proven Linux ones in macOS's spelling"),
@@ -238,6 +241,9 @@ RULES: tuple[Rule, ...] = (
          "e2e:test_readme_server_command_serves_the_libnfs_listings",
          "run against the README's server command, the port changed to the free one"),
     # docs/s3.md
+    Rule("docs/nfsv4.md", "sh", "mount -t nfs4 -o vers=4.1", PROVEN,
+         "unit:test_v41_mount_lines_are_the_guest_suites",
+         "the README's line, word for word"),
     Rule("docs/s3.md", "sh", "python -m twisted dittofs", RUN,
          "e2e:test_s3_listing_serves_from_seaweedfs",
          "run by bash against SeaweedFS on loopback: the credential placeholders, the endpoint's "
@@ -381,10 +387,10 @@ def apt_packages(text: str) -> set[str]:
     return packages
 
 
-def mount_command(line: str) -> tuple[list[str], str, str]:
-    """``mount -t nfs -o OPTIONS SOURCE TARGET``: the options, source and target."""
+def mount_command(line: str, kind: str = "nfs") -> tuple[list[str], str, str]:
+    """``mount -t KIND -o OPTIONS SOURCE TARGET``: the options, source and target."""
     words = shlex.split(line)
-    assert words[:4] == ["mount", "-t", "nfs", "-o"] and len(words) == 7, line
+    assert words[:4] == ["mount", "-t", kind, "-o"] and len(words) == 7, line
     return words[4].split(","), words[5], words[6]
 
 
@@ -507,6 +513,21 @@ class ListingTests(SynchronousTestCase):
 
         shown = listing("docs/testing-linux.md", "rw,relatime,vers=3").text.replace("\n", "")
         self.assertEqual(set(proven_mount_options("P")) - set(shown.split(",")), set())
+
+    def test_v41_mount_lines_are_the_guest_suites(self) -> None:
+        """The NFSv4.1 mount line asks for what the guest's v4.1 pairings mount with.
+
+        The guest adds only the server's address (``addr``), which its kernel
+        cannot resolve without ``mount.nfs``.
+        """
+        from tests.e2e.linux import guest
+
+        readme = listing("README.md", "mount -t nfs4 -o vers=4.1").text
+        self.assertEqual(listing("docs/nfsv4.md", "mount -t nfs4 -o vers=4.1").text, readme)
+        options, source, _ = mount_command(readme, "nfs4")
+        proven = str(guest.MOUNT_OPTIONS_V41).format(port=default_port()).split(",")
+        self.assertEqual(sorted([*options, f"addr={guest.HOST_ADDRESS}"]), sorted(proven))
+        self.assertEqual(source, f"127.0.0.1:{DEFAULTS['export']}")
 
     def test_macos_mount_line_spells_the_proven_options(self) -> None:
         """The macOS line asks for what the Linux line asks, in mount_nfs's words.

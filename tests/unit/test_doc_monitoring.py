@@ -18,7 +18,7 @@ from dittofs.metrics import Metrics
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "monitoring.md"
 #: One row of the metrics table: `name` | type | ...
-ROW = re.compile(r"^\| `(dittofs_[a-z_]+)` \| (counter|gauge|histogram) \|", re.MULTILINE)
+ROW = re.compile(r"^\| `(dittofs_[a-z0-9_]+)` \| (counter|gauge|histogram) \|", re.MULTILINE)
 
 
 def exported() -> dict[str, str]:

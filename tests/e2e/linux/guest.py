@@ -2,7 +2,7 @@
 
 The guest is Debian's stock kernel with an initramfs built here: a static
 busybox as ``/init``, and only the modules needed for virtio networking, 9p
-and the NFSv3 client.  Two 9p shares give it everything else:
+and the NFSv3 and NFSv4 clients.  Two 9p shares give it everything else:
 
 * ``hostroot``: the host's ``/``, read-only.  The guest chroots into it, so a
   scenario script runs with the host's bash, coreutils, python3, fio and
@@ -47,7 +47,7 @@ REPO = HERE.parents[2]
 CACHE = Path(os.environ.get("DITTOFS_E2E_CACHE", REPO / ".e2e-cache" / "linux"))
 
 #: Modules the guest needs; their dependencies are found from each module's modinfo.
-TARGET_MODULES = ("virtio_pci", "virtio_net", "9pnet_virtio", "9p", "nfsv3")
+TARGET_MODULES = ("virtio_pci", "virtio_net", "9pnet_virtio", "9p", "nfsv3", "nfsv4")
 
 #: Host tool -> the Debian package that provides it.
 HOST_TOOLS = {
@@ -67,6 +67,9 @@ MOUNT_OPTIONS = (
     "vers=3,proto=tcp,port={port},mountport={port},mountproto=tcp,nolock,"
     f"addr={HOST_ADDRESS},mountaddr={HOST_ADDRESS}"
 )
+
+#: The same over NFSv4.1: one port, no MOUNT protocol, and locks that reach the server.
+MOUNT_OPTIONS_V41 = f"vers=4.1,proto=tcp,port={{port}},addr={HOST_ADDRESS}"
 
 #: The host's / for the guest to chroot into: read-only, and with inode numbers of the
 #: host's many file systems remapped so the guest's 9p sees no collisions.

@@ -67,6 +67,12 @@ PAIRINGS: dict[str, Callable[[Path, pytest.FixtureRequest], tuple[tuple[str, ...
     "postgresql+fs-1process": lambda workdir, request: (
         ("--metadata", _postgres_schema(request), "--content", f"fs:{workdir}", "--workers", "1"),
     ),
+    "sqlite+fs-nfs4.1": lambda workdir, request: (
+        ("--metadata", "sqlite", "--content", f"fs:{workdir}", "--nfs4"),
+    ),
+    "postgresql+fs-nfs4.1": lambda workdir, request: (
+        ("--metadata", _postgres_schema(request), "--content", f"fs:{workdir}", "--nfs4"),
+    ),
     "redis+fs": lambda workdir, request: (
         ("--metadata", _redis_prefix(request), "--content", f"fs:{workdir}"),
     ),
@@ -163,12 +169,13 @@ def _require_libnfs() -> None:
 
 #: The pairings booted by default: the ones users deploy (the embedded default, the
 #: shared databases, and S3 as several gateways share it: two with ``durability=remote``
-#: over one SQLite file and one prefix).  With the default ``--workers auto`` the fs
-#: pairings are served by one worker per core.  ``DITTOFS_E2E_PAIRINGS=all`` adds the
-#: memory stores, which every other end-to-end suite exercises, one S3 gateway with the
-#: default ``durability=local``, and sqlite+fs and postgresql+fs served by one process
-#: (``--workers 1``); or name the pairings, separated by spaces.
-DEPLOYED = ("sqlite+fs", "postgresql+fs", "redis+fs", "sqlite+s3x2")
+#: over one SQLite file and one prefix), and the default pairing over NFSv4.1.  With the
+#: default ``--workers auto`` the fs pairings are served by one worker per core.
+#: ``DITTOFS_E2E_PAIRINGS=all`` adds the memory stores, which every other end-to-end
+#: suite exercises, one S3 gateway with the default ``durability=local``, sqlite+fs and
+#: postgresql+fs served by one process (``--workers 1``) and postgresql+fs over NFSv4.1;
+#: or name the pairings, separated by spaces.
+DEPLOYED = ("sqlite+fs", "postgresql+fs", "redis+fs", "sqlite+s3x2", "sqlite+fs-nfs4.1")
 _ASKED = os.environ.get("DITTOFS_E2E_PAIRINGS", "").split()
 BOOTED = sorted(PAIRINGS) if _ASKED == ["all"] else sorted(_ASKED or DEPLOYED)
 
@@ -209,6 +216,8 @@ def booted(
                 else BIGDIR_ENTRIES_SHARED_DATABASE
             ),
         }
+        if pairing.endswith("-nfs4.1"):
+            settings["DITTOFS_MOUNT_OPTIONS"] = guest.MOUNT_OPTIONS_V41.format(port=servers[0].port)
         if "fs:" in " ".join(gateways[0]):
             stat = os.statvfs(content)
             settings["DITTOFS_E2E_EXPECT_TOTAL"] = str(stat.f_blocks * stat.f_frsize)

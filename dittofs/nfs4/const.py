@@ -1,0 +1,284 @@
+"""NFSv4.1 numbers from RFC 5662: operations, statuses, attributes and flags."""
+
+from __future__ import annotations
+
+import enum
+
+from dittofs.vocabulary import Status
+
+NFS_V4 = 4
+#: The one minor version served; any other is NFS4ERR_MINOR_VERS_MISMATCH.
+MINOR_VERSION = 1
+
+NFS4_FHSIZE = 128
+NFS4_OPAQUE_LIMIT = 1024
+NFS4_VERIFIER_SIZE = 8
+NFS4_SESSIONID_SIZE = 16
+
+
+class Op(enum.IntEnum):
+    """``nfs_opnum4`` (RFC 5662): the operations a COMPOUND may carry."""
+
+    ACCESS = 3
+    CLOSE = 4
+    COMMIT = 5
+    CREATE = 6
+    DELEGPURGE = 7
+    DELEGRETURN = 8
+    GETATTR = 9
+    GETFH = 10
+    LINK = 11
+    LOCK = 12
+    LOCKT = 13
+    LOCKU = 14
+    LOOKUP = 15
+    LOOKUPP = 16
+    NVERIFY = 17
+    OPEN = 18
+    OPENATTR = 19
+    OPEN_CONFIRM = 20
+    OPEN_DOWNGRADE = 21
+    PUTFH = 22
+    PUTPUBFH = 23
+    PUTROOTFH = 24
+    READ = 25
+    READDIR = 26
+    READLINK = 27
+    REMOVE = 28
+    RENAME = 29
+    RENEW = 30
+    RESTOREFH = 31
+    SAVEFH = 32
+    SECINFO = 33
+    SETATTR = 34
+    SETCLIENTID = 35
+    SETCLIENTID_CONFIRM = 36
+    VERIFY = 37
+    WRITE = 38
+    RELEASE_LOCKOWNER = 39
+    BACKCHANNEL_CTL = 40
+    BIND_CONN_TO_SESSION = 41
+    EXCHANGE_ID = 42
+    CREATE_SESSION = 43
+    DESTROY_SESSION = 44
+    FREE_STATEID = 45
+    GET_DIR_DELEGATION = 46
+    GETDEVICEINFO = 47
+    GETDEVICELIST = 48
+    LAYOUTCOMMIT = 49
+    LAYOUTGET = 50
+    LAYOUTRETURN = 51
+    SECINFO_NO_NAME = 52
+    SEQUENCE = 53
+    SET_SSV = 54
+    TEST_STATEID = 55
+    WANT_DELEGATION = 56
+    DESTROY_CLIENTID = 57
+    RECLAIM_COMPLETE = 58
+    ILLEGAL = 10044
+
+
+class Stat4(enum.IntEnum):
+    """The ``nfsstat4`` values that NFSv3's ``nfsstat3`` does not share (RFC 5662).
+
+    Where the two protocols share a condition they share its number, so a
+    :class:`~dittofs.vocabulary.Status` a store raises is sent as it is.
+    """
+
+    DELAY = 10008
+    SAME = 10009
+    DENIED = 10010
+    EXPIRED = 10011
+    LOCKED = 10012
+    GRACE = 10013
+    SHARE_DENIED = 10015
+    WRONGSEC = 10016
+    CLID_INUSE = 10017
+    RESOURCE = 10018
+    NOFILEHANDLE = 10020
+    MINOR_VERS_MISMATCH = 10021
+    STALE_CLIENTID = 10022
+    STALE_STATEID = 10023
+    OLD_STATEID = 10024
+    BAD_STATEID = 10025
+    BAD_SEQID = 10026
+    NOT_SAME = 10027
+    LOCK_RANGE = 10028
+    SYMLINK = 10029
+    RESTOREFH = 10030
+    ATTRNOTSUPP = 10032
+    NO_GRACE = 10033
+    RECLAIM_BAD = 10034
+    BADXDR = 10036
+    LOCKS_HELD = 10037
+    OPENMODE = 10038
+    BADOWNER = 10039
+    BADNAME = 10041
+    BAD_RANGE = 10042
+    OP_ILLEGAL = 10044
+    BADSESSION = 10052
+    BADSLOT = 10053
+    COMPLETE_ALREADY = 10054
+    CONN_NOT_BOUND_TO_SESSION = 10055
+    SEQ_MISORDERED = 10063
+    SEQUENCE_POS = 10064
+    REQ_TOO_BIG = 10065
+    REP_TOO_BIG = 10066
+    REP_TOO_BIG_TO_CACHE = 10067
+    RETRY_UNCACHED_REP = 10068
+    TOO_MANY_OPS = 10070
+    OP_NOT_IN_SESSION = 10071
+    CLIENTID_BUSY = 10074
+    NOT_ONLY_OP = 10081
+    WRONG_TYPE = 10083
+
+
+#: Every status a v4.1 reply may carry: the shared ones and the v4-only ones.
+AnyStatus = Status | Stat4
+
+
+class Attr(enum.IntEnum):
+    """Attribute numbers (``FATTR4_*``, RFC 5662) of the attributes this server knows."""
+
+    SUPPORTED_ATTRS = 0
+    TYPE = 1
+    FH_EXPIRE_TYPE = 2
+    CHANGE = 3
+    SIZE = 4
+    LINK_SUPPORT = 5
+    SYMLINK_SUPPORT = 6
+    NAMED_ATTR = 7
+    FSID = 8
+    UNIQUE_HANDLES = 9
+    LEASE_TIME = 10
+    RDATTR_ERROR = 11
+    ACLSUPPORT = 13
+    CANSETTIME = 15
+    CASE_INSENSITIVE = 16
+    CASE_PRESERVING = 17
+    CHOWN_RESTRICTED = 18
+    FILEHANDLE = 19
+    FILEID = 20
+    FILES_AVAIL = 21
+    FILES_FREE = 22
+    FILES_TOTAL = 23
+    HOMOGENEOUS = 26
+    MAXFILESIZE = 27
+    MAXLINK = 28
+    MAXNAME = 29
+    MAXREAD = 30
+    MAXWRITE = 31
+    MODE = 33
+    NO_TRUNC = 34
+    NUMLINKS = 35
+    OWNER = 36
+    OWNER_GROUP = 37
+    RAWDEV = 41
+    SPACE_AVAIL = 42
+    SPACE_FREE = 43
+    SPACE_TOTAL = 44
+    SPACE_USED = 45
+    TIME_ACCESS = 47
+    TIME_ACCESS_SET = 48
+    TIME_DELTA = 51
+    TIME_METADATA = 52
+    TIME_MODIFY = 53
+    TIME_MODIFY_SET = 54
+    MOUNTED_ON_FILEID = 55
+    SUPPATTR_EXCLCREAT = 75
+
+
+# EXCHANGE_ID flags (RFC 8881 section 18.35).
+EXCHGID4_FLAG_SUPP_MOVED_REFER = 0x00000001
+EXCHGID4_FLAG_SUPP_MOVED_MIGR = 0x00000002
+EXCHGID4_FLAG_BIND_PRINC_STATEID = 0x00000100
+EXCHGID4_FLAG_USE_NON_PNFS = 0x00010000
+EXCHGID4_FLAG_MASK_PNFS = 0x00070000
+EXCHGID4_FLAG_UPD_CONFIRMED_REC_A = 0x40000000
+EXCHGID4_FLAG_CONFIRMED_R = 0x80000000
+
+# state_protect_how4
+SP4_NONE = 0
+SP4_MACH_CRED = 1
+SP4_SSV = 2
+
+# CREATE_SESSION flags
+CREATE_SESSION4_FLAG_PERSIST = 0x1
+CREATE_SESSION4_FLAG_CONN_BACK_CHAN = 0x2
+CREATE_SESSION4_FLAG_CONN_RDMA = 0x4
+
+# SEQUENCE status flags
+SEQ4_STATUS_CB_PATH_DOWN = 0x1
+SEQ4_STATUS_EXPIRED_ALL_STATE_REVOKED = 0x8
+
+# secinfo_style4
+SECINFO_STYLE4_CURRENT_FH = 0
+SECINFO_STYLE4_PARENT = 1
+
+# OPEN
+OPEN4_NOCREATE = 0
+OPEN4_CREATE = 1
+UNCHECKED4 = 0
+GUARDED4 = 1
+EXCLUSIVE4 = 2
+EXCLUSIVE4_1 = 3
+OPEN4_SHARE_ACCESS_READ = 0x1
+OPEN4_SHARE_ACCESS_WRITE = 0x2
+OPEN4_SHARE_ACCESS_BOTH = 0x3
+#: The ``share_access`` bits that are access; the rest are 4.1 delegation wants.
+OPEN4_SHARE_ACCESS_MASK = 0xFF
+OPEN4_SHARE_DENY_BOTH = 0x3
+OPEN4_RESULT_LOCKTYPE_POSIX = 0x4
+OPEN_DELEGATE_NONE = 0
+OPEN_DELEGATE_NONE_EXT = 3
+WND4_NOT_WANTED = 0
+
+
+class Claim(enum.IntEnum):
+    """``open_claim_type4``."""
+
+    NULL = 0
+    PREVIOUS = 1
+    DELEGATE_CUR = 2
+    DELEGATE_PREV = 3
+    FH = 4
+    DELEG_CUR_FH = 5
+    DELEG_PREV_FH = 6
+
+
+class LockType(enum.IntEnum):
+    """``nfs_lock_type4``: the W forms ask to be told when the lock frees (we do not)."""
+
+    READ = 1
+    WRITE = 2
+    READW = 3
+    WRITEW = 4
+
+
+# ACCESS bits (the same as NFSv3's)
+ACCESS4_READ = 0x01
+ACCESS4_LOOKUP = 0x02
+ACCESS4_MODIFY = 0x04
+ACCESS4_EXTEND = 0x08
+ACCESS4_DELETE = 0x10
+ACCESS4_EXECUTE = 0x20
+
+# stable_how4
+UNSTABLE4 = 0
+FILE_SYNC4 = 2
+
+FH4_PERSISTENT = 0
+ACL4_SUPPORT_NONE = 0
+
+# BIND_CONN_TO_SESSION directions
+CDFC4_FORE = 0x1
+CDFC4_BACK = 0x2
+CDFC4_FORE_OR_BOTH = 0x3
+CDFC4_BACK_OR_BOTH = 0x7
+CDFS4_FORE = 0x1
+CDFS4_BACK = 0x2
+CDFS4_BOTH = 0x3
+
+# time_how4
+SET_TO_SERVER_TIME4 = 0
+SET_TO_CLIENT_TIME4 = 1
