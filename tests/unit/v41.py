@@ -9,23 +9,25 @@ is the judge that this is what clients really send.
 from __future__ import annotations
 
 import itertools
+import socket
 import struct
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
 from dittofs.nfs4.const import Attr, Op
 from dittofs.nfs4.service import NFSv41Program
 from dittofs.rpc.dispatch import RpcDispatcher
-from dittofs.rpc.message import AcceptStat
+from dittofs.rpc.message import CALL, MSG_ACCEPTED, REPLY, RPC_VERSION, AcceptStat, AuthFlavor
 from dittofs.rpc.xdr import XdrReader, XdrWriter
 from dittofs.testing import InProcessServer
-from dittofs.testing._replies import RpcCallFailed
+from dittofs.testing._replies import RpcCallFailed, RpcReply
 from dittofs.vocabulary import Status
 
 NFS_PROGRAM = 100003
 ALL_ONES = 2**64 - 1
+READ_LT, WRITE_LT = 1, 2
 ANONYMOUS = (0, bytes(12))
 CURRENT = (1, bytes(12))
 
@@ -541,18 +543,83 @@ def decode_reply(body: bytes) -> Reply:
     return Reply(status, tag, results)
 
 
+class Caller(Protocol):
+    """What sends one RPC call: the in-process harness's client, or :class:`SocketRpc`."""
+
+    def call(self, program: int, version: int, procedure: int, arguments: bytes) -> RpcReply: ...
+
+
+class SocketRpc:
+    """RPC calls over a real TCP connection, one at a time, as AUTH_SYS root."""
+
+    def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
+        self._socket = socket.create_connection((host, port), timeout=timeout)
+        self._xids = itertools.count(1)
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def _receive(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self._socket.recv(size - len(data))
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            data += chunk
+        return data
+
+    def call(self, program: int, version: int, procedure: int, arguments: bytes) -> RpcReply:
+        xid = next(self._xids)
+        writer = XdrWriter()
+        for value in (xid, CALL, RPC_VERSION, program, version, procedure):
+            writer.uint(value)
+        credentials = XdrWriter()
+        credentials.uint(0)  # stamp
+        credentials.string(b"dittofs-host-client")
+        for value in (0, 0, 0):  # uid, gid, no supplementary groups
+            credentials.uint(value)
+        writer.uint(AuthFlavor.AUTH_SYS)
+        writer.opaque(credentials.getvalue())
+        writer.uint(AuthFlavor.AUTH_NONE)
+        writer.opaque(b"")
+        writer.raw(arguments)
+        record = writer.getvalue()
+        self._socket.sendall(struct.pack(">I", 0x80000000 | len(record)) + record)
+        reply = b""
+        while True:
+            (mark,) = struct.unpack(">I", self._receive(4))
+            reply += self._receive(mark & 0x7FFFFFFF)
+            if mark & 0x80000000:
+                break
+        reader = XdrReader(reply)
+        if reader.uint() != xid or reader.uint() != REPLY:
+            raise AssertionError(f"the reply does not answer xid {xid}")
+        if reader.uint() != MSG_ACCEPTED:
+            return RpcReply(xid, False, reader.uint(), bytes(reader.fixed_opaque(reader.remaining)))
+        reader.uint()
+        reader.opaque(400)
+        stat = reader.uint()
+        return RpcReply(xid, True, stat, bytes(reader.fixed_opaque(reader.remaining)))
+
+
 class V41Client:
     """One NFSv4.1 client: its own client owner, session and slot sequence."""
 
     def __init__(
         self,
-        server: InProcessServer,
+        server: InProcessServer | None,
         owner: bytes = b"unit-client",
         uid: int = 0,
         gid: int = 0,
         port: int = 700,
+        rpc: Caller | None = None,
     ) -> None:
-        self.rpc = server.client(uid, gid, port=port)
+        self.rpc: Caller
+        if rpc is not None:
+            self.rpc = rpc
+        else:
+            assert server is not None
+            self.rpc = server.client(uid, gid, port=port)
         self.owner = owner
         self.clientid = 0
         self.sessionid = b""

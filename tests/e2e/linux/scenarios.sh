@@ -70,6 +70,7 @@ rmtree:240
 fio:240
 stress_ng:180
 xclient:60
+locks:300
 "
 
 # ---------------------------------------------------------------- helpers ---
@@ -1088,6 +1089,85 @@ scenario_xclient() {
     xcheck "names xclient dir hello.txt"
     xcheck "names xclient/dir new-name"
     xcheck "mode xclient/hello.txt 640"
+}
+
+# Byte-range locks between two processes of this client, and over NFSv4.1 with a second
+# client on the host (test_linux_client.py's lock partner, DittoFS's own v4.1 client over
+# TCP), which the two meet through files in the job directory.  Over NFSv3 (nolock) the
+# guest's kernel arbitrates its own processes; over v4.1 the server arbitrates everyone.
+scenario_locks() {
+    cd "$W"
+    local v4=0
+    case "$MOUNT_OPTIONS" in *vers=4*) v4=1 ;; esac
+    python3 - "$W/locks.bin" "$v4" /run/job <<'PY'
+import errno, fcntl, os, signal, sys, time
+
+path, v4, job = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
+with open(path, "wb") as f:
+    f.write(b"x" * 100)
+
+
+def check(condition, message):
+    if not condition:
+        sys.exit(f"FAIL: {message}")
+
+
+def denied(fd, length, start):
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, start)
+    except OSError as error:
+        if error.errno in (errno.EAGAIN, errno.EACCES):
+            return True
+        raise
+    fcntl.lockf(fd, fcntl.LOCK_UN, length, start)
+    return False
+
+
+def wait_for(name):
+    deadline = time.monotonic() + 120
+    while not os.path.exists(os.path.join(job, name)):
+        if time.monotonic() > deadline:
+            sys.exit(f"FAIL: the host never wrote {name}")
+        time.sleep(0.2)
+    return open(os.path.join(job, name)).read()
+
+
+ready, told = os.pipe()
+holder = os.fork()
+if holder == 0:
+    fd = os.open(path, os.O_RDWR)
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 50, 0)
+    os.write(told, b"1")
+    time.sleep(600)
+    os._exit(0)
+os.read(ready, 1)
+fd = os.open(path, os.O_RDWR)
+check(denied(fd, 20, 10), "a lock overlapping another process's write lock was granted")
+check(not denied(fd, 10, 60), "a lock beside another process's was refused")
+print("ok: another process's write lock on 0-49 refuses 10-29 and lets 60-69 through")
+if v4:
+    with open(os.path.join(job, "lock-held"), "w") as f:
+        f.write(os.path.relpath(path, "/run/nfs"))
+    checked = wait_for("host-checked")
+    if checked != "ok":
+        sys.exit(f"FAIL: the host client: {checked}")
+    print("ok: the host's client was refused 0-49 and named the range; it got 60-69")
+    wait_for("host-holds")
+    check(denied(fd, 10, 80), "the host's write lock on 80-89 did not refuse this client")
+    open(os.path.join(job, "guest-denied"), "w").close()
+    wait_for("host-released")
+    check(not denied(fd, 10, 80), "80-89 stayed locked after the host released it")
+    print("ok: the host client's lock on 80-89 refused this client until released")
+os.kill(holder, signal.SIGKILL)
+os.waitpid(holder, 0)
+deadline = time.monotonic() + 30
+while denied(fd, 50, 0):
+    if time.monotonic() > deadline:
+        sys.exit("FAIL: the killed holder's lock on 0-49 was never released")
+    time.sleep(0.5)
+print("ok: the lock of a killed process is released")
+PY
+    [ "$v4" = 1 ] && detail "locks shared with a second client on the host" || detail "local locks (nolock)"
 }
 
 # ----------------------------------------------------------------- runner ---

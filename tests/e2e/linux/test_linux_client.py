@@ -21,6 +21,8 @@ import os
 import re
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,7 +32,7 @@ import pytest
 from tests.e2e.linux import guest
 from tests.e2e.seaweedfs import credentials_env, seaweedfs
 from tests.e2e.server import RunningServer, dittofs_server
-from tests.unit import backends
+from tests.unit import backends, v41
 
 pytestmark = pytest.mark.linux_guest
 
@@ -141,6 +143,77 @@ class Booted:
     pairing: str
     gateways: tuple[RunningServer, ...]
     run: guest.GuestRun
+    #: What the host's NFSv4.1 lock partner saw (v4.1 pairings only).
+    partner: list[str] = attrs.field(factory=list)
+
+
+def _lock_partner(job: Path, port: int, export: str, outcome: list[str]) -> None:
+    """The second NFSv4.1 client of the ``locks`` scenario, on the host, over TCP.
+
+    It waits for the guest's process to hold a write lock on bytes 0-49, checks
+    that its own LOCKT and LOCK of them are DENIED naming that range while 60-69
+    is granted, then holds 80-89 until the guest has been refused it.  Each step
+    is told to the guest through a file of the job directory; *outcome* ends
+    with ``ok`` or says what went wrong.  Every wait is bounded.
+    """
+
+    def wait_for(name: str) -> str | None:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while time.monotonic() < deadline:
+            if (job / name).exists():
+                return (job / name).read_text()
+            time.sleep(0.2)
+        return None
+
+    def tell(name: str, text: str = "") -> None:
+        (job / f".{name}").write_text(text)
+        (job / f".{name}").rename(job / name)
+
+    relative = wait_for("lock-held")
+    if relative is None:
+        outcome.append("the guest never held its lock")
+        return
+    rpc = v41.SocketRpc("127.0.0.1", port)
+    try:
+        client = v41.V41Client(None, owner=b"dittofs-host-lock-partner", rpc=rpc).connect()
+        path = [v41.lookup(name.encode()) for name in (export + "/" + relative).split("/") if name]
+        owner = client.new_owner()
+        tested = client.call(v41.putrootfh(), *path, v41.lockt(v41.WRITE_LT, 0, 50, owner))
+        denied = tested.last.value
+        if tested.status != 10010 or (denied["offset"], denied["length"]) != (0, 50):
+            tell("host-checked", f"LOCKT of 0-49 answered {tested}")
+            outcome.append(f"LOCKT: {tested}")
+            return
+        opened = client.ok(v41.putrootfh(), *path, v41.open_(owner, None, access=3))
+        stateid = opened.last.value["stateid"]
+        refused = client.call(
+            v41.putrootfh(), *path, v41.lock_new(v41.WRITE_LT, 10, 20, stateid, owner)
+        )
+        beside = client.call(
+            v41.putrootfh(), *path, v41.lock_new(v41.WRITE_LT, 60, 10, stateid, owner)
+        )
+        if refused.status != 10010 or beside.status != 0:
+            tell("host-checked", f"LOCK 10-29 answered {refused.status}, 60-69 {beside.status}")
+            outcome.append(f"LOCK: {refused} {beside}")
+            return
+        lock = beside.last.value
+        lock = client.ok(v41.putrootfh(), *path, v41.locku(v41.WRITE_LT, lock, 60, 10)).last.value
+        tell("host-checked", "ok")
+        lock = client.ok(
+            v41.putrootfh(), *path, v41.lock_more(v41.WRITE_LT, 80, 10, lock)
+        ).last.value
+        tell("host-holds")
+        if wait_for("guest-denied") is None:
+            outcome.append("the guest never reported being refused 80-89")
+            return
+        client.ok(v41.putrootfh(), *path, v41.locku(v41.WRITE_LT, lock, 80, 10))
+        client.ok(v41.putrootfh(), *path, v41.close(stateid))
+        tell("host-released")
+        outcome.append("ok")
+    except Exception as error:  # the outcome, not a thread's traceback, fails the test
+        outcome.append(f"{type(error).__name__}: {error}")
+    finally:
+        rpc.close()
 
     @property
     def server(self) -> RunningServer:
@@ -221,6 +294,12 @@ def booted(
         if "fs:" in " ".join(gateways[0]):
             stat = os.statvfs(content)
             settings["DITTOFS_E2E_EXPECT_TOTAL"] = str(stat.f_blocks * stat.f_frsize)
+        partner: list[str] = []
+        thread = None
+        if pairing.endswith("-nfs4.1"):
+            args = (workdir / "guest" / "job", servers[0].port, servers[0].export, partner)
+            thread = threading.Thread(target=_lock_partner, args=args, daemon=True)
+            thread.start()
         run = guest.boot(
             SCRIPT,
             servers[0].port,
@@ -229,8 +308,10 @@ def booted(
             settings=settings,
             timeout=BOOT_TIMEOUT,
         )
+        if thread is not None:
+            thread.join(timeout=60)
         print(f"\n[{pairing}] {run.summary()}")
-        yield Booted(pairing, servers, run)
+        yield Booted(pairing, servers, run, partner)
 
 
 def _explain(booted: Booted, scenario_log: str = "") -> str:
@@ -258,6 +339,17 @@ def test_scenario(booted: Booted, scenario: str) -> None:
         pytest.fail(f"{scenario} never reported\n{_explain(booted)}", pytrace=False)
     if not result.passed:
         pytest.fail(f"{scenario}: {result.detail}\n{_explain(booted, result.log)}", pytrace=False)
+
+
+def test_locks_across_clients(booted: Booted) -> None:
+    """Over NFSv4.1, the guest's locks and the host client's refuse each other (``locks``)."""
+    if not booted.pairing.endswith("-nfs4.1"):
+        pytest.skip("NFSv3 mounts use nolock: locks stay local to the client, nothing to share")
+    if SELECTED and "locks" not in SELECTED:
+        pytest.skip(f"DITTOFS_E2E_SCENARIOS={' '.join(SELECTED)!r} leaves locks out")
+    assert booted.partner == ["ok"], (
+        f"the host's lock partner: {booted.partner}\n{_explain(booted)}"
+    )
 
 
 def test_guest_finished(booted: Booted) -> None:
