@@ -684,7 +684,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     nfs = NFSv3Program(exports, write_verifier=verifier, metrics=metrics)
     programs: list[RpcProgram] = [MountProgram(exports), nfs]
     if config["nfs4"]:
-        programs.append(NFSv41Program(exports, nfs.write_verifier, metrics))
+        record = Path(config["data-dir"]) / "nfsv4-clients"
+        programs.append(NFSv41Program(exports, nfs.write_verifier, metrics, record=record))
     spans = tracing.observer()
     observers: list[RpcObserver] = [metrics] if spans is None else [metrics, spans]
     dispatcher = RpcDispatcher(programs, observers=observers)

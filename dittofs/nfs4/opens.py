@@ -55,16 +55,11 @@ class StateOperations(FileOperations):
         access = args.share_access & OPEN4_SHARE_ACCESS_MASK
         if not access or access & ~3 or args.share_deny & ~3:
             raise NFSError(Status.INVAL, "bad share access or deny")
-        if args.owner[0] != self._session(c).client.clientid:
-            raise NFS4Error(Stat4.STALE_CLIENTID, "open owner of another client")
-        if args.claim == Claim.PREVIOUS:
-            raise NFS4Error(Stat4.NO_GRACE, "state does not survive a restart yet")
-        if args.claim not in (Claim.NULL, Claim.FH):
-            raise NFSError(Status.NOTSUPP, "no delegations are granted")
+        self._check_claim(args, c)
         attrset: list[int] = []
-        if args.claim == Claim.FH:
+        if args.claim in (Claim.FH, Claim.PREVIOUS):
             if args.create:
-                raise NFSError(Status.INVAL, "CLAIM_FH cannot create")
+                raise NFSError(Status.INVAL, "only CLAIM_NULL can create")
             export, attributes = await self._open_target(c)
             cinfo = None
         else:
@@ -83,7 +78,7 @@ class StateOperations(FileOperations):
             _check_openable(attributes)
             if not fresh:
                 _require_open(export, attributes, caller, access)
-        if args.claim == Claim.FH:
+        if args.claim in (Claim.FH, Claim.PREVIOUS):
             _check_openable(attributes)
             _require_open(export, attributes, self._caller(export, c), access)
         key = (export.export_id, attributes.fileid)
@@ -92,13 +87,27 @@ class StateOperations(FileOperations):
         c.current_stateid = a.StateId(opened.seqid, opened.other)
         writer = XdrWriter()
         encode_stateid(writer, opened.seqid, opened.other)
-        if cinfo is None:
-            cinfo = WccAttributes(attributes, attributes)
-        encode_change_info(writer, cinfo)
+        encode_change_info(writer, cinfo or WccAttributes(attributes, attributes))
         writer.uint(OPEN4_RESULT_LOCKTYPE_POSIX)
         encode_bitmap(writer, attrset)
         writer.uint(OPEN_DELEGATE_NONE)
         return writer
+
+    def _check_claim(self, args: a.OpenArgs, c: CompoundState) -> None:
+        """Whose open, and what it claims: a reclaim only in the grace period, a new
+        open only after it, and never a delegation's claim (none are granted)."""
+        client = self._session(c).client
+        if args.owner[0] != client.clientid:
+            raise NFS4Error(Stat4.STALE_CLIENTID, "open owner of another client")
+        if args.claim == Claim.PREVIOUS:
+            # A reclaim after a restart (section 8.4.2.1): the current handle is the file.
+            self.state.check_reclaim(client)
+            if args.delegate_type != OPEN_DELEGATE_NONE:
+                raise NFS4Error(Stat4.RECLAIM_BAD, "no delegation was ever granted")
+        elif args.claim in (Claim.NULL, Claim.FH):
+            self.state.check_not_grace()
+        else:
+            raise NFSError(Status.NOTSUPP, "no delegations are granted")
 
     async def _open_target(self, c: CompoundState) -> tuple[Export, Attributes]:
         if self._pseudo(c) is not None:
@@ -186,7 +195,9 @@ class StateOperations(FileOperations):
         export, attributes = await self._resolve_file(c)
         key = (export.export_id, attributes.fileid)
         if args.reclaim:
-            raise NFS4Error(Stat4.NO_GRACE, "locks do not survive a restart yet")
+            self.state.check_reclaim(self._session(c).client)
+        else:
+            self.state.check_not_grace()
         first, last = lock_range(args.offset, args.length)
         if args.new_owner:
             opened = self._open_state(c, args.stateid, key)
@@ -229,6 +240,7 @@ class StateOperations(FileOperations):
 
     async def lockt(self, args: a.LocktArgs, c: CompoundState) -> XdrWriter:
         """RFC 8881 18.11: would this lock be granted?  DENIED names a holder if not."""
+        self.state.check_not_grace()
         export, attributes = await self._resolve_file(c)
         first, last = lock_range(args.offset, args.length)
         self._refuse_conflict(

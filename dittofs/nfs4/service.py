@@ -15,6 +15,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger
@@ -38,9 +39,9 @@ from dittofs.nfs4.const import (
     Op,
     Stat4,
 )
-from dittofs.nfs4.errors import NFS4Error
 from dittofs.nfs4.opens import StateOperations
 from dittofs.nfs4.pseudo import PseudoFS
+from dittofs.nfs4.record import ClientRecord
 from dittofs.nfs4.state import (
     StateTable,
 )
@@ -89,12 +90,27 @@ class NFSv41Program(StateOperations):
         lease_time: int = DEFAULT_LEASE,
         clock: Callable[[], float] = time.monotonic,
         server_owner: bytes | None = None,
+        record: Path | None = None,
     ) -> None:
+        """*record* is the file that remembers the clients across restarts
+        (:mod:`dittofs.nfs4.record`); without one, no client can reclaim."""
         self.exports = exports
         self.metrics = metrics if metrics is not None else Metrics()
         self.write_verifier = write_verifier
         self.pseudo = PseudoFS(exports)
-        self.state = StateTable(lease_time, clock)
+        previous: frozenset[bytes] = frozenset()
+        recorded = None
+        if record is not None:
+            clients = ClientRecord(record)
+            previous, recorded = clients.load(), clients.save
+            if previous:
+                log.info(
+                    "NFSv4.1: {count} clients of the last start may reclaim their opens and"
+                    " locks for {seconds} s; new ones wait (NFS4ERR_GRACE) meanwhile",
+                    count=len(previous),
+                    seconds=lease_time,
+                )
+        self.state = StateTable(lease_time, clock, previous=previous, recorded=recorded)
         #: Names this server to clients (the same for every worker of one host).
         self.server_owner = server_owner or b"dittofs@" + socket.gethostname().encode()
         self._handlers = self._build_handlers()
@@ -245,12 +261,10 @@ class NFSv41Program(StateOperations):
         return XdrWriter()
 
     async def reclaim_complete(self, one_fs: bool, c: CompoundState) -> XdrWriter:
-        """RFC 8881 18.51: the client has reclaimed what it will (nothing survives a restart)."""
+        """RFC 8881 18.51: the client has reclaimed what it will (for one file system: noted)."""
         session = self._session(c)
         if not one_fs:
-            if session.client.reclaim_complete:
-                raise NFS4Error(Stat4.COMPLETE_ALREADY)
-            session.client.reclaim_complete = True
+            self.state.reclaim_complete(session.client)
         return XdrWriter()
 
 

@@ -156,7 +156,19 @@ def _is_write(kind: LockType) -> bool:
 class StateTable:
     """Every client, session and open and lock state of one server instance."""
 
-    def __init__(self, lease_time: int, clock: Callable[[], float], boot: int | None = None):
+    def __init__(
+        self,
+        lease_time: int,
+        clock: Callable[[], float],
+        boot: int | None = None,
+        *,
+        previous: frozenset[bytes] = frozenset(),
+        recorded: Callable[[frozenset[bytes]], None] | None = None,
+    ):
+        """*previous* are the owners of the clients the last instance served (its
+        record): they may reclaim during a grace period of one lease.  *recorded* is
+        told the owners to record whenever they change (confirmed clients, and those
+        of *previous* that have not finished reclaiming)."""
         self.lease_time = lease_time
         self._clock = clock
         #: Distinguishes this instance's ids from an earlier one's.
@@ -167,6 +179,52 @@ class StateTable:
         self._sessions: dict[bytes, Session] = {}
         self._states: dict[bytes, State] = {}
         self._files: dict[FileKey, list[OpenState]] = {}
+        self._reclaimable = set(previous)
+        self._grace_until = clock() + lease_time if previous else 0.0
+        self._recorded = recorded
+        self._last_record = frozenset(previous)
+
+    # -- the grace period (section 8.4.2) -----------------------------------------------------
+
+    def in_grace(self) -> bool:
+        """Whether clients of the last instance may still reclaim (and others must wait).
+
+        One lease after the start, or as soon as every client of the last
+        instance has said RECLAIM_COMPLETE.
+        """
+        if self._reclaimable and self._clock() < self._grace_until:
+            return True
+        self._reclaimable.clear()
+        return False
+
+    def check_reclaim(self, client: Client) -> None:
+        """May *client* reclaim an open or a lock now?  NO_GRACE after the grace period,
+        RECLAIM_BAD for a client the last instance did not serve or that said it was done."""
+        if not self.in_grace():
+            raise NFS4Error(Stat4.NO_GRACE, "the grace period is over (or there was none)")
+        if client.owner not in self._reclaimable or client.reclaim_complete:
+            raise NFS4Error(Stat4.RECLAIM_BAD, "this client has nothing to reclaim")
+
+    def check_not_grace(self) -> None:
+        """New opens and locks wait while earlier clients reclaim theirs (NFS4ERR_GRACE)."""
+        if self.in_grace():
+            raise NFS4Error(Stat4.GRACE, "clients of the last start are reclaiming")
+
+    def reclaim_complete(self, client: Client) -> None:
+        """RECLAIM_COMPLETE: *client* has reclaimed what it will."""
+        if client.reclaim_complete:
+            raise NFS4Error(Stat4.COMPLETE_ALREADY)
+        client.reclaim_complete = True
+        self._reclaimable.discard(client.owner)
+        self._record()
+
+    def _record(self) -> None:
+        """Tell *recorded* the owners to remember, when they changed."""
+        owners = frozenset(c.owner for c in self._clients.values() if c.confirmed)
+        owners |= self._reclaimable
+        if owners != self._last_record and self._recorded is not None:
+            self._recorded(owners)
+        self._last_record = owners
 
     # -- identifiers ----------------------------------------------------------------
 
@@ -234,6 +292,7 @@ class StateTable:
         self._clients.pop(client.clientid, None)
         if self._by_owner.get(client.owner) is client:
             del self._by_owner[client.owner]
+        self._record()
 
     def _expired(self, client: Client, now: float) -> bool:
         return now - client.renewed > self.lease_time
@@ -272,6 +331,7 @@ class StateTable:
                 self._drop_client(earlier)
             self._by_owner[client.owner] = client
             client.confirmed = True
+            self._record()
         sessionid = struct.pack(">Q", clientid) + os.urandom(8)
         slots = [Slot() for _ in range(max(1, min(fore.max_requests, MAX_SLOTS)))]
         session = Session(sessionid, client, fore, back, slots, back_channel)

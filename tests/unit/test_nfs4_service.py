@@ -8,6 +8,7 @@ shape of each operation's result.  The Linux kernel client in the guest suite
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -605,3 +606,73 @@ class MetricsTests(V41TestCase):
         self.assertEqual(count("PUTROOTFH", "OK"), 1.0)
         self.assertEqual(count("SEQUENCE", "OK"), 1.0)
         self.assertIsNone(count("GETFH", "OK"))
+
+
+class GraceTests(SynchronousTestCase):
+    """RFC 8881 section 8.4.2: after a restart, the clients of the last start reclaim first."""
+
+    def setUp(self) -> None:
+        self.base = build_server(
+            MemoryMetadataStore(clock=TickingClock()),
+            MemoryContentStore(),
+            policy=AccessPolicy(squash=Squash.NONE),
+        )
+        self.clock = FakeClock()
+        self.record = Path(self.mktemp())
+        server, _ = v41.with_v41(self.base, lease_time=30, clock=self.clock, record=self.record)
+        self.client = V41Client(server, owner=b"holder").connect()
+        owner = self.client.new_owner()
+        export = self.client.root_of_export()
+        reply = self.client.ok(*export, v41.open_(owner, b"f", create=0), v41.getfh())
+        self.fh = reply.last.value
+        stateid = reply[len(export)].value["stateid"]
+        self.client.ok(v41.putfh(self.fh), v41.lock_new(WRITE_LT, 0, 10, stateid, owner))
+
+    def restart(self) -> tuple[Any, V41Client, V41Client]:
+        """A new instance over the same exports and record; the holder and a newcomer."""
+        server, nfs4 = v41.with_v41(self.base, lease_time=30, clock=self.clock, record=self.record)
+        return (
+            nfs4,
+            V41Client(server, owner=b"holder").connect(),
+            V41Client(server, owner=b"newcomer").connect(),
+        )
+
+    def test_the_record_names_the_clients(self) -> None:
+        """A client is recorded once it has a session, by its owner."""
+        self.assertEqual(self.record.read_text(), b"holder".hex() + "\n")
+
+    def test_reclaim_in_grace(self) -> None:
+        """The holder reclaims its open and lock; others wait (GRACE) until it is done."""
+        _, holder, newcomer = self.restart()
+        owner = holder.new_owner()
+        new_open = newcomer.call(v41.putfh(self.fh), v41.open_(newcomer.new_owner(), None))
+        self.assertEqual(new_open.status, Stat4.GRACE)
+        reclaimed = holder.ok(v41.putfh(self.fh), v41.open_(owner, None, claim=1))
+        stateid = reclaimed.last.value["stateid"]
+        holder.ok(v41.putfh(self.fh), v41.lock_new(WRITE_LT, 0, 10, stateid, owner, reclaim=True))
+        stranger = newcomer.call(v41.putfh(self.fh), v41.open_(newcomer.new_owner(), None, claim=1))
+        self.assertEqual(stranger.status, Stat4.RECLAIM_BAD)
+        holder.ok(v41.reclaim_complete())
+        theirs = newcomer.ok(v41.putfh(self.fh), v41.open_(newcomer.new_owner(), None))
+        their_state = theirs.last.value["stateid"]
+        denied = newcomer.call(
+            v41.putfh(self.fh),
+            v41.lock_new(WRITE_LT, 5, 1, their_state, newcomer.new_owner()),
+        )
+        self.assertEqual(denied.status, Stat4.DENIED, "the reclaimed lock holds")
+        late = holder.call(v41.putfh(self.fh), v41.open_(holder.new_owner(), None, claim=1))
+        self.assertEqual(late.status, Stat4.NO_GRACE)
+
+    def test_grace_ends_after_a_lease(self) -> None:
+        """Clients that never reclaim do not hold the others back longer than one lease."""
+        _, _, newcomer = self.restart()
+        self.clock.now += 31
+        newcomer.ok(v41.putfh(self.fh), v41.open_(newcomer.new_owner(), None))
+
+    def test_no_record_no_grace(self) -> None:
+        """A server that served no v4.1 client has no grace period."""
+        server, _ = v41.with_v41(self.base, clock=self.clock, record=Path(self.mktemp()))
+        fresh = V41Client(server, owner=b"first").connect()
+        fresh.ok(v41.putfh(self.fh), v41.open_(fresh.new_owner(), None))
+        reclaim = fresh.call(v41.putfh(self.fh), v41.open_(fresh.new_owner(), None, claim=1))
+        self.assertEqual(reclaim.status, Stat4.NO_GRACE)
