@@ -42,7 +42,7 @@ from dittofs.model import (
 )
 from dittofs.nfs3.handle import FileHandle
 from dittofs.rpc.message import Credentials
-from dittofs.vocabulary import FileType, Status
+from dittofs.vocabulary import CreateMode, FileType, Status
 
 log = Logger(observer=dittofs_log.observer)
 
@@ -192,6 +192,9 @@ async def make(
     size asked for, if one was.
     """
     await require_new_entry(export, directory, name, caller)
+    if extra.get("how") == CreateMode.UNCHECKED and attributes.size is not None:
+        # The store cuts an existing file to the size asked: only if the caller may write it.
+        await _require_truncatable(export, directory, name, caller)
     if file_type in (FileType.CHR, FileType.BLK) and not is_root(caller):
         await refuse_existing(export, directory, name)
         raise NFSError(Status.PERM, "only root may make device nodes")
@@ -228,6 +231,20 @@ async def make(
     if created.existed and attributes.size is not None:
         await export.content.truncate(created.node.fileid, attributes.size)
     return created
+
+
+async def _require_truncatable(
+    export: Export, directory: Attributes, name: bytes, caller: Credentials
+) -> None:
+    """An existing *name* may be cut by an UNCHECKED create only with write permission."""
+    try:
+        existing = await export.metadata.lookup(directory.fileid, name)
+    except NFSError as error:
+        if error.status != Status.NOENT:
+            raise
+        return
+    if existing.type == FileType.REG:
+        require(existing, caller, WRITE, owner_override=True)
 
 
 async def remove(

@@ -124,7 +124,8 @@ async def run_compound(
         return reply
     parts = reply.parts()
     limit = state.session.fore.max_response_cached
-    slot.reply = parts if first.args.cache_this and sum(map(len, parts)) <= limit else None
+    keep = first.args.cache_this and sum(map(len, parts)) <= limit
+    table.keep_reply(slot, parts if keep else None)
     answer = XdrWriter()
     answer.extend(parts)
     return answer
@@ -195,9 +196,10 @@ def _sequence(
     if operations > session.fore.max_operations:
         raise NFS4Error(Stat4.TOO_MANY_OPS)
     slot = session.slots[args.slotid]
+    if slot.busy:
+        # One request at a time per slot (section 2.10.6.1): its retry, or a new one, waits.
+        raise NFS4Error(Stat4.DELAY, f"slot {args.slotid} is busy")
     if args.sequenceid == slot.seqid:
-        if slot.busy:
-            raise NFS4Error(Stat4.DELAY)
         if slot.reply is None:
             raise NFS4Error(Stat4.RETRY_UNCACHED_REP)
         table.renew(session.client)
@@ -206,7 +208,7 @@ def _sequence(
         raise NFS4Error(Stat4.SEQ_MISORDERED, f"{args.sequenceid} after {slot.seqid}")
     slot.seqid = args.sequenceid
     slot.busy = True
-    slot.reply = None
+    table.keep_reply(slot, None)
     table.renew(session.client)
     return session, slot, None
 

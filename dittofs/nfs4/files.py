@@ -205,6 +205,10 @@ class FileOperations:
             return c.current_stateid
         return stateid
 
+    def _clientid(self, c: CompoundState) -> int:
+        """The client of the COMPOUND's session: the only one whose stateids it may use."""
+        return self._session(c).client.clientid
+
     @staticmethod
     def _session(c: CompoundState) -> Session:
         if c.session is None:
@@ -333,7 +337,9 @@ class FileOperations:
             if attributes.type != FileType.REG:
                 raise NFSError(Status.ISDIR if attributes.type == FileType.DIR else Status.INVAL)
             key = (export.export_id, attributes.fileid)
-            self.state.check_io(self._stateid_of(c, args.stateid), key, write=True)
+            self.state.check_io(
+                self._stateid_of(c, args.stateid), key, write=True, clientid=self._clientid(c)
+            )
         await fs.setattr(
             export, attributes, changes, client_times=client_times, caller=self._caller(export, c)
         )
@@ -389,7 +395,7 @@ class FileOperations:
         require(directory, self._caller(export, c), READ)
         verifier = _cookie_verifier(directory)
         if args.cookie and args.verifier not in (verifier, bytes(8)):
-            raise NFSError(Status.NOT_SYNC)
+            raise NFS4Error(Stat4.NOT_SAME, "a cookie verifier of another directory")
         wanted = max(1, min(args.maxcount // 64, 4096))
         store_cookie = max(args.cookie - 2, 0)
         page = await export.metadata.readdir(directory.fileid, store_cookie, wanted, True)
@@ -506,7 +512,9 @@ class FileOperations:
         """RFC 8881 18.22: bytes from a regular file, under an open, a lock or no state."""
         export, attributes = await self._resolve_file(c)
         key = (export.export_id, attributes.fileid)
-        self.state.check_io(self._stateid_of(c, args.stateid), key, write=False)
+        self.state.check_io(
+            self._stateid_of(c, args.stateid), key, write=False, clientid=self._clientid(c)
+        )
         data, eof = await fs.read(
             export, attributes, args.offset, min(args.count, MAX_IO), self._caller(export, c)
         )
@@ -520,7 +528,9 @@ class FileOperations:
         """RFC 8881 18.32: write, durably before replying unless UNSTABLE was asked."""
         export, attributes = await self._resolve_file(c, change=True)
         key = (export.export_id, attributes.fileid)
-        self.state.check_io(self._stateid_of(c, args.stateid), key, write=True)
+        self.state.check_io(
+            self._stateid_of(c, args.stateid), key, write=True, clientid=self._clientid(c)
+        )
         stable = args.stable != UNSTABLE4
         await fs.write(
             export,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import attrs
+
 from dittofs import filesystem as fs
 from dittofs.access import EXECUTE, READ, WRITE, require
 from dittofs.errors import NFSError
@@ -22,6 +24,7 @@ from dittofs.nfs4.const import (
     OPEN4_SHARE_ACCESS_READ,
     OPEN4_SHARE_ACCESS_WRITE,
     OPEN_DELEGATE_NONE,
+    UNCHECKED4,
     Attr,
     Claim,
     LockType,
@@ -57,6 +60,7 @@ class StateOperations(FileOperations):
             raise NFSError(Status.INVAL, "bad share access or deny")
         self._check_claim(args, c)
         attrset: list[int] = []
+        truncate: int | None = None
         if args.claim in (Claim.FH, Claim.PREVIOUS):
             if args.create:
                 raise NFSError(Status.INVAL, "only CLAIM_NULL can create")
@@ -67,7 +71,9 @@ class StateOperations(FileOperations):
             export, directory = await self._resolve_dir(c, change=args.create)
             caller = self._caller(export, c)
             if args.create:
-                created, attrset = await self._open_create(export, directory, args, caller)
+                created, attrset, truncate = await self._open_create(
+                    export, directory, args, caller
+                )
                 attributes, cinfo = created.node, created.directory
                 fresh = not created.existed
             else:
@@ -81,8 +87,17 @@ class StateOperations(FileOperations):
         if args.claim in (Claim.FH, Claim.PREVIOUS):
             _check_openable(attributes)
             _require_open(export, attributes, self._caller(export, c), access)
+        caller = self._caller(export, c)
+        if truncate is not None:
+            # O_TRUNC: checked as SETATTR checks a size change, before anything changes.
+            require(attributes, caller, WRITE, owner_override=True)
         key = (export.export_id, attributes.fileid)
         opened = self.state.open(args.owner, key, access, args.share_deny)
+        if truncate is not None and truncate != attributes.size:
+            # Only once the share reservations let this open in (section 18.16.4).
+            changed = SetAttributes(size=truncate)
+            wcc = await fs.setattr(export, attributes, changed, client_times=False, caller=caller)
+            attributes = wcc.after
         self._set_current(c, export.handle(attributes))
         c.current_stateid = a.StateId(opened.seqid, opened.other)
         writer = XdrWriter()
@@ -116,8 +131,13 @@ class StateOperations(FileOperations):
 
     async def _open_create(
         self, export: Export, directory: Attributes, args: a.OpenArgs, caller: Credentials
-    ) -> tuple[Any, list[int]]:
-        """Create the file an OPEN names: UNCHECKED, GUARDED or EXCLUSIVE (with a verifier)."""
+    ) -> tuple[Any, list[int], int | None]:
+        """Create the file an OPEN names: UNCHECKED, GUARDED or EXCLUSIVE (with a verifier).
+
+        An UNCHECKED create's size is not applied here but returned, for the
+        OPEN to apply once its permission and share reservation are checked:
+        an existing file must not be cut by an open that is then refused.
+        """
         if export.policy.read_only:
             raise NFSError(Status.ROFS)
         changes = SetAttributes()
@@ -126,6 +146,9 @@ class StateOperations(FileOperations):
             allowed = EXCLUSIVE_CREATE_ATTRS if args.how == EXCLUSIVE4_1 else SETTABLE
             changes, _ = decode_settable(args.attributes, time.time_ns(), allowed)
             asked = args.attributes.mask
+        truncate = None
+        if args.how == UNCHECKED4 and changes.size is not None:
+            truncate, changes = changes.size, attrs.evolve(changes, size=None)
         how = {EXCLUSIVE4: CreateMode.EXCLUSIVE, EXCLUSIVE4_1: CreateMode.EXCLUSIVE}.get(
             args.how, CreateMode.GUARDED if args.how == GUARDED4 else CreateMode.UNCHECKED
         )
@@ -144,7 +167,7 @@ class StateOperations(FileOperations):
             if created.node.type != FileType.REG:
                 _check_openable(created.node)
             asked = frozenset({Attr.SIZE}) & asked if how == CreateMode.UNCHECKED else frozenset()
-        return created, sorted(asked)
+        return created, sorted(asked), truncate
 
     async def close(self, args: a.CloseArgs, c: CompoundState) -> XdrWriter:
         """RFC 8881 18.2: the open ends (with any locks its owner's lock owners hold)."""
@@ -153,6 +176,7 @@ class StateOperations(FileOperations):
         self.state.close(opened)
         writer = XdrWriter()
         encode_stateid(writer, opened.seqid + 1, opened.other)
+        c.current_stateid = a.StateId(opened.seqid + 1, opened.other)
         return writer
 
     async def open_downgrade(self, args: a.DowngradeArgs, c: CompoundState) -> XdrWriter:
@@ -162,10 +186,11 @@ class StateOperations(FileOperations):
         self.state.downgrade(opened, args.share_access & OPEN4_SHARE_ACCESS_MASK, args.share_deny)
         writer = XdrWriter()
         encode_stateid(writer, opened.seqid, opened.other)
+        c.current_stateid = a.StateId(opened.seqid, opened.other)
         return writer
 
     def _open_state(self, c: CompoundState, stateid: a.StateId, key: tuple[int, int]) -> OpenState:
-        state = self.state.find(self._stateid_of(c, stateid), key)
+        state = self.state.find(self._stateid_of(c, stateid), key, self._clientid(c))
         if not isinstance(state, OpenState):
             raise NFS4Error(Stat4.BAD_STATEID, "not an open stateid")
         return state
@@ -180,12 +205,12 @@ class StateOperations(FileOperations):
         writer = XdrWriter()
         writer.uint(len(stateids))
         for stateid in stateids:
-            writer.uint(self.state.test(stateid))
+            writer.uint(self.state.test(stateid, self._clientid(c)))
         return writer
 
     async def free_stateid(self, stateid: a.StateId, c: CompoundState) -> XdrWriter:
         """RFC 8881 18.38: forget a lock stateid that holds no locks."""
-        self.state.free(self._stateid_of(c, stateid))
+        self.state.free(self._stateid_of(c, stateid), self._clientid(c))
         return XdrWriter()
 
     # -- 18.10-18.12: byte-range locks ----
@@ -205,7 +230,7 @@ class StateOperations(FileOperations):
                 raise NFS4Error(Stat4.BAD_STATEID, "lock owner of another client")
             locks = self.state.lock_state(opened, args.owner)
         else:
-            found = self.state.find(self._stateid_of(c, args.stateid), key)
+            found = self.state.find(self._stateid_of(c, args.stateid), key, self._clientid(c))
             if not isinstance(found, LockState):
                 raise NFS4Error(Stat4.BAD_STATEID, "not a lock stateid")
             locks = found
@@ -252,7 +277,9 @@ class StateOperations(FileOperations):
         """RFC 8881 18.12: release a range of the owner's locks."""
         export, attributes = await self._resolve_file(c)
         found = self.state.find(
-            self._stateid_of(c, args.stateid), (export.export_id, attributes.fileid)
+            self._stateid_of(c, args.stateid),
+            (export.export_id, attributes.fileid),
+            self._clientid(c),
         )
         if not isinstance(found, LockState):
             raise NFS4Error(Stat4.BAD_STATEID, "not a lock stateid")
@@ -260,6 +287,7 @@ class StateOperations(FileOperations):
         self.state.apply_lock(found, first, last, None)
         writer = XdrWriter()
         encode_stateid(writer, found.seqid, found.other)
+        c.current_stateid = a.StateId(found.seqid, found.other)
         return writer
 
 

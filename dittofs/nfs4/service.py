@@ -28,6 +28,10 @@ from dittofs.nfs4 import args as a
 from dittofs.nfs4.compound import CompoundState, Handler, run_compound
 from dittofs.nfs4.const import (
     CDFC4_BACK,
+    CDFC4_BACK_OR_BOTH,
+    CDFC4_FORE,
+    CDFC4_FORE_OR_BOTH,
+    CDFS4_BACK,
     CDFS4_BOTH,
     CDFS4_FORE,
     CREATE_SESSION4_FLAG_CONN_BACK_CHAN,
@@ -217,7 +221,7 @@ class NFSv41Program(StateOperations):
             min(args.fore.max_response, MAX_REQUEST),
             min(args.fore.max_response_cached, MAX_CACHED_RESPONSE),
             min(args.fore.max_operations, a.MAX_OPERATIONS),
-            min(args.fore.max_requests, 64),
+            max(1, min(args.fore.max_requests, 64)),
         )
         if fore.max_request < 1024 or fore.max_response < 1024 or fore.max_operations < 2:
             raise NFSError(Status.TOOSMALL, "channel attributes too small")
@@ -246,12 +250,20 @@ class NFSv41Program(StateOperations):
 
     async def bind_conn_to_session(self, args: a.BindConnArgs, c: CompoundState) -> XdrWriter:
         """RFC 8881 18.34: any connection may serve a session; a back channel is noted."""
+        directions = {
+            CDFC4_FORE: CDFS4_FORE,
+            CDFC4_BACK: CDFS4_BACK,
+            CDFC4_FORE_OR_BOTH: CDFS4_BOTH,
+            CDFC4_BACK_OR_BOTH: CDFS4_BOTH,
+        }
+        if args.direction not in directions:
+            raise NFSError(Status.INVAL, f"channel direction {args.direction}")
         session = self.state.session(args.sessionid)
-        back = bool(args.direction & CDFC4_BACK)
-        session.back_channel = session.back_channel or back
+        bound = directions[args.direction]
+        session.back_channel = session.back_channel or bool(bound & CDFS4_BACK)
         writer = XdrWriter()
         writer.fixed_opaque(session.sessionid)
-        writer.uint(CDFS4_BOTH if back else CDFS4_FORE)
+        writer.uint(bound)
         writer.boolean(False)
         return writer
 

@@ -39,6 +39,10 @@ MAX_CLIENTS = 4096
 MAX_SESSIONS = 16
 MAX_SLOTS = 64
 MAX_STATES = 100_000
+#: Bytes of kept COMPOUND replies, every slot of every session together.
+MAX_CACHED_BYTES = 64 * 1024 * 1024
+#: Separate ranges one lock owner may hold on one file.
+MAX_RANGES = 1024
 #: A lock range reaching the end of any file.
 END = 2**64 - 1
 ALL_ONES = 2**64 - 1
@@ -179,6 +183,8 @@ class StateTable:
         self._sessions: dict[bytes, Session] = {}
         self._states: dict[bytes, State] = {}
         self._files: dict[FileKey, list[OpenState]] = {}
+        #: Bytes of COMPOUND replies the slots keep, all sessions together.
+        self.cached_bytes = 0
         self._reclaimable = set(previous)
         self._grace_until = clock() + lease_time if previous else 0.0
         self._recorded = recorded
@@ -232,7 +238,9 @@ class StateTable:
         return self.boot << 32 | next(self._ids) & 0xFFFFFFFF
 
     def _new_other(self) -> bytes:
-        return struct.pack(">IQ", self.boot, next(self._ids))
+        """A stateid's ``other``: this instance's boot number, then 8 random bytes (so that
+        one client cannot guess another's stateids, which are also checked to be its own)."""
+        return struct.pack(">I", self.boot) + os.urandom(8)
 
     # -- clients (section 18.35) ---------------------------------------------------------
 
@@ -251,8 +259,8 @@ class StateTable:
             return known
         if update:
             # An update of a record that does not exist, or of another incarnation.
-            if known is None:
-                raise NFSError(Status.NOENT, "no client record to update")
+            if known is None or not known.confirmed:
+                raise NFSError(Status.NOENT, "no confirmed client record to update")
             raise NFS4Error(Stat4.NOT_SAME, "the client's verifier changed")
         if len(self._clients) >= MAX_CLIENTS:
             raise NFS4Error(Stat4.RESOURCE, "too many clients")
@@ -281,6 +289,8 @@ class StateTable:
     def _drop_client(self, client: Client) -> None:
         for session in list(client.sessions.values()):
             self._sessions.pop(session.sessionid, None)
+            for slot in session.slots:
+                self.keep_reply(slot, None)
         client.sessions.clear()
         for other in list(client.states):
             state = self._states.get(other)
@@ -353,7 +363,21 @@ class StateTable:
         """DESTROY_SESSION (section 18.37)."""
         session = self.session(sessionid)
         del self._sessions[sessionid]
+        for slot in session.slots:
+            self.keep_reply(slot, None)
         session.client.sessions.pop(sessionid, None)
+
+    def keep_reply(self, slot: Slot, parts: list[bytes] | None) -> None:
+        """Keep *parts* as *slot*'s reply, if the budget for kept replies allows it
+        (:data:`MAX_CACHED_BYTES` in all); a retry of one not kept is RETRY_UNCACHED_REP."""
+        if slot.reply is not None:
+            self.cached_bytes -= sum(map(len, slot.reply))
+        size = sum(map(len, parts)) if parts is not None else 0
+        if parts is not None and self.cached_bytes + size <= MAX_CACHED_BYTES:
+            slot.reply = parts
+            self.cached_bytes += size
+        else:
+            slot.reply = None
 
     def renew(self, client: Client) -> None:
         """A SEQUENCE of *client* arrived: its lease starts again."""
@@ -436,9 +460,12 @@ class StateTable:
 
     # -- stateids (section 8.2) -----------------------------------------------------------
 
-    def find(self, stateid: StateId, file: FileKey) -> State:
-        """The open or lock state *stateid* names on *file* (seqid 0: whatever is current)."""
+    def find(self, stateid: StateId, file: FileKey, clientid: int) -> State:
+        """The open or lock state *stateid* names on *file* for the client *clientid*
+        (seqid 0: whatever is current).  Another client's stateid is BAD_STATEID."""
         state = self._states.get(stateid.other)
+        if state is not None and state.owner[0] != clientid:
+            raise NFS4Error(Stat4.BAD_STATEID, "a stateid of another client")
         if state is None:
             if stateid.other[:4] != struct.pack(">I", self.boot):
                 raise NFS4Error(Stat4.STALE_STATEID)
@@ -449,25 +476,25 @@ class StateTable:
             raise NFS4Error(Stat4.OLD_STATEID if stateid.seqid < state.seqid else Stat4.BAD_STATEID)
         return state
 
-    def test(self, stateid: StateId) -> Stat4 | Status:
-        """TEST_STATEID's answer for one stateid (section 18.48)."""
+    def test(self, stateid: StateId, clientid: int) -> Stat4 | Status:
+        """TEST_STATEID's answer for one stateid of client *clientid* (section 18.48)."""
         state = self._states.get(stateid.other)
-        if state is None:
+        if state is None or state.owner[0] != clientid:
             return Stat4.BAD_STATEID
         if stateid.seqid and stateid.seqid != state.seqid:
             return Stat4.OLD_STATEID if stateid.seqid < state.seqid else Stat4.BAD_STATEID
         return Status.OK
 
-    def free(self, stateid: StateId) -> None:
+    def free(self, stateid: StateId, clientid: int) -> None:
         """FREE_STATEID (section 18.38): a lock state without locks; never an open."""
         state = self._states.get(stateid.other)
-        if state is None:
+        if state is None or state.owner[0] != clientid:
             raise NFS4Error(Stat4.BAD_STATEID)
         if isinstance(state, OpenState) or state.ranges:
             raise NFS4Error(Stat4.LOCKS_HELD)
         self._drop_lock(state)
 
-    def check_io(self, stateid: StateId, file: FileKey, write: bool) -> None:
+    def check_io(self, stateid: StateId, file: FileKey, write: bool, clientid: int) -> None:
         """May a READ or WRITE (or a size change) with *stateid* go ahead on *file*?
 
         The anonymous stateids pass unless a share reservation denies the
@@ -481,7 +508,7 @@ class StateTable:
                 ):
                     raise NFS4Error(Stat4.LOCKED, f"open {other.other.hex()} denies it")
             return
-        state = self.find(stateid, file)
+        state = self.find(stateid, file, clientid)
         opened = state.open if isinstance(state, LockState) else state
         if write and not opened.access & OPEN4_SHARE_ACCESS_WRITE:
             raise NFS4Error(Stat4.OPENMODE)
@@ -563,5 +590,7 @@ class StateTable:
                 merged[-1] = (merged[-1][0], max(merged[-1][1], end), held)
             else:
                 merged.append((start, end, held))
+        if len(merged) > MAX_RANGES:
+            raise NFS4Error(Stat4.RESOURCE, f"more than {MAX_RANGES} lock ranges on one file")
         state.ranges = merged
         state.seqid += 1

@@ -676,3 +676,115 @@ class GraceTests(SynchronousTestCase):
         fresh.ok(v41.putfh(self.fh), v41.open_(fresh.new_owner(), None))
         reclaim = fresh.call(v41.putfh(self.fh), v41.open_(fresh.new_owner(), None, claim=1))
         self.assertEqual(reclaim.status, Stat4.NO_GRACE)
+
+
+class ReviewRegressionTests(V41TestCase):
+    """What a review of the first version found, each kept from coming back."""
+
+    def _root_file(self) -> bytes:
+        """A root-owned 0644 file with ten bytes in a world-writable directory, closed."""
+        export = self.client.root_of_export()
+        self.client.ok(*export, v41.create(DIR, b"shared", {Attr.MODE: v41.u32(0o777)}))
+        owner = self.client.new_owner()
+        reply = self.client.ok(
+            *export,
+            v41.lookup(b"shared"),
+            v41.open_(owner, b"theirs", create=0, attrs_={Attr.MODE: v41.u32(0o644)}),
+            v41.write(v41.CURRENT, 0, b"0123456789"),
+            v41.getfh(),
+            v41.close(v41.CURRENT),
+        )
+        fh: bytes = reply[-2].value
+        return fh
+
+    def test_o_trunc_needs_write_permission(self) -> None:
+        """UNCHECKED4 with size 0 by someone who may not write: ACCESS, and nothing cut."""
+        fh = self._root_file()
+        other = V41Client(self.server, owner=b"uid1000", uid=1000, gid=1000).connect()
+        refused = other.call(
+            *other.root_of_export(),
+            v41.lookup(b"shared"),
+            v41.open_(
+                other.new_owner(), b"theirs", access=3, create=0, attrs_={Attr.SIZE: v41.u64(0)}
+            ),
+        )
+        self.assertEqual(refused.status, Status.ACCES)
+        size = self.client.ok(v41.putfh(fh), v41.getattr_(Attr.SIZE)).last.value
+        self.assertEqual(size, {Attr.SIZE: 10})
+
+    def test_o_trunc_waits_for_the_share_reservation(self) -> None:
+        """An open refused by another's DENY_WRITE cuts nothing either."""
+        fh = self._root_file()
+        self.client.ok(v41.putfh(fh), v41.open_(self.client.new_owner(), None, access=1, deny=2))
+        refused = self.client.call(
+            *self.client.root_of_export(),
+            v41.lookup(b"shared"),
+            v41.open_(self.client.new_owner(), b"theirs", create=0, attrs_={Attr.SIZE: v41.u64(0)}),
+        )
+        self.assertEqual(refused.status, Stat4.SHARE_DENIED)
+        size = self.client.ok(v41.putfh(fh), v41.getattr_(Attr.SIZE)).last.value
+        self.assertEqual(size, {Attr.SIZE: 10})
+
+    def test_v3_unchecked_create_needs_write_permission(self) -> None:
+        """NFSv3 CREATE UNCHECKED with a size cuts an existing file only for a writer."""
+        fh = self._root_file()
+        v3 = self.server.client(uid=1000, gid=1000)
+        directory = v3.lookup(v3.mnt(b"/export"), b"shared").handle
+        from dittofs.model import SetAttributes
+        from dittofs.vocabulary import CreateMode
+
+        reply = v3.create(directory, b"theirs", CreateMode.UNCHECKED, SetAttributes(size=0))
+        self.assertEqual(reply.status, Status.ACCES)
+        self.assertEqual(v3.getattr(fh).attributes.size, 10)
+
+    def test_stateids_belong_to_their_client(self) -> None:
+        """Another client may neither use nor test nor close my stateid."""
+        fh, stateid = self.create_file(b"mine", b"data")
+        other = V41Client(self.server, owner=b"intruder").connect()
+        self.assertEqual(other.call(v41.putfh(fh), v41.close(stateid)).status, Stat4.BAD_STATEID)
+        self.assertEqual(other.ok(v41.test_stateid(stateid)).last.value, [Stat4.BAD_STATEID])
+        self.assertEqual(
+            other.call(v41.putfh(fh), v41.read(stateid, 0, 4)).status, Stat4.BAD_STATEID
+        )
+        self.assertEqual(
+            self.client.ok(v41.putfh(fh), v41.read(stateid, 0, 4)).last.value, (True, b"data")
+        )
+
+    def test_downgrade_and_close_set_the_current_stateid(self) -> None:
+        """OPEN; OPEN_DOWNGRADE(current); CLOSE(current) is one COMPOUND that works."""
+        self.create_file(b"d")
+        self.client.ok(
+            *self.client.root_of_export(),
+            v41.open_(self.client.new_owner(), b"d", access=3),
+            v41.open_downgrade(v41.CURRENT, 1),
+            v41.close(v41.CURRENT),
+        )
+
+    def test_readdir_verifier_of_another_directory(self) -> None:
+        """A cookie with a verifier this directory never gave is NFS4ERR_NOT_SAME."""
+        reply = self.client.call(*self.client.root_of_export(), v41.readdir(3, b"12345678"))
+        self.assertEqual(reply.status, Stat4.NOT_SAME)
+
+    def test_lock_ranges_are_bounded(self) -> None:
+        """Alternating one-byte locks past the limit are NFS4ERR_RESOURCE, not a slow table."""
+        from dittofs.nfs4 import state as nfs4_state
+
+        self.patch(nfs4_state, "MAX_RANGES", 8)
+        fh, stateid = self.create_file(b"ranges", b"x" * 100)
+        owner = self.client.new_owner()
+        lock = self.client.ok(v41.putfh(fh), v41.lock_new(READ_LT, 0, 1, stateid, owner)).last.value
+        statuses = []
+        for start in range(2, 40, 2):
+            reply = self.client.call(v41.putfh(fh), v41.lock_more(READ_LT, start, 1, lock))
+            statuses.append(reply.status)
+            if reply.status == Status.OK:
+                lock = reply.last.value
+        self.assertEqual(statuses[:7], [Status.OK] * 7)
+        self.assertEqual(set(statuses[7:]), {Stat4.RESOURCE})
+
+    def test_a_busy_slot_answers_delay(self) -> None:
+        """A request on a slot whose request still runs is NFS4ERR_DELAY, whatever its sequence."""
+        self.nfs4.state.session(self.client.sessionid).slots[2].busy = True
+        for seqid in (0, 1):
+            reply = self.client.compound([v41.sequence(self.client.sessionid, seqid, 2)])
+            self.assertEqual(reply.status, Stat4.DELAY)
