@@ -146,6 +146,16 @@ class Booted:
     #: What the host's NFSv4.1 lock partner saw (v4.1 pairings only).
     partner: list[str] = attrs.field(factory=list)
 
+    @property
+    def server(self) -> RunningServer:
+        """The gateway the guest mounts."""
+        return self.gateways[0]
+
+    @property
+    def host_side(self) -> RunningServer:
+        """The gateway libnfs on the host writes and checks through."""
+        return self.gateways[-1]
+
 
 def _lock_partner(job: Path, port: int, export: str, outcome: list[str]) -> None:
     """The second NFSv4.1 client of the ``locks`` scenario, on the host, over TCP.
@@ -214,16 +224,6 @@ def _lock_partner(job: Path, port: int, export: str, outcome: list[str]) -> None
         outcome.append(f"{type(error).__name__}: {error}")
     finally:
         rpc.close()
-
-    @property
-    def server(self) -> RunningServer:
-        """The gateway the guest mounts."""
-        return self.gateways[0]
-
-    @property
-    def host_side(self) -> RunningServer:
-        """The gateway libnfs on the host writes and checks through."""
-        return self.gateways[-1]
 
 
 def _tail(text: str, limit: int = LOG_TAIL) -> str:
