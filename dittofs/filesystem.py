@@ -10,6 +10,7 @@ returns past the end.  The stores' shared ``namespace`` then applies it.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import attrs
@@ -92,6 +93,12 @@ def check_existing_name(name: bytes) -> None:
     check_name(name)
     if name in (b".", b".."):
         raise NFSError(Status.INVAL, "cannot remove or rename '.' or '..'")
+
+
+def cookie_verifier(directory: Attributes) -> bytes:
+    """A directory's READDIR cookie verifier: the stores' cookies never go stale, so it is
+    fixed for the directory's lifetime (NFSv3 and NFSv4.1 alike)."""
+    return struct.pack(">II", directory.generation, directory.fileid & 0xFFFFFFFF)
 
 
 # -- handles ---------------------------------------------------------------------------------

@@ -11,8 +11,6 @@ NFS3_FHSIZE = 64
 NFS3_COOKIEVERFSIZE = 8
 NFS3_CREATEVERFSIZE = 8
 NFS3_WRITEVERFSIZE = 8
-#: Longest file name we accept (PATHCONF name_max).
-NAME_MAX = 255
 #: Longest symlink target or path argument we decode.
 PATH_MAX = 4096
 

@@ -11,7 +11,6 @@ answered ``NFS3ERR_IO``, so the client sees an error, never a dropped call.
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
@@ -33,7 +32,6 @@ from dittofs.metrics import Metrics
 from dittofs.model import Attributes, SetAttributes, WccAttributes
 from dittofs.nfs3 import args as a
 from dittofs.nfs3.const import (
-    NAME_MAX,
     NFS_PROGRAM,
     NFS_V3,
     FsInfoProperties,
@@ -56,17 +54,6 @@ log = Logger(observer=dittofs_log.observer)
 MAX_IO = a.MAX_IO
 #: Preferred READDIR size (FSINFO dtpref).
 DIR_PREFERRED = 64 * 1024
-MAX_FILE_SIZE = 2**63 - 1
-
-_SETGID = 0o2000
-_STICKY = 0o1000
-_GROUP_EXECUTE = 0o010
-#: RENAME errors that Linux gives only after its loop checks (INVAL, NOTEMPTY).
-_OUTRANKED_BY_LOOPS = frozenset({Status.ACCES, Status.PERM, Status.ISDIR, Status.NOTDIR})
-#: How far up the tree a walk towards the root goes before giving up.
-_MAX_DEPTH = 4096
-#: What mkdir(2) keeps of the mode asked for: permissions and sticky, never setuid or setgid.
-_DIRECTORY_MODE_BITS = 0o1777
 _ENTRY_OVERHEAD = 4 + 8 + 4 + 8  # value-follows, fileid, name length, cookie
 _PLUS_OVERHEAD = 4 + 84 + 4 + 4 + 64  # post_op_attr with fattr3, post_op_fh3 with handle
 _READDIR_OVERHEAD = 4 + 4 + 84 + 8 + 4 + 4  # status, dir attrs, verifier, list end, eof
@@ -83,11 +70,6 @@ NON_IDEMPOTENT = frozenset(
 )
 
 FailShape = tuple[tuple[Literal["attr", "wcc"], Callable[[Any], bytes]], ...]
-
-
-def _cookie_verifier(directory: Attributes) -> bytes:
-    """Our cookies never go stale, so a directory's verifier is fixed for its lifetime."""
-    return struct.pack(">II", directory.generation, directory.fileid & 0xFFFFFFFF)
 
 
 class NFSv3Program:
@@ -503,7 +485,7 @@ class NFSv3Program:
         """
         export, directory = await self._resolve_dir(args.dir, context)
         require(directory, export.policy.identity(context.credentials), READ)
-        verifier = _cookie_verifier(directory)
+        verifier = fs.cookie_verifier(directory)
         if args.cookie and args.verifier not in (verifier, bytes(8)):
             raise NFSError(Status.BAD_COOKIE)
         maxcount = min(args.maxcount, MAX_IO)
@@ -585,7 +567,7 @@ class NFSv3Program:
         writer.uint(MAX_IO)  # wtpref
         writer.uint(4096)  # wtmult
         writer.uint(DIR_PREFERRED)  # dtpref
-        writer.uhyper(MAX_FILE_SIZE)
+        writer.uhyper(fs.MAX_FILE_SIZE)
         writer.uint(0)  # time_delta: nanosecond timestamps
         writer.uint(1)
         writer.uint(
@@ -602,7 +584,7 @@ class NFSv3Program:
         writer = self._ok()
         encode_post_op_attr(writer, attributes, export.fsid)
         writer.uint(0xFFFFFFFF)  # linkmax
-        writer.uint(NAME_MAX)
+        writer.uint(fs.NAME_MAX)
         writer.boolean(True)  # no_trunc
         writer.boolean(True)  # chown_restricted
         writer.boolean(False)  # case_insensitive

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
+from dittofs import filesystem as fs
 from dittofs.errors import NFSError
 from dittofs.model import Attributes, FileCounts, SetAttributes, SpaceUsage
 from dittofs.nfs4.args import Fattr
@@ -29,8 +30,6 @@ from dittofs.nfs4.errors import NFS4Error
 from dittofs.rpc.xdr import XdrError, XdrReader, XdrWriter
 from dittofs.vocabulary import Status
 
-MAX_FILE_SIZE = 2**63 - 1
-MAX_NAME = 255
 MAX_LINKS = 2**32 - 1
 _NS = 1_000_000_000
 
@@ -129,9 +128,9 @@ ENCODERS: dict[int, Encoder] = {
     Attr.FILES_FREE: lambda w, o: w.uhyper(_counts(o).free_files),
     Attr.FILES_TOTAL: lambda w, o: w.uhyper(_counts(o).files + _counts(o).free_files),
     Attr.HOMOGENEOUS: lambda w, o: w.boolean(True),
-    Attr.MAXFILESIZE: lambda w, o: w.uhyper(MAX_FILE_SIZE),
+    Attr.MAXFILESIZE: lambda w, o: w.uhyper(fs.MAX_FILE_SIZE),
     Attr.MAXLINK: lambda w, o: w.uint(MAX_LINKS),
-    Attr.MAXNAME: lambda w, o: w.uint(MAX_NAME),
+    Attr.MAXNAME: lambda w, o: w.uint(fs.NAME_MAX),
     Attr.MAXREAD: lambda w, o: w.uhyper(o.max_io),
     Attr.MAXWRITE: lambda w, o: w.uhyper(o.max_io),
     Attr.MODE: lambda w, o: w.uint(o.attributes.mode & 0o7777),

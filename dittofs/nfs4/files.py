@@ -10,14 +10,10 @@ sessions and the COMPOUND itself.
 
 from __future__ import annotations
 
-import struct
 import time
 from typing import Any
 
-from twisted.logger import Logger
-
 from dittofs import filesystem as fs
-from dittofs import log as dittofs_log
 from dittofs.access import EXECUTE, READ, Access, allowed_access, require
 from dittofs.errors import NFSError
 from dittofs.exports import Export, ExportTable
@@ -53,15 +49,8 @@ from dittofs.rpc.message import AuthFlavor, Credentials
 from dittofs.rpc.xdr import XdrWriter
 from dittofs.vocabulary import FileType, Status
 
-log = Logger(observer=dittofs_log.observer)
-
-NFS_PROGRAM = 100003
 #: Largest READ and WRITE (``maxread``/``maxwrite``), as for NFSv3.
 MAX_IO = 1024 * 1024
-#: What a session's fore channel allows at most: a 1 MiB WRITE or READ and its headers.
-MAX_REQUEST = MAX_IO + 8192
-MAX_CACHED_RESPONSE = 64 * 1024
-DEFAULT_LEASE = 90
 _READDIR_OVERHEAD = 4 + 8 + 4 + 4 + 64
 _ENTRY_OVERHEAD = 4 + 8 + 4 + 4 + 4
 
@@ -86,11 +75,6 @@ def encode_change_info(writer: XdrWriter, wcc: WccAttributes) -> None:
     writer.boolean(wcc.before is not None)
     writer.uhyper(wcc.before.ctime if wcc.before is not None else 0)
     writer.uhyper(wcc.after.ctime)
-
-
-def _cookie_verifier(directory: Attributes) -> bytes:
-    """Cookies never go stale, so a directory's verifier is fixed for its lifetime."""
-    return struct.pack(">II", directory.generation, directory.fileid & 0xFFFFFFFF)
 
 
 class FileOperations:
@@ -393,7 +377,7 @@ class FileOperations:
             return self._encode_readdir(bytes(8), entries, True, args)
         export, directory = await self._resolve_dir(c)
         require(directory, self._caller(export, c), READ)
-        verifier = _cookie_verifier(directory)
+        verifier = fs.cookie_verifier(directory)
         if args.cookie and args.verifier not in (verifier, bytes(8)):
             raise NFS4Error(Stat4.NOT_SAME, "a cookie verifier of another directory")
         wanted = max(1, min(args.maxcount // 64, 4096))

@@ -43,6 +43,7 @@ from dittofs.nfs4.const import (
     Op,
     Stat4,
 )
+from dittofs.nfs4.files import MAX_IO
 from dittofs.nfs4.opens import StateOperations
 from dittofs.nfs4.pseudo import PseudoFS
 from dittofs.nfs4.record import ClientRecord
@@ -51,29 +52,15 @@ from dittofs.nfs4.state import (
 )
 from dittofs.rpc.dispatch import NULL_PROCEDURE, CallContext, Procedure
 from dittofs.rpc.xdr import XdrWriter
-from dittofs.vocabulary import FileType, Status
+from dittofs.vocabulary import Status
 
 log = Logger(observer=dittofs_log.observer)
 
 NFS_PROGRAM = 100003
-#: Largest READ and WRITE (``maxread``/``maxwrite``), as for NFSv3.
-MAX_IO = 1024 * 1024
 #: What a session's fore channel allows at most: a 1 MiB WRITE or READ and its headers.
 MAX_REQUEST = MAX_IO + 8192
 MAX_CACHED_RESPONSE = 64 * 1024
 DEFAULT_LEASE = 90
-_READDIR_OVERHEAD = 4 + 8 + 4 + 4 + 64
-_ENTRY_OVERHEAD = 4 + 8 + 4 + 4 + 4
-
-#: What each type's CREATE makes by default (mode), for the types CREATE may make.
-_CREATE_MODES = {
-    FileType.DIR: 0o755,
-    FileType.LNK: 0o777,
-    FileType.BLK: 0o644,
-    FileType.CHR: 0o644,
-    FileType.SOCK: 0o644,
-    FileType.FIFO: 0o644,
-}
 
 
 class NFSv41Program(StateOperations):

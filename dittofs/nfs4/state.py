@@ -546,12 +546,11 @@ class StateTable:
             if holder is not None and self._expired(holder, self._clock()):
                 self._drop_client(holder)
                 continue
-            start, end, held = found.ranges[0]
-            return Denied(start, ALL_ONES if end == END else end - start + 1, held, found.owner)
+            return found
 
     def _first_conflict(
         self, file: FileKey, owner: Owner, first: int, last: int, kind: LockType
-    ) -> LockState | None:
+    ) -> Denied | None:
         for opened in self._files.get(file, []):
             for other in opened.locks:
                 state = self._states.get(other)
@@ -559,9 +558,8 @@ class StateTable:
                     continue
                 for start, end, held in state.ranges:
                     if start <= last and first <= end and (_is_write(kind) or _is_write(held)):
-                        return LockState(
-                            state.other, 0, state.owner, file, opened, [(start, end, held)]
-                        )
+                        length = ALL_ONES if end == END else end - start + 1
+                        return Denied(start, length, held, state.owner)
         return None
 
     @staticmethod

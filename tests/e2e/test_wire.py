@@ -506,6 +506,54 @@ def decode(pcap: Path, port: int, *args: str) -> str:
     return result.stdout.decode(errors="replace")
 
 
+def lost_packets(pcap: Path, port: int) -> bool:
+    """Whether the capture lost segments (dumpcap fell behind): then it proves nothing."""
+    lost = decode(
+        pcap,
+        port,
+        "-Y",
+        "tcp.analysis.lost_segment || tcp.analysis.ack_lost_segment",
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+    )
+    return bool(lost.strip())
+
+
+Counts = collections.Counter[tuple[str, str]]
+
+
+def calls_and_replies(pcap: Path, port: int) -> tuple[Counts, Counts]:
+    """How many calls and replies the capture holds, by TCP stream and xid."""
+    rows = decode(
+        pcap,
+        port,
+        "-Y",
+        "rpc",
+        "-T",
+        "fields",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+        "-e",
+        "tcp.stream",
+        "-e",
+        "rpc.xid",
+        "-e",
+        "rpc.msgtyp",
+    )
+    calls: Counts = collections.Counter()
+    replies: Counts = collections.Counter()
+    for row in rows.splitlines():
+        stream, xids, kinds = row.split("\t")
+        for xid, kind in zip(xids.split(","), kinds.split(","), strict=True):
+            if kind:  # non-final fragments carry no RPC header of their own
+                (calls if kind == "0" else replies)[(stream, xid)] += 1
+    return calls, replies
+
+
 def session(server: RunningServer, workdir: Path, take: int) -> None:
     """Traffic worth decoding: libnfs copies and listings, anfs calls of every kind.
 
@@ -576,17 +624,7 @@ def test_tshark_decodes_a_session_cleanly(memory_server: RunningServer, tmp_path
         pcap, log = workdir / "session.pcapng", workdir / "tshark.log"
         with capture(port, pcap, log):
             session(memory_server, workdir, take)
-        lost = decode(
-            pcap,
-            port,
-            "-Y",
-            "tcp.analysis.lost_segment || tcp.analysis.ack_lost_segment",
-            "-T",
-            "fields",
-            "-e",
-            "frame.number",
-        )
-        if not lost.strip():
+        if not lost_packets(pcap, port):
             break
     else:
         pytest.fail(
@@ -600,31 +638,7 @@ def test_tshark_decodes_a_session_cleanly(memory_server: RunningServer, tmp_path
     )
     assert errors.strip() == "", f"expert errors: {errors[:2000]}"
 
-    rows = decode(
-        pcap,
-        port,
-        "-Y",
-        "rpc",
-        "-T",
-        "fields",
-        "-E",
-        "occurrence=a",
-        "-E",
-        "aggregator=,",
-        "-e",
-        "tcp.stream",
-        "-e",
-        "rpc.xid",
-        "-e",
-        "rpc.msgtyp",
-    )
-    calls: collections.Counter[tuple[str, str]] = collections.Counter()
-    replies: collections.Counter[tuple[str, str]] = collections.Counter()
-    for row in rows.splitlines():
-        stream, xids, kinds = row.split("\t")
-        for xid, kind in zip(xids.split(","), kinds.split(","), strict=True):
-            if kind:  # non-final fragments carry no RPC header of their own
-                (calls if kind == "0" else replies)[(stream, xid)] += 1
+    calls, replies = calls_and_replies(pcap, port)
     assert sum(calls.values()) > 60, "the session should have made many calls"
     assert calls == replies, (
         f"calls without a reply: {calls - replies}; replies without a call: {replies - calls}"

@@ -13,7 +13,6 @@ operations a mount and those scenarios need all decoded.
 
 from __future__ import annotations
 
-import collections
 import threading
 from pathlib import Path
 
@@ -22,7 +21,13 @@ import pytest
 from tests.e2e.linux import guest
 from tests.e2e.linux.test_linux_client import BOOT_TIMEOUT, SCRIPT, _lock_partner
 from tests.e2e.server import dittofs_server
-from tests.e2e.test_wire import _tshark_usable, capture, decode
+from tests.e2e.test_wire import (
+    _tshark_usable,
+    calls_and_replies,
+    capture,
+    decode,
+    lost_packets,
+)
 
 pytestmark = pytest.mark.linux_guest
 
@@ -74,11 +79,7 @@ def test_tshark_decodes_a_v41_guest_session(tmp_path: Path) -> None:
         failed = [r for r in run.results.values() if not r.passed]
         assert run.status == 0 and not failed, f"{run.summary()}\n{run.console[-4000:]}"
         assert partner == ["ok"], partner
-        lost = decode(
-            pcap, server.port, "-Y", "tcp.analysis.lost_segment || tcp.analysis.ack_lost_segment",
-            "-T", "fields", "-e", "frame.number",
-        )  # fmt: skip
-        if not lost.strip():
+        if not lost_packets(pcap, server.port):
             break
     else:
         pytest.fail(f"all {TAKES} captures lost packets, so none can judge the server")
@@ -89,17 +90,7 @@ def test_tshark_decodes_a_v41_guest_session(tmp_path: Path) -> None:
         pcap, port, "-Y", "_ws.expert.severity >= 8388608", "-T", "fields", "-e", "_ws.expert"
     )
     assert errors.strip() == "", f"expert errors: {errors[:2000]}"
-    rows = decode(
-        pcap, port, "-Y", "rpc", "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,",
-        "-e", "tcp.stream", "-e", "rpc.xid", "-e", "rpc.msgtyp",
-    )  # fmt: skip
-    calls: collections.Counter[tuple[str, str]] = collections.Counter()
-    replies: collections.Counter[tuple[str, str]] = collections.Counter()
-    for row in rows.splitlines():
-        stream, xids, kinds = row.split("\t")
-        for xid, kind in zip(xids.split(","), kinds.split(","), strict=True):
-            if kind:
-                (calls if kind == "0" else replies)[(stream, xid)] += 1
+    calls, replies = calls_and_replies(pcap, port)
     assert sum(calls.values()) > 200, "the scenarios should have made many calls"
     assert calls == replies, (
         f"calls without a reply: {calls - replies}; replies without a call: {replies - calls}"
