@@ -685,7 +685,15 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     programs: list[RpcProgram] = [MountProgram(exports), nfs]
     if config["nfs4"]:
         record = Path(config["data-dir"]) / "nfsv4-clients"
-        programs.append(NFSv41Program(exports, nfs.write_verifier, metrics, record=record))
+        programs.append(
+            NFSv41Program(
+                exports,
+                nfs.write_verifier,
+                metrics,
+                record=record,
+                operation_spans=tracing.operations(),
+            )
+        )
     spans = tracing.observer()
     observers: list[RpcObserver] = [metrics] if spans is None else [metrics, spans]
     dispatcher = RpcDispatcher(programs, observers=observers)

@@ -16,7 +16,9 @@ The RPC span is a server span, made by an observer of the dispatcher
 (``NFSv3 GETATTR``, ``MOUNT MNT``) with the RPC semantic conventions'
 attributes, the XID, the client's address and the call's outcome: the accept
 (or reject) status and, for procedures whose results start with one, the
-``nfsstat3`` or ``mountstat3``.  A store span (``metadata.lookup``,
+``nfsstat3`` or ``mountstat3``.  Each operation of an NFSv4.1 COMPOUND is a
+child span of its call's (``NFSv4.1 OPEN``), with the operation's ``nfsstat4``,
+and the store calls it makes are its children.  A store span (``metadata.lookup``,
 ``content.write``) names the store's kind, backend and operation.
 
 Store methods return Deferreds and may do their work in threads, so the
@@ -169,6 +171,34 @@ def _end(span: Span, outcome: Outcome) -> None:
     span.end()
 
 
+def _operation_spans(tracer: Tracer) -> Callable[[str], Callable[[str], None]]:
+    """What starts the span of an NFSv4.1 operation, current while the operation runs."""
+    from opentelemetry.context import attach, detach
+    from opentelemetry.trace import Status as SpanStatus
+    from opentelemetry.trace import StatusCode, set_span_in_context
+
+    def start(operation: str) -> Callable[[str], None]:
+        # The COMPOUND's coroutine runs every step in the call's own context, where
+        # the call's span is current: it is the parent, and this span is current
+        # for the operation's store calls until the operation ends, in that context.
+        span = tracer.start_span(
+            f"NFSv4.1 {operation}", attributes={"dittofs.nfs4.operation": operation}
+        )
+        token = attach(set_span_in_context(span))
+
+        def end(status: str) -> None:
+            detach(token)
+            spelled = "NFS4_OK" if status == "OK" else f"NFS4ERR_{status}"
+            span.set_attribute("dittofs.nfs4.status", spelled)
+            if status in ("IO", "SERVERFAULT"):
+                span.set_status(SpanStatus(StatusCode.ERROR, spelled))
+            span.end()
+
+        return end
+
+    return start
+
+
 def _traced_store(store: Any, interface: type[Interface], kind: str, tracer: Tracer) -> Any:
     from opentelemetry.context import get_current
     from opentelemetry.trace import Status as SpanStatus
@@ -221,6 +251,13 @@ class Tracing:
         if self._tracer is None:
             return None
         return _CallSpans(self._tracer)
+
+    def operations(self) -> Callable[[str], Callable[[str], None]] | None:
+        """What makes a span of each NFSv4.1 operation (told its name, and at its end
+        its status's name), a child of its COMPOUND's; off, None."""
+        if self._tracer is None:
+            return None
+        return _operation_spans(self._tracer)
 
     def store(self, store: _Store, interface: type[Interface], kind: str) -> _Store:
         """*store*, each of whose *interface* methods makes a span when tracing is on.

@@ -31,6 +31,10 @@ from dittofs.vocabulary import Status
 
 log = Logger(observer=dittofs_log.observer)
 
+#: Told that an operation starts (its number); returns what to call, once, with its status.
+#: Metrics count operations with it, tracing makes a span of each.
+OperationObserver = Callable[[int], Callable[[int], None]]
+
 #: Operations that may come without a SEQUENCE, each alone in its COMPOUND.
 SESSIONLESS = frozenset(
     {
@@ -73,12 +77,9 @@ async def run_compound(
     context: CallContext,
     handlers: Mapping[Op, Handler],
     table: StateTable,
-    on_result: Callable[[int, int], None] | None = None,
+    observe: OperationObserver | None = None,
 ) -> XdrWriter:
-    """Run *compound* and encode COMPOUND4res.
-
-    *on_result* hears each operation's number and status, for metrics.
-    """
+    """Run *compound* and encode COMPOUND4res, telling *observe* of each operation that runs."""
     if compound.minor_version != MINOR_VERSION:
         return _reply(Stat4.MINOR_VERS_MISMATCH, compound.tag, [])
     state = CompoundState(context)
@@ -89,15 +90,16 @@ async def run_compound(
     slot = None
     results: list[tuple[int, XdrWriter]] = []
     if first.op == Op.SEQUENCE and first.error is None:
+        done = observe(Op.SEQUENCE) if observe is not None else None
         try:
             session, slot, replay = _sequence(table, first.args, len(ops))
         except NFS4Error as error:
-            if on_result is not None:
-                on_result(Op.SEQUENCE, error.status)
+            if done is not None:
+                done(error.status)
             failed = _failed(Op.SEQUENCE, error.status)
             return _reply(error.status, compound.tag, [(Op.SEQUENCE, failed)])
-        if on_result is not None:
-            on_result(Op.SEQUENCE, Status.OK)
+        if done is not None:
+            done(Status.OK)
         if replay is not None:
             cached = XdrWriter()
             cached.extend(replay)
@@ -115,7 +117,7 @@ async def run_compound(
     else:
         rest = ops
     try:
-        status = await _run(rest, state, handlers, results, on_result)
+        status = await _run(rest, state, handlers, results, observe)
         reply = _reply(status, compound.tag, results)
     finally:
         if slot is not None:
@@ -136,10 +138,11 @@ async def _run(
     state: CompoundState,
     handlers: Mapping[Op, Handler],
     results: list[tuple[int, XdrWriter]],
-    on_result: Callable[[int, int], None] | None,
+    observe: OperationObserver | None,
 ) -> int:
     status: int = Status.OK
     for call in ops:
+        done = observe(call.op) if observe is not None else None
         if call.error is not None:
             status = call.error
             results.append((call.op, _failed(call.op, status)))
@@ -149,8 +152,8 @@ async def _run(
         else:
             status, result = await _operation(call, state, handlers)
             results.append((call.op, result))
-        if on_result is not None:
-            on_result(call.op, status)
+        if done is not None:
+            done(status)
         if status != Status.OK:
             break
     return status

@@ -82,13 +82,20 @@ class NFSv41Program(StateOperations):
         clock: Callable[[], float] = time.monotonic,
         server_owner: bytes | None = None,
         record: Path | None = None,
+        operation_spans: Callable[[str], Callable[[str], None]] | None = None,
     ) -> None:
         """*record* is the file that remembers the clients across restarts
-        (:mod:`dittofs.nfs4.record`); without one, no client can reclaim."""
+        (:mod:`dittofs.nfs4.record`); without one, no client can reclaim.
+
+        *operation_spans*, when tracing is on, is told each operation's name as it
+        starts and returns what ends its span, told the status's name
+        (:meth:`dittofs.tracing.Tracing.operations`).
+        """
         self.exports = exports
         self.metrics = metrics if metrics is not None else Metrics()
         self.write_verifier = write_verifier
         self.pseudo = PseudoFS(exports)
+        self._spans = operation_spans
         previous: frozenset[bytes] = frozenset()
         recorded = None
         if record is not None:
@@ -114,15 +121,23 @@ class NFSv41Program(StateOperations):
 
     async def compound(self, compound: a.Compound, context: CallContext) -> XdrWriter:
         """RFC 8881 section 16.2: run the operations of one COMPOUND."""
-        return await run_compound(compound, context, self._handlers, self.state, self._done)
+        return await run_compound(compound, context, self._handlers, self.state, self._observe)
 
-    def _done(self, op: int, status: int) -> None:
-        """Count (and at DEBUG, log) one operation of a COMPOUND, by its name and status."""
+    def _observe(self, op: int) -> Callable[[int], None]:
+        """One operation of a COMPOUND starts: trace it if asked; when it ends, count
+        (and at DEBUG, log) it by its name and status."""
         name = Op(op).name if op in _OPS else str(op)
-        status_name = _status_name(status)
-        self.metrics.labelled(self.metrics.nfs4_operations, name, status_name).inc()
-        if dittofs_log.switches.debugging:
-            log.debug("NFSv4.1 {operation}: {status}", operation=name, status=status_name)
+        end_span = self._spans(name) if self._spans is not None else None
+
+        def done(status: int) -> None:
+            status_name = _status_name(status)
+            if end_span is not None:
+                end_span(status_name)
+            self.metrics.labelled(self.metrics.nfs4_operations, name, status_name).inc()
+            if dittofs_log.switches.debugging:
+                log.debug("NFSv4.1 {operation}: {status}", operation=name, status=status_name)
+
+        return done
 
     def _build_handlers(self) -> dict[Op, Handler]:
         not_supported = self._not_supported

@@ -35,6 +35,7 @@ from dittofs.testing import InProcessServer, RpcCallFailed, TickingClock, build_
 from dittofs.testing import synchronous_result as result_of
 from dittofs.tracing import DISABLED, Tracing, _exporter_names, from_environment
 from dittofs.vocabulary import Status
+from tests.unit import v41
 from tests.unit.test_message import build_call, record_mark, split_records, xdr_opaque
 from tests.unit.test_tap import MEMORY, parse
 
@@ -267,7 +268,6 @@ class RpcSpanTests(SynchronousTestCase):
         """A record that is not a call is not answered, and makes no span."""
         self.assertIsNone(self.server.dispatcher.dispatch(b"\0\0\0\1\0\0\0\1", "127.0.0.1", 700))
         self.assertEqual(self.exporter.get_finished_spans(), ())
-
 
 
 class StoreSpanTests(SynchronousTestCase):
@@ -508,6 +508,67 @@ class EnvironmentTests(SynchronousTestCase):
         self.addCleanup(chosen.shutdown)
         assert chosen.provider is not None
         self.assertEqual(chosen.provider.resource.attributes["service.name"], "dittofs")
+
+
+class Nfs4OperationSpanTests(SynchronousTestCase):
+    """Each NFSv4.1 operation is a child span of its COMPOUND's, parent of its store calls."""
+
+    def connect(self, metadata: IMetadataStore) -> tuple[v41.V41Client, InMemorySpanExporter]:
+        """A v4.1 client with a session, of a server traced into an exporter (kept empty
+        of the session's own spans)."""
+        exporter = InMemorySpanExporter()
+        traced = Tracing(private_provider(exporter))
+        server = build_server(
+            traced.store(metadata, IMetadataStore, "metadata"),
+            traced.store(MemoryContentStore(), IContentStore, "content"),
+        )
+        served, _ = v41.with_v41(server, operation_spans=traced.operations())
+        observer = traced.observer()
+        assert observer is not None
+        served.dispatcher.observers.append(observer)
+        client = v41.V41Client(served).connect()
+        exporter.clear()
+        return client, exporter
+
+    def test_operations_under_their_compound(self) -> None:
+        """Operations up to the failing one, in order, each with its nfsstat4."""
+        client, exporter = self.connect(MemoryMetadataStore(clock=TickingClock()))
+        reply = client.call(*client.root_of_export(), v41.lookup(b"missing"), v41.getfh())
+        self.assertEqual(reply.status, Status.NOENT)
+
+        (compound,) = rpc_spans(exporter)
+        self.assertEqual(compound.name, "NFSv4 COMPOUND")
+        operations = children(exporter, compound)
+        self.assertEqual(
+            names(operations),
+            ["NFSv4.1 SEQUENCE", "NFSv4.1 PUTROOTFH", "NFSv4.1 LOOKUP", "NFSv4.1 LOOKUP"],
+        )
+        self.assertEqual(
+            [attributes(span)["dittofs.nfs4.status"] for span in operations],
+            ["NFS4_OK", "NFS4_OK", "NFS4_OK", "NFS4ERR_NOENT"],
+        )
+        self.assertEqual(attributes(operations[3])["dittofs.nfs4.operation"], "LOOKUP")
+        # A client's mistake is not the server's fault.
+        self.assertEqual(operations[3].status.status_code, StatusCode.UNSET)
+        # The store calls of the failing LOOKUP are its own children.
+        self.assertIn("metadata.lookup", names(children(exporter, operations[3])))
+        self.assertEqual(children(exporter, operations[1]), [])
+        self.assertIs(get_current_span(), INVALID_SPAN)
+
+    def test_store_fault(self) -> None:
+        """An operation answered NFS4ERR_IO is an error span, as is its store call."""
+        client, exporter = self.connect(BrokenLookupStore(clock=TickingClock()))
+        failed = client.call(*client.root_of_export(), v41.lookup(b"file"))
+        self.assertEqual(failed.status, Status.IO)
+        self.flushLoggedErrors(RuntimeError)
+
+        (compound,) = rpc_spans(exporter)
+        lookup = children(exporter, compound)[-1]
+        self.assertEqual(lookup.name, "NFSv4.1 LOOKUP")
+        self.assertEqual(attributes(lookup)["dittofs.nfs4.status"], "NFS4ERR_IO")
+        self.assertEqual(lookup.status.status_code, StatusCode.ERROR)
+        (store_call,) = (s for s in children(exporter, lookup) if s.name == "metadata.lookup")
+        self.assertEqual(store_call.status.status_code, StatusCode.ERROR)
 
 
 class ServiceTests(SynchronousTestCase):
