@@ -18,8 +18,8 @@ from dittofs.access import EXECUTE, require
 from dittofs.errors import NFSError
 from dittofs.exports import Export, ExportTable
 from dittofs.model import Attributes
+from dittofs.policy import FLAVOURS
 from dittofs.rpc.dispatch import NULL_PROCEDURE, CallContext, Procedure
-from dittofs.rpc.message import AuthFlavor
 from dittofs.rpc.xdr import XdrReader, XdrWriter
 from dittofs.vocabulary import FileType, Status
 
@@ -139,7 +139,7 @@ class MountProgram:
         self.mounts.add(MountEntry(context.client_host.encode(), path.rstrip(b"/") or b"/"))
         writer.uint(MountStat.OK)
         writer.opaque(export.handle(directory))
-        writer.array([AuthFlavor.AUTH_SYS, AuthFlavor.AUTH_NONE], XdrWriter.uint)
+        writer.array(FLAVOURS, XdrWriter.uint)
         return writer
 
     async def _walk(self, export: Export, names: list[bytes], context: CallContext) -> Attributes:

@@ -22,6 +22,11 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Ports below this need privileges to bind; "secure" exports demand one.
 PRIVILEGED_PORT_LIMIT = 1024
 
+#: The flavours every export serves, in the order offered (MNT's list, NFSv4.1's
+#: SECINFO): AUTH_SYS first, so clients choose it; AUTH_NONE callers act as the
+#: anonymous user (:meth:`AccessPolicy.identity`).
+FLAVOURS = (AuthFlavor.AUTH_SYS, AuthFlavor.AUTH_NONE)
+
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 

@@ -45,7 +45,8 @@ from dittofs.nfs4.state import (
     Session,
     StateTable,
 )
-from dittofs.rpc.message import AuthFlavor, Credentials
+from dittofs.policy import FLAVOURS
+from dittofs.rpc.message import Credentials
 from dittofs.rpc.xdr import XdrWriter
 from dittofs.vocabulary import FileType, Status
 
@@ -485,9 +486,9 @@ class FileOperations:
 
     @staticmethod
     def _flavours() -> XdrWriter:
+        """SECINFO4resok: the flavours MNT offers too, none of them RPCSEC_GSS."""
         writer = XdrWriter()
-        writer.uint(1)
-        writer.uint(AuthFlavor.AUTH_SYS)
+        writer.array(FLAVOURS, XdrWriter.uint)
         return writer
 
     # -- 18.22, 18.32, 18.3: READ, WRITE, COMMIT ----

@@ -293,9 +293,9 @@ class NamespaceTests(SynchronousTestCase):
         self.assertEqual(self.client.call(v41.putrootfh(), v41.lookup(b"..")).status, Stat4.BADNAME)
 
     def test_secinfo(self) -> None:
-        """SECINFO_NO_NAME offers AUTH_SYS and consumes the current handle."""
+        """SECINFO_NO_NAME offers AUTH_SYS, then AUTH_NONE, and consumes the current handle."""
         reply = self.client.call(v41.putrootfh(), v41.secinfo_no_name(), v41.getfh())
-        self.assertEqual(reply[1].value, [1])
+        self.assertEqual(reply[1].value, [1, 0])
         self.assertEqual(reply.last.status, Stat4.NOFILEHANDLE)
 
 
