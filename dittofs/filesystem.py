@@ -31,9 +31,11 @@ from dittofs.access import (
 )
 from dittofs.errors import NFSError
 from dittofs.exports import Export, ExportTable, release_orphan
+from dittofs.interfaces import IFileRegions
 from dittofs.model import (
     Attributes,
     Created,
+    FileRegion,
     Linked,
     NewNode,
     Removed,
@@ -428,14 +430,32 @@ async def read(
 
     Content shorter than the size (a sparse extension) reads as zeros.
     """
-    require_readable(attributes, caller)
-    wanted = max(0, min(count, attributes.size - offset))
+    wanted = _readable(attributes, offset, count, caller)
     data: bytes = b""
     if wanted:
         data = await export.content.read(attributes.fileid, offset, wanted)
         if len(data) < wanted:
             data = bytes(data) + bytes(wanted - len(data))
     return data, offset + len(data) >= attributes.size
+
+
+async def read_lent(
+    export: Export, attributes: Attributes, offset: int, count: int, caller: Credentials
+) -> tuple[bytes | FileRegion, bool]:
+    """As :func:`read`, but a region of the content's file where its store lends one
+    (:class:`~dittofs.interfaces.IFileRegions`): the caller then sends and closes it."""
+    wanted = _readable(attributes, offset, count, caller)
+    if wanted and IFileRegions.providedBy(export.content):
+        region: FileRegion | None = export.content.region(attributes.fileid, offset, wanted)
+        if region is not None:
+            return region, offset + wanted >= attributes.size
+    return await read(export, attributes, offset, count, caller)
+
+
+def _readable(attributes: Attributes, offset: int, count: int, caller: Credentials) -> int:
+    """How many bytes a READ of *count* at *offset* returns, if *caller* may read at all."""
+    require_readable(attributes, caller)
+    return max(0, min(count, attributes.size - offset))
 
 
 async def write(

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         Created,
         DirPage,
         FileCounts,
+        FileRegion,
         Inventory,
         Linked,
         MetadataCacheStatistics,
@@ -339,6 +340,22 @@ class IBlockMapUser(Interface):
 
     def use_block_maps(maps: IBlockMaps) -> None:
         """Keep block maps in *maps* (called once, before :meth:`IContentStore.open`)."""
+
+
+class IFileRegions(Interface):
+    """Optional: a content store whose bytes are in local files lends regions of them.
+
+    The server sends a large READ's data from the region with ``sendfile``,
+    so the bytes never pass through Python.
+    """
+
+    def region(fileid: int, offset: int, count: int) -> FileRegion | None:
+        """*count* bytes of a file from *offset*, if they can be lent at once, else None.
+
+        Called on the reactor thread, so it must not block: a store answers
+        None rather than wait (a file not open yet), and the caller then
+        reads as usual.  The caller owns the region and closes it.
+        """
 
 
 class IContentInventory(Interface):

@@ -8,6 +8,8 @@ lost between ``nfstime3`` and a store.
 
 from __future__ import annotations
 
+import os
+
 import attrs
 
 from dittofs.vocabulary import CreateMode, FileType
@@ -270,3 +272,38 @@ class BlockChange:
     seqs: tuple[int, ...]
     #: Object keys no slice names any more: their objects may be deleted.
     orphaned: tuple[str, ...]
+
+
+@attrs.define
+class FileRegion:
+    """Bytes of a file to be sent as they are: *length* bytes from *offset* of descriptor *fd*.
+
+    A content store whose bytes are in local files hands these out
+    (:class:`~dittofs.interfaces.IFileRegions`) so that a READ's data can go
+    from the file to the socket with ``sendfile``, never copied into Python.
+    The region owns *fd* (a descriptor of its own) until :meth:`close`.  The
+    file may end before ``offset + length`` (cut meanwhile, or content shorter
+    than the file's size): the missing bytes are zeros, as READ reads them.
+    """
+
+    fd: int
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def fileno(self) -> int:
+        """The descriptor to send from."""
+        return self.fd
+
+    def read(self) -> bytes:
+        """The bytes themselves (blocking: for a thread, or tests), zeros past the file's end."""
+        data = os.pread(self.fd, self.length, self.offset)
+        return data + bytes(self.length - len(data))
+
+    def close(self) -> None:
+        """Give the descriptor back; the region is spent."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -310,7 +310,8 @@ class NFSv3Program:
         """RFC 1813 3.3.6: bytes from a regular file, with EOF judged by the file's size."""
         export, attributes = await self._resolve_file(args.fh, context)
         caller = export.policy.identity(context.credentials)
-        data, eof = await fs.read(export, attributes, args.offset, min(args.count, MAX_IO), caller)
+        count = min(args.count, MAX_IO)
+        data, eof = await fs.read_lent(export, attributes, args.offset, count, caller)
         self.metrics.read_bytes.inc(len(data))
         writer = self._ok()
         encode_post_op_attr(writer, attributes, export.fsid)

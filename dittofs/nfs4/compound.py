@@ -124,7 +124,9 @@ async def run_compound(
             slot.busy = False
     if slot is None or state.session is None:
         return reply
-    parts = reply.parts()
+    every = reply.parts()
+    parts = [part for part in every if isinstance(part, bytes)]
+    assert len(parts) == len(every), "v4.1 READ data is bytes, never a file region"
     limit = state.session.fore.max_response_cached
     keep = first.args.cache_this and sum(map(len, parts)) <= limit
     table.keep_reply(slot, parts if keep else None)

@@ -37,9 +37,9 @@ from dittofs.rpc.message import (
 )
 from dittofs.rpc.observe import Call, Outcome, RpcObserver
 from dittofs.rpc.replay import ReplayCache, call_key
-from dittofs.rpc.xdr import XdrError, XdrReader, XdrWriter
+from dittofs.rpc.xdr import Part, XdrError, XdrReader, XdrWriter
 
-Parts = list[bytes]
+Parts = list[Part]
 T = TypeVar("T")
 
 log = Logger(observer=dittofs_log.observer)

@@ -14,17 +14,25 @@ that does not read its replies fills the transport's buffer; the protocol is
 registered as its producer, so reading from that client stops too and the
 buffer cannot grow without bound.  Limits hit are logged once per client and
 reason per minute, not per packet.
+
+A reply whose data is still in a file (a READ's :class:`~dittofs.rpc.xdr.Region`)
+is written by a thread with ``sendfile`` (:mod:`dittofs.rpc.sendfile`); while
+one is, the connection holds its other replies and hands them to the same
+thread after it, so that records never interleave.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter, deque
 from collections.abc import Callable
+from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -32,6 +40,8 @@ from zope.interface import implementer
 from dittofs import log as dittofs_log
 from dittofs.rpc.dispatch import Parts, RpcDispatcher
 from dittofs.rpc.record import DEFAULT_MAX_RECORD, RecordError, RecordReceiver, record_header
+from dittofs.rpc.sendfile import regions_of, send_records
+from dittofs.rpc.xdr import Part, as_bytes
 
 log = Logger(observer=dittofs_log.observer)
 
@@ -40,6 +50,9 @@ DEFAULT_MAX_IN_FLIGHT = 64
 
 #: Replies at least this large skip Twisted's buffer when it is empty (see _send_now).
 DIRECT_SEND_BYTES = 64 * 1024
+
+#: Bytes of replies a connection holds while a thread sends, before it stops reading calls.
+HELD_BYTES = 8 * 1024 * 1024
 
 
 @attrs.frozen
@@ -94,6 +107,10 @@ class RpcServerProtocol(Protocol):
         self._closed = False
         self._idle: IDelayedCall | None = None
         self._deadline: IDelayedCall | None = None
+        #: While a thread writes replies (see _send_in_thread): the records it will write next.
+        self._held: list[list[Part]] | None = None
+        self._held_bytes = 0
+        self._held_paused = False
         self.client_host = ""
         self.client_port = 0
 
@@ -233,13 +250,82 @@ class RpcServerProtocol(Protocol):
 
     def _send_reply(self, parts: Parts) -> None:
         if self._closed:
+            _close_regions([parts])
             return
         size = sum(len(part) for part in parts)
-        record = [record_header(size), *parts]
+        record: list[Part] = [record_header(size), *parts]
+        if self._held is not None:
+            self._hold(record, size)
+        elif not regions_of([parts]):
+            self._send_bytes([part for part in record if isinstance(part, bytes)], size)
+        elif self._write_buffer_empty():
+            self._send_in_thread([record])
+        else:
+            self._send_read(record)
+
+    def _send_bytes(self, record: list[bytes], size: int) -> None:
         if size >= DIRECT_SEND_BYTES and self._write_buffer_empty():
             record = self._send_now(record)
         if record:
             self.transport.writeSequence(record)  # type: ignore[union-attr]
+
+    def _send_in_thread(self, records: list[list[Part]]) -> None:
+        """Let a thread write *records* (see :mod:`dittofs.rpc.sendfile`), holding the rest.
+
+        Twisted's buffer is empty, and stays so: every reply that is ready
+        meanwhile is held, and goes to the thread next.
+        """
+        try:
+            fd = os.dup(self.transport.socket.fileno())  # type: ignore[union-attr]
+        except OSError:  # out of descriptors: read the regions instead
+            for record in records:
+                self._send_read(record)
+            return
+        self._held, self._held_bytes = [], 0
+        sent = self.factory.in_thread(send_records, fd, records)
+        sent.addBoth(self._sent_in_thread, fd)
+
+    def _sent_in_thread(self, result: object, fd: int) -> None:
+        os.close(fd)
+        held, self._held = self._held or [], None
+        if isinstance(result, Failure) or self._closed:
+            _close_regions(held)
+            if not self._closed:
+                log.info(
+                    "Dropping the connection from {host}:{port}: {error}",
+                    host=self.client_host,
+                    port=self.client_port,
+                    error=result.getErrorMessage() if isinstance(result, Failure) else "",
+                )
+                self._closed = True
+                self.transport.abortConnection()  # type: ignore[union-attr]
+        elif held:
+            self._send_in_thread(held)  # holding again before any call can answer
+        if self._held_paused:
+            self._held_paused = False
+            self.resumeProducing()
+
+    def _hold(self, record: list[Part], size: int) -> None:
+        """Keep a reply for the thread; past :data:`HELD_BYTES`, stop reading calls."""
+        assert self._held is not None
+        self._held.append(record)
+        self._held_bytes += size
+        if self._held_bytes > HELD_BYTES and not self._held_paused:
+            self._held_paused = True
+            self.pauseProducing()
+
+    def _send_read(self, record: list[Part]) -> None:
+        """Twisted's buffer holds replies: read the regions in a thread, then queue the bytes."""
+
+        def read() -> list[bytes]:
+            try:
+                return [as_bytes(part) for part in record[1:]]
+            finally:
+                _close_regions([record])
+
+        read_out = self.factory.in_thread(read)
+        read_out.addCallback(self._send_reply)
+        read_out.addErrback(self._reply_failed)
 
     def _write_buffer_empty(self) -> bool:
         """Whether the TCP transport has nothing queued (False for any other transport)."""
@@ -329,6 +415,16 @@ class RpcServerFactory(Factory):
         self.per_client: Counter[str] = Counter()
         self.in_flight = 0
         self._idle_waiters: list[Deferred[None]] = []
+
+    def in_thread(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """Run blocking *function* (writing replies) in the reactor's thread pool.
+
+        A clock that is not a reactor with threads (a test's) runs it at once.
+        """
+        pool = getattr(self.clock, "getThreadPool", None)
+        if pool is None:
+            return maybeDeferred(function, *args)
+        return deferToThreadPool(self.clock, pool(), function, *args)  # type: ignore[arg-type]
 
     def buildProtocol(self, addr: IAddress) -> RpcServerProtocol | None:  # type: ignore[override]
         """Refuse a connection over the global or per-client limit (Twisted then closes it)."""
@@ -424,3 +520,9 @@ class RpcServerFactory(Factory):
         else:
             done.callback(None)
         return done
+
+
+def _close_regions(records: list[list[Part]] | list[Parts]) -> None:
+    """Give back the descriptors of regions that will not be sent."""
+    for region in regions_of(records):
+        region.close()

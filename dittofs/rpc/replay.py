@@ -23,8 +23,9 @@ import attrs
 from twisted.internet.defer import Deferred, succeed
 
 from dittofs.rpc.message import CallHeader
+from dittofs.rpc.xdr import Part
 
-Parts = list[bytes]
+Parts = list[Part]
 CallKey = tuple[str, int, int, int, int, int, bytes]
 
 DEFAULT_CAPACITY = 8192

@@ -5,7 +5,8 @@ data) are handed on as zero-copy slices; every read is bounds-checked and the
 only exception it raises is :class:`XdrError`, which the RPC layer turns into
 ``GARBAGE_ARGS``.  The writer collects small fields in a ``bytearray`` and
 keeps large payloads (READ data) as separate parts, so a reply can go out with
-``writeSequence`` without joining megabytes of file data.
+``writeSequence`` without joining megabytes of file data; a payload may even
+stay in its file (a :class:`Region`) until the kernel sends it.
 
 The stdlib ``xdrlib`` is deliberately not used: it was removed in Python 3.13
 and copies every opaque it decodes.
@@ -15,9 +16,34 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+class Region(Protocol):
+    """Payload bytes still in a file: *len* bytes from :attr:`offset` of :meth:`fileno`.
+
+    Sent by the connection with ``sendfile`` (:mod:`dittofs.rpc.sendfile`),
+    which then closes it.  The file may end early: the rest is zeros.
+    """
+
+    offset: int
+
+    def __len__(self) -> int: ...
+
+    def fileno(self) -> int:
+        """The descriptor of the file."""
+
+    def read(self) -> bytes:
+        """The bytes (blocking), zeros past the file's end."""
+
+    def close(self) -> None:
+        """Give the descriptor back."""
+
+
+#: One part of an encoded message: bytes, or bytes still in a file.
+Part = bytes | Region
 
 _UINT = struct.Struct(">I")
 _INT = struct.Struct(">i")
@@ -132,7 +158,7 @@ class XdrWriter:
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self._parts: list[bytes] = []
+        self._parts: list[Part] = []
         self._size = 0
 
     def __len__(self) -> int:
@@ -162,10 +188,14 @@ class XdrWriter:
         """Append bytes that are already XDR-encoded (and already padded)."""
         self._buf += data
 
-    def fixed_opaque(self, data: bytes | bytearray | memoryview) -> None:
+    def fixed_opaque(self, data: bytes | bytearray | memoryview | Region) -> None:
         """Encode fixed-length opaque data, padded to four bytes."""
         size = len(data)
-        if size >= ZERO_COPY_THRESHOLD:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            self._flush()
+            self._parts.append(data)  # a Region: stays in its file until sent
+            self._size += size
+        elif size >= ZERO_COPY_THRESHOLD:
             self._flush()
             # Transports take only bytes: a bytes payload (READ data) goes out uncopied.
             self._parts.append(data if isinstance(data, bytes) else bytes(data))
@@ -174,7 +204,7 @@ class XdrWriter:
             self._buf += data
         self._buf += _PADDING[size & 3]
 
-    def opaque(self, data: bytes | bytearray | memoryview) -> None:
+    def opaque(self, data: bytes | bytearray | memoryview | Region) -> None:
         """Encode variable-length opaque data (length, bytes, padding)."""
         self._buf += _UINT.pack(len(data))
         self.fixed_opaque(data)
@@ -195,7 +225,7 @@ class XdrWriter:
         for item in items:
             encode(self, item)
 
-    def extend(self, parts: Sequence[bytes]) -> None:
+    def extend(self, parts: Sequence[Part]) -> None:
         """Append parts already encoded (another writer's :meth:`parts`), uncopied."""
         self._flush()
         self._parts.extend(parts)
@@ -204,7 +234,9 @@ class XdrWriter:
     def first_uint(self) -> int | None:
         """The first 32-bit word written (a procedure's status), without joining parts."""
         head = self._parts[0] if self._parts else self._buf
-        return _UINT.unpack_from(head)[0] if len(head) >= 4 else None
+        if not isinstance(head, (bytes, bytearray)) or len(head) < 4:
+            return None
+        return int(_UINT.unpack_from(head)[0])
 
     def _flush(self) -> None:
         if self._buf:
@@ -212,11 +244,21 @@ class XdrWriter:
             self._size += len(self._buf)
             self._buf = bytearray()
 
-    def parts(self) -> list[bytes]:
+    def parts(self) -> list[Part]:
         """Return the encoded output as a list of parts (the writer is then spent)."""
         self._flush()
         return self._parts
 
     def getvalue(self) -> bytes:
         """Return the encoded output joined into one ``bytes`` (for tests and small replies)."""
-        return b"".join(self.parts())
+        return b"".join(as_bytes(part) for part in self.parts())
+
+
+def as_bytes(part: Part) -> bytes:
+    """A part's bytes: a region is read (blocking; for tests and small replies) and closed."""
+    if isinstance(part, bytes):
+        return part
+    try:
+        return part.read()
+    finally:
+        part.close()

@@ -40,7 +40,7 @@ from dittofs.nfs3.types import (
 from dittofs.policy import AccessPolicy
 from dittofs.rpc.dispatch import RpcDispatcher
 from dittofs.rpc.message import CALL, MSG_ACCEPTED, REPLY, RPC_VERSION, AcceptStat, AuthFlavor
-from dittofs.rpc.xdr import XdrError, XdrReader, XdrWriter
+from dittofs.rpc.xdr import XdrError, XdrReader, XdrWriter, as_bytes
 from dittofs.stores.content.memory import MemoryContentStore
 from dittofs.stores.metadata.memory import MemoryMetadataStore
 from dittofs.testing._replies import (
@@ -213,7 +213,7 @@ class NFSClient:
         outcome = self.server.dispatcher.dispatch(writer.getvalue(), self.host, self.port)
         if outcome is None:
             raise AssertionError("the dispatcher found no call to answer")
-        reader = XdrReader(b"".join(synchronous_result(outcome)))
+        reader = XdrReader(b"".join(as_bytes(part) for part in synchronous_result(outcome)))
         reply_xid = reader.uint()
         if reply_xid != xid or reader.uint() != REPLY:
             raise AssertionError(f"reply does not answer xid {xid}")

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import gc
 import itertools
+import os
+import socket
 import struct
+import threading
+from pathlib import Path
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,9 +27,11 @@ from twisted.logger import LogEvent, LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from dittofs.model import FileRegion
 from dittofs.rpc.dispatch import NULL_PROCEDURE, CallContext, Procedure, RpcDispatcher
 from dittofs.rpc.protocol import (
     DEFAULT_MAX_IN_FLIGHT,
+    HELD_BYTES,
     Limits,
     LogLimiter,
     RpcServerFactory,
@@ -43,7 +50,7 @@ from tests.unit.test_message import (
 )
 
 TEST_PROGRAM = 0x20000002
-ECHO, WAIT, WHOAMI, BULK = 1, 2, 3, 4
+ECHO, WAIT, WHOAMI, BULK, REGION = 1, 2, 3, 4, 5
 #: What BULK answers: large enough to go to the socket directly.
 BULK_DATA = bytes(range(256)) * 1024
 PEER = IPv4Address("TCP", "192.0.2.5", 901)
@@ -55,7 +62,8 @@ def _no_args(reader: XdrReader) -> None:
 
 class ControlledProgram:
     """NULL, ECHO (answers at once), WAIT (answers when the test fires its Deferred), WHOAMI,
-    BULK (256 KiB, like a large READ)."""
+    BULK (256 KiB, like a large READ), REGION (BULK_DATA left in a file, as the fs store lends
+    a large READ's data)."""
 
     number = TEST_PROGRAM
     low_version = 1
@@ -70,7 +78,11 @@ class ControlledProgram:
             WAIT: Procedure("WAIT", _no_args, self.wait),
             WHOAMI: Procedure("WHOAMI", _no_args, self.whoami),
             BULK: Procedure("BULK", _no_args, self.bulk),
+            REGION: Procedure("REGION", _no_args, self.region),
         }
+        #: The file REGION answers from, and every region it lent.
+        self.file: Path | None = None
+        self.regions: list[FileRegion] = []
 
     def procedures(self, version: int) -> dict[int, Procedure]:
         """One table for the one version."""
@@ -100,6 +112,15 @@ class ControlledProgram:
         """Answer BULK_DATA as one uncopied part."""
         writer = XdrWriter()
         writer.opaque(BULK_DATA)
+        return writer
+
+    async def region(self, args: None, context: CallContext) -> XdrWriter:
+        """Answer BULK_DATA as a region of :attr:`file`."""
+        assert self.file is not None
+        region = FileRegion(os.open(self.file, os.O_RDONLY), 0, len(BULK_DATA))
+        self.regions.append(region)
+        writer = XdrWriter()
+        writer.opaque(region)
         return writer
 
 
@@ -332,6 +353,139 @@ class DirectSendTests(ProtocolTestCase):
         self.protocol.dataReceived(call(10, ECHO, xdr_opaque(b"small")))
         self.assertEqual(sock.calls, 0)
         self.assertEqual(len(split_records(transport.value())), 1)
+
+
+class RegionSendTests(ProtocolTestCase):
+    """Replies whose data is still in a file go out whole, from a thread, never interleaved."""
+
+    def setUp(self) -> None:
+        self.connect()
+        self.program.file = Path(self.mktemp())
+        self.program.file.write_bytes(BULK_DATA)
+        self.ours, self.theirs = socket.socketpair()
+        self.ours.setblocking(False)
+        self.addCleanup(self.ours.close)
+        self.addCleanup(self.theirs.close)
+        self.transport = SocketTransport(self.ours)  # type: ignore[arg-type]
+        self.protocol = self.factory.buildProtocol(PEER)  # type: ignore[assignment]
+        self.protocol.makeConnection(self.transport)
+        #: The thread's work, run by the test: (function, args, its Deferred).
+        self.threads: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+
+        def in_thread(function: Any, *args: Any) -> Deferred[Any]:
+            done: Deferred[Any] = Deferred()
+            self.threads.append((function, args, done))
+            return done
+
+        self.factory.in_thread = in_thread  # type: ignore[method-assign]
+
+    def run_thread(self) -> None:
+        """Do the oldest thread work now, with a reader draining the other end meanwhile."""
+        function, args, done = self.threads.pop(0)
+        stop = threading.Event()
+        self.theirs.settimeout(0.05)
+
+        def drain() -> None:
+            while not stop.is_set():
+                try:
+                    chunk = self.theirs.recv(1 << 20)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    return
+                self.received += chunk
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        try:
+            result = function(*args)
+        except Exception as error:
+            stop.set()
+            reader.join()
+            done.errback(Failure(error))
+            return
+        # Let the reader take what the socket still holds.
+        deadline = 50
+        while len(self.received) < self.expected and deadline:
+            threading.Event().wait(0.02)
+            deadline -= 1
+        stop.set()
+        reader.join()
+        done.callback(result)
+
+    received = b""
+    expected = 0
+
+    def stream(self) -> list[Reply]:
+        return [parse_reply(message) for message in split_records(self.received)]
+
+    def test_region_reply_arrives_whole(self) -> None:
+        """The record mark, the header, the file's bytes and the padding, once; then closed."""
+        self.protocol.dataReceived(call(1, REGION))
+        self.assertEqual(self.transport.value(), b"")
+        self.expected = len(BULK_DATA) + 64
+        self.run_thread()
+        (reply,) = self.stream()
+        self.assertEqual((reply.xid, reply.body), (1, xdr_opaque(BULK_DATA)))
+        self.assertEqual([region.fd for region in self.program.regions], [-1])
+
+    def test_replies_ready_meanwhile_are_held_then_sent_after(self) -> None:
+        """Nothing is written beside the thread; what was held goes to the thread next."""
+        self.protocol.dataReceived(call(1, REGION))
+        self.protocol.dataReceived(call(2, ECHO, xdr_opaque(b"small")) + call(3, REGION))
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(len(self.threads), 1)
+        self.run_thread()
+        self.assertEqual(len(self.threads), 1)  # the held two, as one batch
+        self.expected = 2 * len(BULK_DATA) + 100
+        self.run_thread()
+        self.assertEqual(self.threads, [])
+        self.assertEqual([reply.xid for reply in self.stream()], [1, 2, 3])
+        self.assertEqual(self.transport.value(), b"")
+        # Afterwards replies take the usual path again.
+        self.protocol.dataReceived(call(4, ECHO, xdr_opaque(b"again")))
+        self.assertEqual(len(split_records(self.transport.value())), 1)
+
+    def test_too_much_held_stops_reading(self) -> None:
+        """Past HELD_BYTES of held replies, no more calls are read until the thread is done."""
+        self.protocol.dataReceived(call(1, REGION))
+        count = HELD_BYTES // len(BULK_DATA) + 1
+        self.protocol.dataReceived(b"".join(call(10 + n, BULK) for n in range(count)))
+        self.assertEqual(self.transport.producerState, "paused")
+        self.expected = (count + 1) * (len(BULK_DATA) + 40)
+        self.run_thread()
+        self.assertEqual(self.transport.producerState, "producing")
+        while self.threads:
+            self.run_thread()
+        self.assertEqual(len(self.stream()), count + 1)
+
+    def test_failed_send_drops_the_connection(self) -> None:
+        """A client gone mid-record: the connection is aborted, held regions are closed."""
+        self.protocol.dataReceived(call(1, REGION))
+        self.protocol.dataReceived(call(2, REGION))
+        self.theirs.shutdown(socket.SHUT_RDWR)
+        with capturedLogs():
+            self.run_thread()
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual([region.fd for region in self.program.regions], [-1, -1])
+
+    def test_queued_bytes_first_then_the_region_read(self) -> None:
+        """With Twisted's buffer not empty, the region is read in a thread and queued after it."""
+        self.transport._tempDataLen = 1
+        self.protocol.dataReceived(call(1, REGION))
+        function, args, done = self.threads.pop(0)
+        done.callback(function(*args))
+        (reply,) = [parse_reply(message) for message in split_records(self.transport.value())]
+        self.assertEqual(reply.body, xdr_opaque(BULK_DATA))
+        self.assertEqual(self.program.regions[0].fd, -1)
+
+    def test_lost_connection_closes_regions(self) -> None:
+        """A reply ready after the connection went is never sent; its region is closed."""
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        assert self.program.file is not None
+        late = FileRegion(os.open(self.program.file, os.O_RDONLY), 0, 10)
+        self.protocol._send_reply([late])
+        self.assertEqual(late.fd, -1)
 
 
 class BackpressureTests(ProtocolTestCase):

@@ -1,0 +1,146 @@
+"""Tests for :mod:`dittofs.rpc.sendfile` and the file regions the fs content store lends.
+
+The sender writes to one end of a real non-blocking socket pair, as it
+writes to a client's socket, and the other end reads what arrived; regions
+are regions of real files.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from dittofs.interfaces import IFileRegions
+from dittofs.model import FileRegion
+from dittofs.rpc.sendfile import send_records
+from dittofs.rpc.xdr import Part, XdrWriter, as_bytes
+from dittofs.stores.content.fs import NOWAIT_READ_BYTES
+from dittofs.testing import synchronous_result
+from tests.unit.test_content_conformance import make_fs_store
+
+
+def receive(sock: socket.socket, size: int, timeout: float = 10.0) -> bytes:
+    """Read exactly *size* bytes (or what came before the peer closed)."""
+    sock.settimeout(timeout)
+    chunks, got = [], 0
+    while got < size:
+        chunk = sock.recv(min(1 << 20, size - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+class SendRecordsTests(SynchronousTestCase):
+    """Whole records, bytes and regions in order, through a real socket."""
+
+    def setUp(self) -> None:
+        self.ours, self.theirs = socket.socketpair()
+        self.ours.setblocking(False)
+        self.addCleanup(self.ours.close)
+        self.addCleanup(self.theirs.close)
+        self.directory = Path(self.mktemp())
+        self.directory.mkdir()
+
+    def region(self, data: bytes, offset: int, length: int) -> FileRegion:
+        """A region of a new file holding *data*."""
+        path = self.directory / f"file-{len(os.listdir(self.directory))}"
+        path.write_bytes(data)
+        return FileRegion(os.open(path, os.O_RDONLY), offset, length)
+
+    def test_bytes_and_regions_in_order(self) -> None:
+        """Each part arrives once, in order; the regions are closed afterwards."""
+        data = os.urandom(3 << 20)
+        first = self.region(data, 1000, 2 << 20)
+        second = self.region(b"abcdefgh", 2, 4)
+        records: list[list[Part]] = [
+            [b"head-1", first, b"tail-1"],
+            [b"head-2", b"more", second],
+            [b"only bytes"],
+        ]
+        pieces = [b"head-1", data[1000 : 1000 + (2 << 20)], b"tail-1", b"head-2more", b"cdef"]
+        expected = b"".join([*pieces, b"only bytes"])
+        # More than the socket's buffer holds: the sender must wait for the reader.
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(receive(self.theirs, len(expected))))
+        reader.start()
+        send_records(self.ours.fileno(), records)
+        reader.join(30)
+        self.assertEqual(got, [expected])
+        self.assertEqual((first.fd, second.fd), (-1, -1))
+
+    def test_file_shorter_than_the_region(self) -> None:
+        """Bytes the file no longer has are sent as zeros, so the record keeps its length."""
+        region = self.region(b"12345", 2, 10)
+        send_records(self.ours.fileno(), [[b"<", region, b">"]])
+        self.assertEqual(receive(self.theirs, 12), b"<345" + bytes(7) + b">")
+
+    def test_client_that_reads_nothing(self) -> None:
+        """A client that never reads makes the sender give up at its deadline."""
+        region = self.region(bytes(8 << 20), 0, 8 << 20)
+        started = time.monotonic()
+        self.assertRaises(
+            TimeoutError, send_records, self.ours.fileno(), [[b"x", region]], timeout=0.3
+        )
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertEqual(region.fd, -1)
+
+    def test_client_gone(self) -> None:
+        """A closed peer is an OSError, and the regions are still closed."""
+        self.theirs.close()
+        region = self.region(bytes(1 << 20), 0, 1 << 20)
+        self.assertRaises(OSError, send_records, self.ours.fileno(), [[b"x", region]])
+        self.assertEqual(region.fd, -1)
+
+
+class WriterTests(SynchronousTestCase):
+    """The XDR writer keeps a region as a part of its own, padded like any opaque."""
+
+    def test_region_in_an_opaque(self) -> None:
+        path = Path(self.mktemp())
+        path.write_bytes(b"0123456789")
+        region = FileRegion(os.open(path, os.O_RDONLY), 3, 5)
+        writer = XdrWriter()
+        writer.uint(7)
+        writer.opaque(region)
+        self.assertEqual(len(writer), 4 + 4 + 5 + 3)
+        parts = writer.parts()
+        self.assertIn(region, parts)
+        self.assertEqual(writer.first_uint(), 7)
+        self.assertEqual(
+            b"".join(as_bytes(part) for part in parts), b"\0\0\0\7\0\0\0\x0534567\0\0\0"
+        )
+        self.assertEqual(region.fd, -1)
+
+
+class FilesystemRegionTests(SynchronousTestCase):
+    """The fs store lends regions of files it has open, for reads too large to read at once."""
+
+    def setUp(self) -> None:
+        self.store, _ = make_fs_store(self)
+        synchronous_result(self.store.open())
+        self.addCleanup(lambda: synchronous_result(self.store.close()))
+
+    def test_provides(self) -> None:
+        self.assertTrue(verifyObject(IFileRegions, self.store))
+
+    def test_regions_of_open_files_only(self) -> None:
+        """Not open, or small enough to read on the reactor: None; else a region of the file."""
+        data = os.urandom(NOWAIT_READ_BYTES * 3)
+        self.assertIsNone(self.store.region(9, 0, len(data)))
+        synchronous_result(self.store.write(9, 0, data, stable=False))
+        self.assertIsNone(self.store.region(9, 0, NOWAIT_READ_BYTES))
+        region = self.store.region(9, 100, NOWAIT_READ_BYTES * 2)
+        assert region is not None
+        self.addCleanup(region.close)
+        self.assertEqual(region.read(), data[100 : 100 + NOWAIT_READ_BYTES * 2])
+        # The region has a descriptor of its own: the store may close its file.
+        self.store._files.forget(9)
+        self.assertEqual(len(region.read()), NOWAIT_READ_BYTES * 2)
