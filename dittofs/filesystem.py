@@ -442,14 +442,17 @@ async def read(
 async def read_lent(
     export: Export, attributes: Attributes, offset: int, count: int, caller: Credentials
 ) -> tuple[bytes | FileRegion, bool]:
-    """As :func:`read`, but a region of the content's file where its store lends one
-    (:class:`~dittofs.interfaces.IFileRegions`): the caller then sends and closes it."""
+    """As :func:`read`, but the bytes may be a region of a file where the content store
+    lends one (:class:`~dittofs.interfaces.IFileRegions`): the caller sends and closes it."""
+    if not IFileRegions.providedBy(export.content):
+        return await read(export, attributes, offset, count, caller)
     wanted = _readable(attributes, offset, count, caller)
-    if wanted and IFileRegions.providedBy(export.content):
-        region: FileRegion | None = export.content.region(attributes.fileid, offset, wanted)
-        if region is not None:
-            return region, offset + wanted >= attributes.size
-    return await read(export, attributes, offset, count, caller)
+    if not wanted:
+        return b"", offset >= attributes.size
+    data: bytes | FileRegion = await export.content.read_lent(attributes.fileid, offset, wanted)
+    if not isinstance(data, FileRegion) and len(data) < wanted:
+        data = bytes(data) + bytes(wanted - len(data))
+    return data, offset + wanted >= attributes.size
 
 
 def _readable(attributes: Attributes, offset: int, count: int, caller: Credentials) -> int:

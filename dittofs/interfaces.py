@@ -349,12 +349,13 @@ class IFileRegions(Interface):
     so the bytes never pass through Python.
     """
 
-    def region(fileid: int, offset: int, count: int) -> FileRegion | None:
-        """*count* bytes of a file from *offset*, if they can be lent at once, else None.
+    def read_lent(fileid: int, offset: int, count: int) -> Deferred[bytes | FileRegion]:
+        """As :meth:`IContentStore.read`, but the bytes may come as a region of a file.
 
-        Called on the reactor thread, so it must not block: a store answers
-        None rather than wait (a file not open yet), and the caller then
-        reads as usual.  The caller owns the region and closes it.
+        A region is *count* bytes long; where its file ends first, the rest
+        reads as zeros (as a sparse tail does).  The caller owns it and
+        closes it.  A store lends only what it can lend as it stands (a file
+        already open, a block already cached), and reads the rest.
         """
 
 

@@ -44,9 +44,10 @@ from dittofs.interfaces import (
     IContentCheck,
     IContentInventory,
     IContentStore,
+    IFileRegions,
     IReadinessProbe,
 )
-from dittofs.model import BlockChange, BlockMap, Slice
+from dittofs.model import BlockChange, BlockMap, FileRegion, Slice
 from dittofs.progress import Advance
 from dittofs.stores.metadata.memory import MemoryMetadataStore
 from dittofs.stores.s3.claims import Claim, PrefixInUse, live_others
@@ -251,6 +252,7 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IContentCheck, store))
         self.assertTrue(verifyObject(IReadinessProbe, store))
         self.assertTrue(verifyObject(ICacheStatistics, store))
+        self.assertTrue(verifyObject(IFileRegions, store))
 
     def test_layout_objects_and_the_map(self) -> None:
         """Content becomes immutable objects, which the metadata store's block map names."""
@@ -281,6 +283,33 @@ class S3StoreBehaviourTests(SynchronousTestCase):
         other = self.h.opened(cache="other-cache", readahead=2)
         self.assertEqual(self.read(other, 1), data)
         self.assertEqual(self.read(other, 1, BLOCK - 10, 20), data[BLOCK - 10 : BLOCK + 10])
+
+    def test_reads_lent_from_the_cached_copy_the_map_names(self) -> None:
+        """A READ inside one cached block is a region of its copy, until another gateway
+        changes the block: then the map names a newer slice and the bytes are fetched."""
+        writer = self.h.opened(durability="remote")
+        data = bytearray(os.urandom(3 * BLOCK))
+        self.write(writer, 5, 0, bytes(data))
+        reader = self.h.opened(cache="reader", durability="remote", readahead=0)
+
+        def lent(offset: int, count: int) -> bytes | FileRegion:
+            answer: bytes | FileRegion = self.h.resolve(reader.read_lent(5, offset, count))
+            return answer
+
+        self.assertIsInstance(lent(BLOCK + 10, 1000), bytes)  # not cached yet: read
+        self.assertEqual(self.read(reader, 5), bytes(data))  # sequential: blocks kept
+        region = lent(BLOCK + 10, 1000)
+        assert isinstance(region, FileRegion)
+        self.addCleanup(region.close)
+        self.assertEqual(region.read(), data[BLOCK + 10 : BLOCK + 1010])
+        self.assertEqual(lent(BLOCK - 5, 10), data[BLOCK - 5 : BLOCK + 5])  # two blocks
+        self.write(writer, 5, BLOCK + 500, b"changed elsewhere")
+        data[BLOCK + 500 : BLOCK + 517] = b"changed elsewhere"
+        again = lent(BLOCK + 10, 1000)
+        if isinstance(again, FileRegion):
+            self.addCleanup(again.close)
+            again = again.read()
+        self.assertEqual(again, data[BLOCK + 10 : BLOCK + 1010])
 
     def test_random_write_uploads_only_what_it_wrote(self) -> None:
         """A 4 KiB overwrite inside a big file uploads 4 KiB: one slice over the old block."""

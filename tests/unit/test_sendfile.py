@@ -132,15 +132,18 @@ class FilesystemRegionTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IFileRegions, self.store))
 
     def test_regions_of_open_files_only(self) -> None:
-        """Not open, or small enough to read on the reactor: None; else a region of the file."""
+        """Not open, or small enough to read on the reactor: bytes; else a region of the file."""
         data = os.urandom(NOWAIT_READ_BYTES * 3)
-        self.assertIsNone(self.store.region(9, 0, len(data)))
         synchronous_result(self.store.write(9, 0, data, stable=False))
-        self.assertIsNone(self.store.region(9, 0, NOWAIT_READ_BYTES))
-        region = self.store.region(9, 100, NOWAIT_READ_BYTES * 2)
-        assert region is not None
+        small = synchronous_result(self.store.read_lent(9, 5, NOWAIT_READ_BYTES))
+        self.assertEqual(small, data[5 : 5 + NOWAIT_READ_BYTES])
+        region = synchronous_result(self.store.read_lent(9, 100, NOWAIT_READ_BYTES * 2))
+        assert isinstance(region, FileRegion)
         self.addCleanup(region.close)
         self.assertEqual(region.read(), data[100 : 100 + NOWAIT_READ_BYTES * 2])
         # The region has a descriptor of its own: the store may close its file.
         self.store._files.forget(9)
         self.assertEqual(len(region.read()), NOWAIT_READ_BYTES * 2)
+        # A file not open is read: the store opens it in its pool.
+        whole = synchronous_result(self.store.read_lent(9, 0, len(data)))
+        self.assertEqual(whole, data)

@@ -113,19 +113,21 @@ class FilesystemContentStore:
 
         return drained.addBoth(stop_pool)
 
-    def region(self, fileid: int, offset: int, count: int) -> FileRegion | None:
-        """See :class:`~dittofs.interfaces.IFileRegions`: a region of an open file.
+    def read_lent(self, fileid: int, offset: int, count: int) -> Deferred[bytes | FileRegion]:
+        """See :class:`~dittofs.interfaces.IFileRegions`: a region of a file already open.
 
         Reads small enough for :meth:`_read_cached` are cheaper read; a file
-        not open is left to :meth:`read`, which opens it in the pool.
+        not open is read as usual, which opens it in the pool.
         """
-        if count <= NOWAIT_READ_BYTES:
-            return None
-        try:
-            fd = self._files.with_open(fileid, os.dup)
-        except OSError:  # out of descriptors: read as usual
-            return None
-        return None if fd is None else FileRegion(fd, offset, count)
+        if count > NOWAIT_READ_BYTES:
+            try:
+                fd = self._files.with_open(fileid, os.dup)
+            except OSError:  # out of descriptors: read as usual
+                fd = None
+            if fd is not None:
+                return succeed(FileRegion(fd, offset, count))
+        read: Deferred[bytes | FileRegion] = self.read(fileid, offset, count)  # type: ignore[assignment]
+        return read
 
     # -- blocking work, run in the pool ----------------------------------------
 

@@ -69,9 +69,18 @@ from dittofs.interfaces import (
     IContentCheck,
     IContentInventory,
     IContentStore,
+    IFileRegions,
     IReadinessProbe,
 )
-from dittofs.model import BlockChange, BlockMap, CacheStatistics, ContentCheck, Slice, SpaceUsage
+from dittofs.model import (
+    BlockChange,
+    BlockMap,
+    CacheStatistics,
+    ContentCheck,
+    FileRegion,
+    Slice,
+    SpaceUsage,
+)
 from dittofs.progress import Phases
 from dittofs.stores.s3.cache_tier import CacheFull, CacheTier, Recovered, fsync_path, read_range
 from dittofs.stores.s3.claims import Claim
@@ -126,6 +135,7 @@ class _Overlay:
 
 @implementer(
     IContentStore,
+    IFileRegions,
     IBlockMapUser,
     IContentInventory,
     IContentCheck,
@@ -446,14 +456,19 @@ class S3ContentStore:
 
     def read(self, fileid: int, offset: int, count: int) -> Deferred[bytes]:
         """See :meth:`IContentStore.read`."""
-        return self._run(self._read, fileid, offset, count, reading=True)
+        return self._run(self._read, fileid, offset, count, False, reading=True)
 
-    def _read(self, fileid: int, offset: int, count: int) -> bytes:
+    def read_lent(self, fileid: int, offset: int, count: int) -> Deferred[bytes | FileRegion]:
+        """See :class:`~dittofs.interfaces.IFileRegions`: a READ within one block that the
+        cache holds as the map has it is lent from the cached copy, once the map says so."""
+        return self._run(self._read, fileid, offset, count, True, reading=True)
+
+    def _read(self, fileid: int, offset: int, count: int, lend: bool) -> Any:
         with self._using(fileid) as state:
             for _ in range(_READ_ATTEMPTS - 1):
                 with contextlib.suppress(S3NotFound):
-                    return self._read_once(state, offset, count)
-            return self._read_once(state, offset, count)
+                    return self._read_once(state, offset, count, lend)
+            return self._read_once(state, offset, count, lend)
 
     def _overlays(self, fileid: int, first: int, last: int) -> tuple[dict[int, _Overlay], int]:
         """This gateway's ranges not yet uploaded in blocks *first*..*last*, and where its
@@ -473,8 +488,14 @@ class S3ContentStore:
                     overlays[index] = _Overlay(block.extents.copy(), fd)
         return overlays, local_end
 
-    def _read_once(self, state: FileState, offset: int, count: int) -> bytes:
-        """One attempt; S3NotFound means an object was deleted under us (try again)."""
+    def _read_once(
+        self, state: FileState, offset: int, count: int, lend: bool = False
+    ) -> bytes | FileRegion:
+        """One attempt; S3NotFound means an object was deleted under us (try again).
+
+        With *lend*, a READ inside one block with nothing of this gateway's
+        own in it, cached as the map has it, is a region of the cached copy.
+        """
         cache, bs, fileid = self._cache, self.block_size, state.fileid
         if count <= 0:
             return b""
@@ -489,11 +510,17 @@ class S3ContentStore:
             with cache.cv:
                 sequential = offset in (0, state.last_read_end)
                 state.last_read_end = end
-            out = bytearray(end - offset)
             by_block: dict[int, list[Slice]] = {}
             for piece in mapped.slices:
                 by_block.setdefault(piece.block, []).append(piece)
             last = (end - 1) // bs
+            if lend and first == last and offset + count <= end and not overlays:
+                lent = self._lend_clean(
+                    fileid, first, by_block.get(first), offset - first * bs, count
+                )
+                if lent is not None:
+                    return self._after_read(state, last, sequential, lent)
+            out = bytearray(end - offset)
             fetches: list[tuple[int, Future[bytes]]] = []
             for index in range(first, last + 1):
                 start = index * bs
@@ -523,10 +550,31 @@ class S3ContentStore:
         finally:
             for overlay in overlays.values():
                 os.close(overlay.fd)
+        return self._after_read(state, last, sequential, bytes(out))
+
+    def _after_read(self, state: FileState, last: int, sequential: bool, data: T) -> T:
+        """Read ahead of a sequential reader, note S3 answered, and return *data*."""
         if sequential and self.settings.readahead:
             self._prefetch(state, last + 1)
         self._health.success()
-        return bytes(out)
+        return data
+
+    def _lend_clean(
+        self, fileid: int, index: int, slices: list[Slice] | None, low: int, count: int
+    ) -> FileRegion | None:
+        """A region of block *index*'s cached copy, if the cache holds it as *slices* have it."""
+        if not slices:
+            return None  # a hole: not worth a file
+        cache = self._cache
+        tag = str(slices[-1].seq)
+        with cache.cv:
+            if cache.clean(fileid, index, tag) is None:
+                return None
+            fd = cache.open_block(cache.clean_path(fileid, index, tag))
+            if fd is None:
+                return None
+            cache.hits += 1
+        return FileRegion(fd, low, count)
 
     def _read_block(
         self,
