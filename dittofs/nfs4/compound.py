@@ -58,6 +58,9 @@ class CompoundState:
     saved_stateid: StateId | None = None
     #: The session the COMPOUND's SEQUENCE named, if it had one.
     session: Session | None = None
+    #: Whether the slot keeps the reply for a retry (SEQUENCE's ``cachethis``): then
+    #: READ data must be bytes, which outlive the call, never a region of a file.
+    kept: bool = True
 
 
 Handler = Callable[[Any, CompoundState], Awaitable[XdrWriter]]
@@ -105,6 +108,7 @@ async def run_compound(
             cached.extend(replay)
             return cached
         state.session = session
+        state.kept = first.args.cache_this
         results.append((Op.SEQUENCE, _sequence_result(session, first.args)))
         rest = ops[1:]
     elif first.op in SESSIONLESS and len(ops) > 1 and first.error is None:
@@ -124,12 +128,13 @@ async def run_compound(
             slot.busy = False
     if slot is None or state.session is None:
         return reply
-    every = reply.parts()
-    parts = [part for part in every if isinstance(part, bytes)]
-    assert len(parts) == len(every), "v4.1 READ data is bytes, never a file region"
+    parts = reply.parts()
     limit = state.session.fore.max_response_cached
-    keep = first.args.cache_this and sum(map(len, parts)) <= limit
-    table.keep_reply(slot, parts if keep else None)
+    kept = None
+    if state.kept and sum(map(len, parts)) <= limit:
+        kept = [part for part in parts if isinstance(part, bytes)]
+        assert len(kept) == len(parts), "a kept reply lends no file region"
+    table.keep_reply(slot, kept)
     answer = XdrWriter()
     answer.extend(parts)
     return answer

@@ -500,9 +500,11 @@ class FileOperations:
         self.state.check_io(
             self._stateid_of(c, args.stateid), key, write=False, clientid=self._clientid(c)
         )
-        data, eof = await fs.read(
-            export, attributes, args.offset, min(args.count, MAX_IO), self._caller(export, c)
-        )
+        # A reply the slot keeps must outlive the call, so only one it does not keep
+        # (the Linux client's READs) may send its data from the file (fs.read_lent).
+        read = fs.read if c.kept else fs.read_lent
+        count, caller = min(args.count, MAX_IO), self._caller(export, c)
+        data, eof = await read(export, attributes, args.offset, count, caller)
         self.metrics.read_bytes.inc(len(data))
         writer = XdrWriter()
         writer.boolean(eof)

@@ -8,8 +8,10 @@ shape of each operation's result.  The Linux kernel client in the guest suite
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -23,6 +25,7 @@ from dittofs.stores.metadata.memory import MemoryMetadataStore
 from dittofs.testing import TickingClock, build_server, serve_exports
 from dittofs.vocabulary import FileType, Status
 from tests.unit import v41
+from tests.unit.test_content_conformance import make_fs_store
 from tests.unit.v41 import V41Client
 
 REG, DIR = FileType.REG, FileType.DIR
@@ -676,6 +679,43 @@ class GraceTests(SynchronousTestCase):
         fresh.ok(v41.putfh(self.fh), v41.open_(fresh.new_owner(), None))
         reclaim = fresh.call(v41.putfh(self.fh), v41.open_(fresh.new_owner(), None, claim=1))
         self.assertEqual(reclaim.status, Stat4.NO_GRACE)
+
+
+class LentReadTests(V41TestCase):
+    """READ data comes from the file itself (a region) only in replies the slot does not keep."""
+
+    def setUp(self) -> None:
+        content, _ = make_fs_store(self)
+        server = build_server(
+            MemoryMetadataStore(clock=TickingClock()),
+            content,
+            policy=AccessPolicy(squash=Squash.NONE),
+        )
+        self.server, self.nfs4 = v41.with_v41(server)
+        self.client = V41Client(self.server).connect()
+        self.content = content
+
+    def read(self, seqid: int, keep: bool, offset: int) -> v41.Reply:
+        """SEQUENCE (slot 0, *seqid*, ``cachethis`` *keep*), PUTFH, READ of 200,000 bytes."""
+        sequence = v41.sequence(self.client.sessionid, seqid, cache_this=keep)
+        return self.client.compound(
+            [sequence, v41.putfh(self.fh), v41.read(self.open, offset, 200_000)]
+        )
+
+    def test_lent_unless_kept(self) -> None:
+        """Lent when ``cachethis`` is off, bytes kept for a retry when on; the same data."""
+        data = os.urandom(300_000)
+        self.fh, self.open = self.create_file(b"big", data)
+        seqid = next(self.client._seqids)
+        with mock.patch.object(self.content, "read_lent", wraps=self.content.read_lent) as lent:
+            uncached = self.read(seqid, False, 1000)
+            self.assertEqual(lent.call_count, 1)
+            self.assertEqual(uncached.last.value, (False, data[1000:201_000]))
+            # A retry of a reply not kept cannot be answered from the file again.
+            self.assertEqual(self.read(seqid, False, 1000).status, Stat4.RETRY_UNCACHED_REP)
+            kept = self.read(seqid + 1, True, 100_000)
+            self.assertEqual(lent.call_count, 1)
+            self.assertEqual(kept.last.value, (True, data[100_000:]))
 
 
 class ReviewRegressionTests(V41TestCase):
