@@ -30,7 +30,13 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+    IWriteDescriptor,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -40,7 +46,7 @@ from zope.interface import implementer
 from dittofs import log as dittofs_log
 from dittofs.rpc.dispatch import Parts, RpcDispatcher
 from dittofs.rpc.record import DEFAULT_MAX_RECORD, RecordError, RecordReceiver, record_header
-from dittofs.rpc.sendfile import regions_of, send_records
+from dittofs.rpc.sendfile import RecordSender, regions_of
 from dittofs.rpc.xdr import Part, as_bytes
 
 log = Logger(observer=dittofs_log.observer)
@@ -111,6 +117,9 @@ class RpcServerProtocol(Protocol):
         self._held: list[list[Part]] | None = None
         self._held_bytes = 0
         self._held_paused = False
+        self._sender: RecordSender | None = None
+        #: While the sender waits for room in the socket: what stops the wait.
+        self._stop_waiting_for_room: Callable[[], None] | None = None
         self.client_host = ""
         self.client_port = 0
 
@@ -140,6 +149,9 @@ class RpcServerProtocol(Protocol):
         for timer in (self._idle, self._deadline):
             if timer is not None and timer.active():
                 timer.cancel()
+        if self._stop_waiting_for_room is not None:  # no room will come: drop what is unsent
+            self._stop_waiting_for_room()
+            self._sender_stopped(None)
         self.factory.connection_lost(self)
         log.info(
             "Connection from {host}:{port} closed", host=self.client_host, port=self.client_port
@@ -273,7 +285,7 @@ class RpcServerProtocol(Protocol):
         """Let a thread write *records* (see :mod:`dittofs.rpc.sendfile`), holding the rest.
 
         Twisted's buffer is empty, and stays so: every reply that is ready
-        meanwhile is held, and goes to the thread next.
+        meanwhile is held, and goes to the sender next.
         """
         try:
             fd = os.dup(self.transport.socket.fileno())  # type: ignore[union-attr]
@@ -282,13 +294,27 @@ class RpcServerProtocol(Protocol):
                 self._send_read(record)
             return
         self._held, self._held_bytes = [], 0
-        sent = self.factory.in_thread(send_records, fd, records)
-        sent.addBoth(self._sent_in_thread, fd)
+        self._sender = RecordSender(fd, records)
+        self._run_sender()
 
-    def _sent_in_thread(self, result: object, fd: int) -> None:
-        os.close(fd)
+    def _run_sender(self) -> None:
+        """The socket has room: let a thread write on."""
+        self._stop_waiting_for_room = None
+        assert self._sender is not None
+        sending = self.factory.in_thread(self._sender.send)
+        sending.addBoth(self._sender_stopped)
+
+    def _sender_stopped(self, result: object) -> None:
+        sender = self._sender
+        assert sender is not None
+        if result is False and not self._closed:  # the socket is full: wait for room
+            self._stop_waiting_for_room = self.factory.when_writable(sender.fd, self._run_sender)
+            return
+        self._sender = None
+        os.close(sender.fd)
         held, self._held = self._held or [], None
         if isinstance(result, Failure) or self._closed:
+            sender.close()
             _close_regions(held)
             if not self._closed:
                 log.info(
@@ -426,6 +452,14 @@ class RpcServerFactory(Factory):
             return maybeDeferred(function, *args)
         return deferToThreadPool(self.clock, pool(), function, *args)  # type: ignore[arg-type]
 
+    def when_writable(self, fd: int, then: Callable[[], None]) -> Callable[[], None]:
+        """Call *then* once, when socket *fd* can take more bytes (or has failed, so that
+        writing says why); return what cancels the wait."""
+        reactor: Any = self.clock
+        waiter = _RoomInSocket(fd, reactor, then)
+        reactor.addWriter(waiter)
+        return lambda: reactor.removeWriter(waiter)
+
     def buildProtocol(self, addr: IAddress) -> RpcServerProtocol | None:  # type: ignore[override]
         """Refuse a connection over the global or per-client limit (Twisted then closes it)."""
         host = getattr(addr, "host", "")
@@ -520,6 +554,34 @@ class RpcServerFactory(Factory):
         else:
             done.callback(None)
         return done
+
+
+@implementer(IWriteDescriptor)
+class _RoomInSocket:
+    """Told by the reactor that a socket can take more bytes (or failed): calls *then*."""
+
+    def __init__(self, fd: int, reactor: Any, then: Callable[[], None]) -> None:
+        self._fd = fd
+        self._reactor = reactor
+        self._then: Callable[[], None] | None = then
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def logPrefix(self) -> str:
+        return "RecordSender"
+
+    def doWrite(self) -> None:
+        self._reactor.removeWriter(self)
+        self._call()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._call()  # the next write tells the sender what went wrong
+
+    def _call(self) -> None:
+        then, self._then = self._then, None
+        if then is not None:
+            then()
 
 
 def _close_regions(records: list[list[Part]] | list[Parts]) -> None:

@@ -3,29 +3,27 @@
 A large READ's data can stay in its file (a :class:`~dittofs.rpc.xdr.Region`)
 until the kernel copies it to the socket, which saves reading it into a fresh
 Python buffer and copying that again into the socket: the cost of every
-1 MiB READ.  Reading the file may wait on the disk, so this runs in a
-thread, never on the reactor.  The connection hands a thread whole records
-and writes nothing itself until the thread is done
+1 MiB READ.  Reading the file may wait on the disk, so the writing runs in a
+thread, never on the reactor.  The connection hands a :class:`RecordSender`
+whole records and writes nothing itself until the sender is done
 (:class:`~dittofs.rpc.protocol.RpcServerProtocol`), so records never
 interleave; over TCP their order does not matter, since clients match
 replies by XID.
 
-The socket stays non-blocking, as Twisted keeps it: when the kernel's
-buffer is full the thread waits for room with ``poll``, up to a deadline, so
-a client that stops reading cannot hold a thread for ever.
+The socket stays non-blocking, as Twisted keeps it.  When the kernel's
+buffer is full, :meth:`RecordSender.send` returns and the connection waits
+for room on the reactor, so a client that stops reading holds no thread.
 """
 
 from __future__ import annotations
 
 import os
-import select
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from dittofs.rpc.xdr import Part, Region
 
-#: How long a client may leave a reply unread before its connection is given up.
-SEND_TIMEOUT = 120.0
+#: Parts one ``writev`` may gather, well under any system's IOV_MAX.
+_GATHER = 512
 
 
 def regions_of(records: Sequence[Sequence[Part]]) -> list[Region]:
@@ -33,65 +31,70 @@ def regions_of(records: Sequence[Sequence[Part]]) -> list[Region]:
     return [part for record in records for part in record if not isinstance(part, bytes)]
 
 
-def send_records(fd: int, records: Sequence[Sequence[Part]], timeout: float = SEND_TIMEOUT) -> None:
-    """Write *records* whole to the socket *fd*, then close their regions.
+class RecordSender:
+    """Writes *records* whole to the non-blocking socket *fd*, as far as it takes them."""
 
-    Raises OSError when the socket fails (the client went away) and
-    TimeoutError when it takes nothing for *timeout* seconds; a record may
-    then be cut short, so the caller must drop the connection.  The regions
-    are closed whatever happens.
-    """
-    try:
-        deadline = time.monotonic() + timeout
-        poller = select.poll()
-        poller.register(fd, select.POLLOUT)
+    def __init__(self, fd: int, records: Sequence[Sequence[Part]]) -> None:
+        self.fd = fd
+        self._parts: list[Part] = [part for record in records for part in record if len(part)]
+        self._next = 0  # the first part not wholly sent
+        self._done = 0  # bytes of that part already sent
 
-        def wait() -> None:
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(left * 1000):
-                raise TimeoutError(f"the client read no reply for {timeout:g} s")
+    def send(self) -> bool:
+        """Write on until every record is sent (True) or the socket is full (False).
 
-        pending: list[bytes] = []
-        for record in records:
-            for part in record:
+        Blocking only while the kernel reads a region's file.  Raises OSError
+        when the socket fails (the client went away); a record may then be
+        cut short, so the caller must drop the connection.  Each region is
+        closed once sent.
+        """
+        parts = self._parts
+        while self._next < len(parts):
+            part = parts[self._next]
+            try:
                 if isinstance(part, bytes):
-                    pending.append(part)
+                    self._write(parts)
                 else:
-                    _write(fd, pending, wait)
-                    pending = []
-                    _send_region(fd, part, wait)
-        _write(fd, pending, wait)
-    finally:
-        for region in regions_of(records):
-            region.close()
+                    self._sendfile(part)
+            except BlockingIOError:
+                return False
+        return True
 
+    def close(self) -> None:
+        """Give back the regions not sent (the connection is going away)."""
+        for part in self._parts[self._next :]:
+            if not isinstance(part, bytes):
+                part.close()
 
-def _write(fd: int, parts: list[bytes], wait: Callable[[], None]) -> None:
-    views = [memoryview(part) for part in parts if part]
-    while views:
-        try:
-            sent = os.writev(fd, views[:512])  # well under any IOV_MAX
-        except BlockingIOError:
-            wait()
-            continue
-        while views and sent >= len(views[0]):
-            sent -= len(views[0])
-            views.pop(0)
-        if sent:
-            views[0] = views[0][sent:]
+    def _write(self, parts: list[Part]) -> None:
+        """``writev`` the run of bytes parts that starts at the next part."""
+        views: list[memoryview] = []
+        for part in parts[self._next : self._next + _GATHER]:
+            if not isinstance(part, bytes):
+                break
+            views.append(memoryview(part))
+        views[0] = views[0][self._done :]
+        sent = os.writev(self.fd, views)
+        for view in views:
+            if sent < len(view):
+                self._done += sent
+                return
+            sent -= len(view)
+            self._next += 1
+            self._done = 0
 
-
-def _send_region(fd: int, region: Region, wait: Callable[[], None]) -> None:
-    offset, left = region.offset, len(region)
-    while left:
-        try:
-            sent = os.sendfile(fd, region.fileno(), offset, left)
-        except BlockingIOError:
-            wait()
-            continue
-        if sent == 0:  # the file ends early (cut meanwhile, or sparse past its content)
-            break
-        offset += sent
-        left -= sent
-    if left:
-        _write(fd, [bytes(left)], wait)
+    def _sendfile(self, region: Region) -> None:
+        """``sendfile`` the rest of *region*; zeros for what its file no longer has."""
+        length = len(region)
+        while self._done < length:
+            left = length - self._done
+            sent = os.sendfile(self.fd, region.fileno(), region.offset + self._done, left)
+            if sent == 0:  # the file ends early (cut meanwhile, or sparse past its content)
+                self._parts[self._next] = bytes(left)  # sent next, as bytes
+                self._done = 0
+                region.close()
+                return
+            self._done += sent
+        region.close()
+        self._next += 1
+        self._done = 0

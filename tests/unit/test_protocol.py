@@ -12,7 +12,6 @@ import itertools
 import os
 import socket
 import struct
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -364,57 +363,63 @@ class RegionSendTests(ProtocolTestCase):
         self.program.file.write_bytes(BULK_DATA)
         self.ours, self.theirs = socket.socketpair()
         self.ours.setblocking(False)
+        self.theirs.setblocking(False)
         self.addCleanup(self.ours.close)
         self.addCleanup(self.theirs.close)
         self.transport = SocketTransport(self.ours)  # type: ignore[arg-type]
         self.protocol = self.factory.buildProtocol(PEER)  # type: ignore[assignment]
         self.protocol.makeConnection(self.transport)
-        #: The thread's work, run by the test: (function, args, its Deferred).
+        self.received = b""
+        #: Thread work the test runs itself: (function, args, its Deferred).
         self.threads: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+        #: Waits for room in the socket: what to call when there is.
+        self.waiting: list[Any] = []
 
         def in_thread(function: Any, *args: Any) -> Deferred[Any]:
             done: Deferred[Any] = Deferred()
             self.threads.append((function, args, done))
             return done
 
+        def when_writable(fd: int, then: Any) -> Any:
+            self.waiting.append(then)
+            return lambda: self.waiting.remove(then)
+
         self.factory.in_thread = in_thread  # type: ignore[method-assign]
+        self.factory.when_writable = when_writable  # type: ignore[method-assign]
 
     def run_thread(self) -> None:
-        """Do the oldest thread work now, with a reader draining the other end meanwhile."""
+        """Run the oldest thread work now, as the pool would."""
         function, args, done = self.threads.pop(0)
-        stop = threading.Event()
-        self.theirs.settimeout(0.05)
-
-        def drain() -> None:
-            while not stop.is_set():
-                try:
-                    chunk = self.theirs.recv(1 << 20)
-                except TimeoutError:
-                    continue
-                if not chunk:
-                    return
-                self.received += chunk
-
-        reader = threading.Thread(target=drain)
-        reader.start()
         try:
             result = function(*args)
         except Exception as error:
-            stop.set()
-            reader.join()
             done.errback(Failure(error))
-            return
-        # Let the reader take what the socket still holds.
-        deadline = 50
-        while len(self.received) < self.expected and deadline:
-            threading.Event().wait(0.02)
-            deadline -= 1
-        stop.set()
-        reader.join()
-        done.callback(result)
+        else:
+            done.callback(result)
 
-    received = b""
-    expected = 0
+    def drain(self) -> None:
+        """Read what the socket holds for the client."""
+        while True:
+            try:
+                chunk = self.theirs.recv(1 << 20)
+            except BlockingIOError:
+                return
+            if not chunk:
+                return
+            self.received += chunk
+
+    def pump(self) -> None:
+        """Run thread work, and read to make room whenever a sender waits, until all is sent."""
+        for _ in range(10_000):
+            if self.threads:
+                self.run_thread()
+            elif self.waiting:
+                self.drain()
+                self.waiting.pop(0)()
+            else:
+                self.drain()
+                return
+        self.fail("the sender never finished")
 
     def stream(self) -> list[Reply]:
         return [parse_reply(message) for message in split_records(self.received)]
@@ -423,58 +428,67 @@ class RegionSendTests(ProtocolTestCase):
         """The record mark, the header, the file's bytes and the padding, once; then closed."""
         self.protocol.dataReceived(call(1, REGION))
         self.assertEqual(self.transport.value(), b"")
-        self.expected = len(BULK_DATA) + 64
-        self.run_thread()
+        self.pump()
         (reply,) = self.stream()
         self.assertEqual((reply.xid, reply.body), (1, xdr_opaque(BULK_DATA)))
         self.assertEqual([region.fd for region in self.program.regions], [-1])
 
     def test_replies_ready_meanwhile_are_held_then_sent_after(self) -> None:
-        """Nothing is written beside the thread; what was held goes to the thread next."""
+        """Nothing is written beside the sender; what was held goes to the sender next."""
         self.protocol.dataReceived(call(1, REGION))
         self.protocol.dataReceived(call(2, ECHO, xdr_opaque(b"small")) + call(3, REGION))
         self.assertEqual(self.transport.value(), b"")
-        self.assertEqual(len(self.threads), 1)
-        self.run_thread()
-        self.assertEqual(len(self.threads), 1)  # the held two, as one batch
-        self.expected = 2 * len(BULK_DATA) + 100
-        self.run_thread()
-        self.assertEqual(self.threads, [])
+        self.pump()
         self.assertEqual([reply.xid for reply in self.stream()], [1, 2, 3])
         self.assertEqual(self.transport.value(), b"")
         # Afterwards replies take the usual path again.
         self.protocol.dataReceived(call(4, ECHO, xdr_opaque(b"again")))
         self.assertEqual(len(split_records(self.transport.value())), 1)
 
+    def test_a_client_that_does_not_read_holds_no_thread(self) -> None:
+        """A full socket ends the thread's work; the rest waits for room on the reactor."""
+        self.protocol.dataReceived(call(1, REGION) + call(2, REGION))
+        while self.threads:
+            self.run_thread()
+        self.assertEqual(len(self.waiting), 1)
+        self.pump()
+        self.assertEqual(sorted(reply.xid for reply in self.stream()), [1, 2])
+
     def test_too_much_held_stops_reading(self) -> None:
-        """Past HELD_BYTES of held replies, no more calls are read until the thread is done."""
+        """Past HELD_BYTES of held replies, no more calls are read until the sender takes them."""
         self.protocol.dataReceived(call(1, REGION))
         count = HELD_BYTES // len(BULK_DATA) + 1
         self.protocol.dataReceived(b"".join(call(10 + n, BULK) for n in range(count)))
         self.assertEqual(self.transport.producerState, "paused")
-        self.expected = (count + 1) * (len(BULK_DATA) + 40)
-        self.run_thread()
+        self.pump()
         self.assertEqual(self.transport.producerState, "producing")
-        while self.threads:
-            self.run_thread()
         self.assertEqual(len(self.stream()), count + 1)
 
     def test_failed_send_drops_the_connection(self) -> None:
         """A client gone mid-record: the connection is aborted, held regions are closed."""
         self.protocol.dataReceived(call(1, REGION))
         self.protocol.dataReceived(call(2, REGION))
-        self.theirs.shutdown(socket.SHUT_RDWR)
+        self.theirs.close()
         with capturedLogs():
             self.run_thread()
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual([region.fd for region in self.program.regions], [-1, -1])
 
+    def test_lost_while_waiting_for_room(self) -> None:
+        """The connection goes while the sender waits: the wait stops, regions are closed."""
+        self.protocol.dataReceived(call(1, REGION) + call(2, REGION) + call(3, REGION))
+        while self.threads:
+            self.run_thread()
+        self.assertEqual(len(self.waiting), 1)
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.waiting, [])
+        self.assertEqual([region.fd for region in self.program.regions], [-1, -1, -1])
+
     def test_queued_bytes_first_then_the_region_read(self) -> None:
         """With Twisted's buffer not empty, the region is read in a thread and queued after it."""
         self.transport._tempDataLen = 1
         self.protocol.dataReceived(call(1, REGION))
-        function, args, done = self.threads.pop(0)
-        done.callback(function(*args))
+        self.run_thread()
         (reply,) = [parse_reply(message) for message in split_records(self.transport.value())]
         self.assertEqual(reply.body, xdr_opaque(BULK_DATA))
         self.assertEqual(self.program.regions[0].fd, -1)
