@@ -59,6 +59,8 @@ DIRECT_SEND_BYTES = 64 * 1024
 
 #: Bytes of replies a connection holds while a thread sends, before it stops reading calls.
 HELD_BYTES = 8 * 1024 * 1024
+#: File regions (open descriptors) it holds so, before it stops reading calls.
+HELD_REGIONS = 16
 
 
 @attrs.frozen
@@ -116,6 +118,7 @@ class RpcServerProtocol(Protocol):
         #: While a thread writes replies (see _send_in_thread): the records it will write next.
         self._held: list[list[Part]] | None = None
         self._held_bytes = 0
+        self._held_regions = 0
         self._held_paused = False
         self._sender: RecordSender | None = None
         #: While the sender waits for room in the socket: what stops the wait.
@@ -293,7 +296,7 @@ class RpcServerProtocol(Protocol):
             for record in records:
                 self._send_read(record)
             return
-        self._held, self._held_bytes = [], 0
+        self._held, self._held_bytes, self._held_regions = [], 0, 0
         self._sender = RecordSender(fd, records)
         self._run_sender()
 
@@ -332,11 +335,14 @@ class RpcServerProtocol(Protocol):
             self.resumeProducing()
 
     def _hold(self, record: list[Part], size: int) -> None:
-        """Keep a reply for the thread; past :data:`HELD_BYTES`, stop reading calls."""
+        """Keep a reply for the sender; past :data:`HELD_BYTES` or :data:`HELD_REGIONS`,
+        stop reading calls."""
         assert self._held is not None
         self._held.append(record)
         self._held_bytes += size
-        if self._held_bytes > HELD_BYTES and not self._held_paused:
+        self._held_regions += len(regions_of([record]))
+        too_much = self._held_bytes > HELD_BYTES or self._held_regions > HELD_REGIONS
+        if too_much and not self._held_paused:
             self._held_paused = True
             self.pauseProducing()
 

@@ -253,6 +253,70 @@ def test_client_that_never_reads_its_replies(tmp_path: Path) -> None:
     assert "Traceback" not in log
 
 
+#: Stalled connections reading big files from fs content: more than the reactor's
+#: thread pool (10), whose threads send regions of files (``dittofs/rpc/sendfile.py``).
+STALLED_READERS = 16
+
+
+def test_stalled_readers_hold_no_sending_thread(tmp_path: Path) -> None:
+    """Clients that pipeline 1 MiB READs of an fs file and never read the replies (more of
+    them than there are threads to send file regions) do not stall anyone else's large
+    READs: nfs-cp copies the file out whole while they wait, and the server's
+    descriptors stay bounded."""
+    source = tmp_path / "big"
+    source.write_bytes(bytes(range(256)) * (STALL_FILE // 256))
+    options = ("--metadata", "memory", "--content", f"fs:{tmp_path / 'content'}")
+    with (
+        dittofs_server(tmp_path, *options, "--squash", "no_root_squash") as server,
+        sockets() as held,
+    ):
+        copied = libnfs("nfs-cp", str(source), server.url("big"), timeout=60)
+        assert copied.returncode == 0, copied.stderr
+        root = mounted_root(server)
+        conn = RawConnection(server.port)
+        held.append(conn.sock)
+        reply = conn.call(
+            call_message(
+                2, NFS_PROGRAM, 3, 3, xdr_opaque(root) + xdr_opaque(b"big"), cred=sys_cred()
+            )
+        )
+        handle_length = struct.unpack_from(">I", reply["results"], 4)[0]
+        handle = reply["results"][8 : 8 + handle_length]
+        calls = b"".join(
+            record(
+                call_message(
+                    30_000 + n, NFS_PROGRAM, 3, NFSPROC3_READ,
+                    xdr_opaque(handle) + struct.pack(">QI", (n * MIB) % STALL_FILE, MIB),
+                    cred=sys_cred(),
+                )
+            )
+            for n in range(64)
+        )  # fmt: skip
+        descriptors_before = fd_count(server)
+        for _ in range(STALLED_READERS):
+            stalled = socket.create_connection(("127.0.0.1", server.port), 10)
+            held.append(stalled)
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.settimeout(10)
+            stalled.sendall(calls)
+        time.sleep(2)  # their replies fill their sockets
+        back = tmp_path / "back"
+        started = time.monotonic()
+        out = libnfs("nfs-cp", server.url("big"), str(back), timeout=60)
+        took = time.monotonic() - started
+        assert out.returncode == 0, out.stderr
+        assert back.read_bytes() == source.read_bytes()
+        descriptors = fd_count(server)
+        log = server.log()
+    print(f"{STALLED_READERS} stalled readers: nfs-cp of 8 MiB took {took:.1f} s; "
+          f"descriptors {descriptors_before} before, {descriptors} while stalled")  # fmt: skip
+    assert took < 30, f"nfs-cp took {took:.0f} s beside the stalled readers"
+    # Each stalled connection holds its socket, the sender's copy of it, and the file
+    # regions of the replies it sends and holds (at most 17 each: HELD_REGIONS).
+    assert descriptors - descriptors_before <= STALLED_READERS * (2 + 2 * 17)
+    assert "Traceback" not in log
+
+
 def test_per_client_connection_limit(tmp_path: Path) -> None:
     """With ``--max-client-connections 4`` a fifth connection from the same address is
     closed at once, the refusal is logged once (not once per attempt), the four

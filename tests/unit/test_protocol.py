@@ -31,6 +31,7 @@ from dittofs.rpc.dispatch import NULL_PROCEDURE, CallContext, Procedure, RpcDisp
 from dittofs.rpc.protocol import (
     DEFAULT_MAX_IN_FLIGHT,
     HELD_BYTES,
+    HELD_REGIONS,
     Limits,
     LogLimiter,
     RpcServerFactory,
@@ -463,6 +464,18 @@ class RegionSendTests(ProtocolTestCase):
         self.pump()
         self.assertEqual(self.transport.producerState, "producing")
         self.assertEqual(len(self.stream()), count + 1)
+
+    def test_too_many_held_regions_stop_reading(self) -> None:
+        """Past HELD_REGIONS held regions (open descriptors), reading stops too."""
+        self.protocol.dataReceived(call(1, REGION))
+        more = b"".join(call(10 + n, REGION) for n in range(HELD_REGIONS + 1))
+        self.assertLess((HELD_REGIONS + 1) * len(BULK_DATA), HELD_BYTES)
+        self.protocol.dataReceived(more)
+        self.assertEqual(self.transport.producerState, "paused")
+        self.pump()
+        self.assertEqual(self.transport.producerState, "producing")
+        self.assertEqual(len(self.stream()), HELD_REGIONS + 2)
+        self.assertEqual({region.fd for region in self.program.regions}, {-1})
 
     def test_failed_send_drops_the_connection(self) -> None:
         """A client gone mid-record: the connection is aborted, held regions are closed."""
