@@ -342,11 +342,12 @@ class IBlockMapUser(Interface):
         """Keep block maps in *maps* (called once, before :meth:`IContentStore.open`)."""
 
 
-class IFileRegions(Interface):
+class IFileRegions(IContentStore):
     """Optional: a content store whose bytes are in local files lends regions of them.
 
     The server sends a large READ's data from the region with ``sendfile``,
-    so the bytes never pass through Python.
+    so the bytes never pass through Python.  It extends the content contract,
+    so that metrics and tracing, which wrap a store's contract, count it too.
     """
 
     def read_lent(fileid: int, offset: int, count: int) -> Deferred[bytes | FileRegion]:

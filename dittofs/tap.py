@@ -52,7 +52,7 @@ from dittofs.config import (
     policy_from,
 )
 from dittofs.exports import Export, ExportTable, StoreOpenError
-from dittofs.interfaces import IContentStore, IMetadataStore
+from dittofs.interfaces import IContentStore, IFileRegions, IMetadataStore
 from dittofs.metrics import Metrics, metered
 from dittofs.mount import MountProgram
 from dittofs.nfs3.service import NFSv3Program
@@ -676,7 +676,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         cached = with_cache(
             instrumented(metadata, IMetadataStore, "metadata"), content, config["metadata-cache"]
         )
-        return cached, instrumented(content, IContentStore, "content")
+        # A store lending file regions has them counted too (read_lent, beside read).
+        contract = IFileRegions if IFileRegions.providedBy(content) else IContentStore
+        return cached, instrumented(content, contract, "content")
 
     exports = _export_table(config, reactor, serving)
     metrics.watch_caches(exports)

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from dittofs.interfaces import IFileRegions
+from dittofs.metrics import Metrics, metered
 from dittofs.model import FileRegion
 from dittofs.rpc.sendfile import RecordSender
 from dittofs.rpc.xdr import Part, XdrWriter, as_bytes
@@ -138,6 +139,19 @@ class FilesystemRegionTests(SynchronousTestCase):
 
     def test_provides(self) -> None:
         self.assertTrue(verifyObject(IFileRegions, self.store))
+
+    def test_metered_as_part_of_the_content_contract(self) -> None:
+        """Metrics wrapping the store's contract time read_lent too (tap wraps IFileRegions)."""
+        metrics = Metrics()
+        wrapped = metered(self.store, IFileRegions, "content", metrics)
+        self.assertTrue(verifyObject(IFileRegions, wrapped))
+        synchronous_result(wrapped.write(3, 0, b"x" * 10, False))
+        self.assertEqual(synchronous_result(wrapped.read_lent(3, 0, 10)), b"x" * 10)
+        labels = {"kind": "content", "backend": "fs", "operation": "read_lent"}
+        counted = metrics.registry.get_sample_value(
+            "dittofs_store_operation_duration_seconds_count", labels
+        )
+        self.assertEqual(counted, 1.0)
 
     def test_regions_of_open_files_only(self) -> None:
         """Not open, or small enough to read on the reactor: bytes; else a region of the file."""
