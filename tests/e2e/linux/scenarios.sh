@@ -239,7 +239,7 @@ scenario_tar() {
 scenario_bigfile() {
     # MD5 as a checksum against corruption, not for security: under TCG it
     # runs at about 50 MiB/s, SHA-256 at 33.
-    local mib=256 start sum
+    local mib=${DITTOFS_E2E_BIGFILE_MIB:-256} start sum
     [ "$FULL" = 1 ] && mib=1024
     local bytes=$((mib * 1048576))
     mkfifo /tmp/big.pipe
