@@ -263,10 +263,12 @@ class RpcServerProtocol(Protocol):
         reply.addErrback(self._reply_failed)
         reply.addBoth(self._call_finished)
 
-    def _send_reply(self, parts: Parts) -> None:
+    def _send_reply(self, parts: Parts) -> Deferred[None] | None:
+        """Send or hold a reply; a Deferred while its regions are read in a thread
+        (the call counts as running until then, so at most ``max_in_flight`` wait so)."""
         if self._closed:
             _close_regions([parts])
-            return
+            return None
         size = sum(len(part) for part in parts)
         record: list[Part] = [record_header(size), *parts]
         if self._held is not None:
@@ -276,7 +278,8 @@ class RpcServerProtocol(Protocol):
         elif self._write_buffer_empty():
             self._send_in_thread([record])
         else:
-            self._send_read(record)
+            return self._send_read(record)
+        return None
 
     def _send_bytes(self, record: list[bytes], size: int) -> None:
         if size >= DIRECT_SEND_BYTES and self._write_buffer_empty():
@@ -294,7 +297,7 @@ class RpcServerProtocol(Protocol):
             fd = os.dup(self.transport.socket.fileno())  # type: ignore[union-attr]
         except OSError:  # out of descriptors: read the regions instead
             for record in records:
-                self._send_read(record)
+                self._send_read(record)  # held replies: their calls have finished
             return
         self._held, self._held_bytes, self._held_regions = [], 0, 0
         self._sender = RecordSender(fd, records)
@@ -346,7 +349,7 @@ class RpcServerProtocol(Protocol):
             self._held_paused = True
             self.pauseProducing()
 
-    def _send_read(self, record: list[Part]) -> None:
+    def _send_read(self, record: list[Part]) -> Deferred[None]:
         """Twisted's buffer holds replies: read the regions in a thread, then queue the bytes."""
 
         def read() -> list[bytes]:
@@ -357,7 +360,7 @@ class RpcServerProtocol(Protocol):
 
         read_out = self.factory.in_thread(read)
         read_out.addCallback(self._send_reply)
-        read_out.addErrback(self._reply_failed)
+        return read_out.addErrback(self._reply_failed)
 
     def _write_buffer_empty(self) -> bool:
         """Whether the TCP transport has nothing queued (False for any other transport)."""

@@ -501,7 +501,11 @@ class RegionSendTests(ProtocolTestCase):
         """With Twisted's buffer not empty, the region is read in a thread and queued after it."""
         self.transport._tempDataLen = 1
         self.protocol.dataReceived(call(1, REGION))
+        # The call counts as running until its bytes are queued, so max_in_flight
+        # bounds how many regions wait for a thread so.
+        self.assertEqual(self.factory.in_flight, 1)
         self.run_thread()
+        self.assertEqual(self.factory.in_flight, 0)
         (reply,) = [parse_reply(message) for message in split_records(self.transport.value())]
         self.assertEqual(reply.body, xdr_opaque(BULK_DATA))
         self.assertEqual(self.program.regions[0].fd, -1)
