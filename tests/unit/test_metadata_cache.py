@@ -348,6 +348,20 @@ class ProbeTests(SynchronousTestCase):
 class StatisticsTests(SynchronousTestCase):
     """What the cache tells the metrics endpoint: its entries, hits, misses, and if it follows."""
 
+    def test_a_removed_file_is_not_kept(self) -> None:
+        """A REMOVE leaves nothing of the file it removed: only its directory's attributes
+        and the name, now absent, are kept (a soak of creates and removes fills no map)."""
+        cache = CachedMetadataStore(MemoryMetadataStore(clock=TickingClock()), entries=10)
+        self.successResultOf(cache.open())
+        root = self.successResultOf(cache.root()).fileid
+        node = NewNode(FileType.REG, 0o600, 0, 0)
+        fileid = self.successResultOf(cache.create(root, b"f", node)).node.fileid
+        self.assertEqual(cache.statistics().entries["attributes"], 2)  # the root and f
+        self.successResultOf(cache.remove(root, b"f", False))
+        self.assertEqual(cache.statistics().entries["attributes"], 1)  # the root
+        self.failureResultOf(cache.getattr(fileid), NFSError)  # asked of the store: gone
+        self.failureResultOf(cache.lookup(root, b"f"), NFSError)
+
     def test_hits_and_misses_are_counted_and_scraped(self) -> None:
         """A kept answer is a hit, a store call a miss; /metrics shows them per export."""
         cache = CachedMetadataStore(MemoryMetadataStore(clock=TickingClock()), entries=10)

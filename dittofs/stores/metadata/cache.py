@@ -402,15 +402,22 @@ class CachedMetadataStore:
 
         def changed(result: T) -> T:
             fileids, attributes, names = outcome(result)
+            fileids = list(fileids)
             entries = {
                 (directory, name): entry_key(directory, name) for directory, name, _ in names
             }
             value, raced = self.generations.publish([*fileids, *entries.values()], start)
+            kept: set[int] = set()
+            if self.generations.live:
+                for each in attributes:
+                    if each.fileid not in raced:
+                        self._attributes[each.fileid] = (value, each)
+                        kept.add(each.fileid)
+            for each_id in fileids:
+                if each_id not in kept:  # stale from now on (a removed file): keep nothing
+                    self._attributes.pop(each_id, None)
             if not self.generations.live:
                 return result
-            for each in attributes:
-                if each.fileid not in raced:
-                    self._attributes[each.fileid] = (value, each)
             for directory, name, fileid in names:
                 if entries[directory, name] not in raced:
                     self._names[directory, name] = (value, fileid)
