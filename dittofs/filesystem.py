@@ -11,9 +11,11 @@ returns past the end.  The stores' shared ``namespace`` then applies it.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from dittofs import log as dittofs_log
@@ -430,13 +432,9 @@ async def read(
 
     Content shorter than the size (a sparse extension) reads as zeros.
     """
-    wanted = _readable(attributes, offset, count, caller)
-    data: bytes = b""
-    if wanted:
-        data = await export.content.read(attributes.fileid, offset, wanted)
-        if len(data) < wanted:
-            data = bytes(data) + bytes(wanted - len(data))
-    return data, offset + len(data) >= attributes.size
+    data, eof = await _read(export.content.read, attributes, offset, count, caller)
+    assert not isinstance(data, FileRegion)
+    return data, eof
 
 
 async def read_lent(
@@ -444,21 +442,28 @@ async def read_lent(
 ) -> tuple[bytes | FileRegion, bool]:
     """As :func:`read`, but the bytes may be a region of a file where the content store
     lends one (:class:`~dittofs.interfaces.IFileRegions`): the caller sends and closes it."""
-    if not IFileRegions.providedBy(export.content):
-        return await read(export, attributes, offset, count, caller)
-    wanted = _readable(attributes, offset, count, caller)
-    if not wanted:
-        return b"", offset >= attributes.size
-    data: bytes | FileRegion = await export.content.read_lent(attributes.fileid, offset, wanted)
-    if not isinstance(data, FileRegion) and len(data) < wanted:
-        data = bytes(data) + bytes(wanted - len(data))
-    return data, offset + wanted >= attributes.size
+    content = export.content
+    fetch = content.read_lent if IFileRegions.providedBy(content) else content.read
+    return await _read(fetch, attributes, offset, count, caller)
 
 
-def _readable(attributes: Attributes, offset: int, count: int, caller: Credentials) -> int:
-    """How many bytes a READ of *count* at *offset* returns, if *caller* may read at all."""
+async def _read(
+    fetch: Callable[[int, int, int], Deferred[Any]],
+    attributes: Attributes,
+    offset: int,
+    count: int,
+    caller: Credentials,
+) -> tuple[bytes | FileRegion, bool]:
+    """READ's one rule for both: as many bytes as the size allows, zeros past the content
+    (a region reads zeros past its file itself)."""
     require_readable(attributes, caller)
-    return max(0, min(count, attributes.size - offset))
+    wanted = max(0, min(count, attributes.size - offset))
+    data: bytes | FileRegion = b""
+    if wanted:
+        data = await fetch(attributes.fileid, offset, wanted)
+        if not isinstance(data, FileRegion) and len(data) < wanted:
+            data = bytes(data) + bytes(wanted - len(data))
+    return data, offset + wanted >= attributes.size
 
 
 async def write(

@@ -185,26 +185,46 @@ STALL_FILE = 8 * MIB
 STALL_RSS_GROWTH_MIB = 160.0
 
 
+def copied_in(
+    server: RunningServer, tmp_path: Path, held: list[socket.socket]
+) -> tuple[Path, bytes, bytes]:
+    """STALL_FILE bytes copied in as ``big`` with nfs-cp: the local file, the export
+    root's handle and the copy's, looked up over a raw connection added to *held*."""
+    source = tmp_path / "big"
+    source.write_bytes(bytes(range(256)) * (STALL_FILE // 256))
+    copied = libnfs("nfs-cp", str(source), server.url("big"), timeout=60)
+    assert copied.returncode == 0, copied.stderr
+    root = mounted_root(server)
+    conn = RawConnection(server.port)
+    held.append(conn.sock)
+    reply = conn.call(
+        call_message(2, NFS_PROGRAM, 3, 3, xdr_opaque(root) + xdr_opaque(b"big"), cred=sys_cred())
+    )
+    handle_length = struct.unpack_from(">I", reply["results"], 4)[0]
+    return source, root, reply["results"][8 : 8 + handle_length]
+
+
+def pipelined_reads(handle: bytes, first_xid: int, count: int) -> bytes:
+    """*count* record-marked 1 MiB READs of *handle*, round the STALL_FILE bytes."""
+    return b"".join(
+        record(
+            call_message(
+                first_xid + n, NFS_PROGRAM, 3, NFSPROC3_READ,
+                xdr_opaque(handle) + struct.pack(">QI", (n * MIB) % STALL_FILE, MIB),
+                cred=sys_cred(),
+            )
+        )
+        for n in range(count)
+    )  # fmt: skip
+
+
 def test_client_that_never_reads_its_replies(tmp_path: Path) -> None:
     """A client pipelining READs of a big file without ever reading the replies is slowed
     down by TCP (the server stops reading it once its replies back up) instead of making
     the server buffer gigabytes: server RSS grows by less than STALL_RSS_GROWTH_MIB while
     other clients are still served."""
-    source = tmp_path / "big"
-    source.write_bytes(bytes(range(256)) * (STALL_FILE // 256))
     with dittofs_server(tmp_path, *MEMORY) as server, sockets() as held:
-        copied = libnfs("nfs-cp", str(source), server.url("big"), timeout=60)
-        assert copied.returncode == 0, copied.stderr
-        root = mounted_root(server)
-        conn = RawConnection(server.port)
-        held.append(conn.sock)
-        reply = conn.call(
-            call_message(
-                2, NFS_PROGRAM, 3, 3, xdr_opaque(root) + xdr_opaque(b"big"), cred=sys_cred()
-            )
-        )
-        handle_length = struct.unpack_from(">I", reply["results"], 4)[0]
-        handle = reply["results"][8 : 8 + handle_length]
+        _, root, handle = copied_in(server, tmp_path, held)
         before = rss_mib(server)
 
         stalled = socket.create_connection(("127.0.0.1", server.port), 10)
@@ -212,16 +232,7 @@ def test_client_that_never_reads_its_replies(tmp_path: Path) -> None:
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         stalled.setblocking(False)
-        pending = b"".join(
-            record(
-                call_message(
-                    10_000 + n, NFS_PROGRAM, 3, NFSPROC3_READ,
-                    xdr_opaque(handle) + struct.pack(">QI", (n * MIB) % STALL_FILE, MIB),
-                    cred=sys_cred(),
-                )
-            )
-            for n in range(STALL_CALLS)
-        )  # fmt: skip
+        pending = pipelined_reads(handle, 10_000, STALL_CALLS)
         total = len(pending)
         peak = before
         served = 0
@@ -263,35 +274,13 @@ def test_stalled_readers_hold_no_sending_thread(tmp_path: Path) -> None:
     them than there are threads to send file regions) do not stall anyone else's large
     READs: nfs-cp copies the file out whole while they wait, and the server's
     descriptors stay bounded."""
-    source = tmp_path / "big"
-    source.write_bytes(bytes(range(256)) * (STALL_FILE // 256))
     options = ("--metadata", "memory", "--content", f"fs:{tmp_path / 'content'}")
     with (
         dittofs_server(tmp_path, *options, "--squash", "no_root_squash") as server,
         sockets() as held,
     ):
-        copied = libnfs("nfs-cp", str(source), server.url("big"), timeout=60)
-        assert copied.returncode == 0, copied.stderr
-        root = mounted_root(server)
-        conn = RawConnection(server.port)
-        held.append(conn.sock)
-        reply = conn.call(
-            call_message(
-                2, NFS_PROGRAM, 3, 3, xdr_opaque(root) + xdr_opaque(b"big"), cred=sys_cred()
-            )
-        )
-        handle_length = struct.unpack_from(">I", reply["results"], 4)[0]
-        handle = reply["results"][8 : 8 + handle_length]
-        calls = b"".join(
-            record(
-                call_message(
-                    30_000 + n, NFS_PROGRAM, 3, NFSPROC3_READ,
-                    xdr_opaque(handle) + struct.pack(">QI", (n * MIB) % STALL_FILE, MIB),
-                    cred=sys_cred(),
-                )
-            )
-            for n in range(64)
-        )  # fmt: skip
+        source, _, handle = copied_in(server, tmp_path, held)
+        calls = pipelined_reads(handle, 30_000, 64)
         descriptors_before = fd_count(server)
         for _ in range(STALLED_READERS):
             stalled = socket.create_connection(("127.0.0.1", server.port), 10)
