@@ -350,7 +350,7 @@ class StatisticsTests(SynchronousTestCase):
 
     def test_a_removed_file_is_not_kept(self) -> None:
         """A REMOVE leaves nothing of the file it removed: only its directory's attributes
-        and the name, now absent, are kept (a soak of creates and removes fills no map)."""
+        are kept, not the file's nor its name (a soak of creates and removes fills no map)."""
         cache = CachedMetadataStore(MemoryMetadataStore(clock=TickingClock()), entries=10)
         self.successResultOf(cache.open())
         root = self.successResultOf(cache.root()).fileid
@@ -359,8 +359,13 @@ class StatisticsTests(SynchronousTestCase):
         self.assertEqual(cache.statistics().entries["attributes"], 2)  # the root and f
         self.successResultOf(cache.remove(root, b"f", False))
         self.assertEqual(cache.statistics().entries["attributes"], 1)  # the root
+        self.assertEqual(cache.statistics().entries["names"], 0)
         self.failureResultOf(cache.getattr(fileid), NFSError)  # asked of the store: gone
-        self.failureResultOf(cache.lookup(root, b"f"), NFSError)
+        misses = cache.statistics().misses
+        self.failureResultOf(cache.lookup(root, b"f"), NFSError)  # asked of the store
+        self.failureResultOf(cache.lookup(root, b"f"), NFSError)  # now kept absent
+        self.assertEqual(cache.statistics().misses, misses + 1)
+        self.assertEqual(cache.statistics().entries["names"], 1)
 
     def test_hits_and_misses_are_counted_and_scraped(self) -> None:
         """A kept answer is a hit, a store call a miss; /metrics shows them per export."""

@@ -396,6 +396,11 @@ class CachedMetadataStore:
         attributes, and the directory entries as they now are.  What the
         store answered is kept only for files no other process changed since
         the change was asked: the counter is read before the store is asked.
+
+        What a change removed (a file's attributes, a name) is dropped, not
+        kept as gone: files and directories that are created and removed by
+        the thousand would otherwise fill the maps with what no call asks
+        for again (a removed directory's names least of all).
         """
         start = self.generations.counter()
         answer = change(*args)
@@ -419,7 +424,9 @@ class CachedMetadataStore:
             if not self.generations.live:
                 return result
             for directory, name, fileid in names:
-                if entries[directory, name] not in raced:
+                if fileid is _ABSENT:  # gone: a LOOKUP that asks will keep it absent
+                    self._names.pop((directory, name), None)
+                elif entries[directory, name] not in raced:
                     self._names[directory, name] = (value, fileid)
             return result
 
