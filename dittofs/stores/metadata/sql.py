@@ -1,6 +1,8 @@
-"""An :class:`~dittofs.interfaces.IMetadataStore` on a SQL database, through ``adbapi``.
+"""An :class:`~dittofs.interfaces.IMetadataStore` on a SQL database, through a :class:`Pool`.
 
-Every operation is one function run by ``ConnectionPool.runInteraction``: one
+Every operation is one function run by the pool's ``runInteraction``
+(``adbapi.ConnectionPool``'s, or SQLite's :mod:`group commits
+<dittofs.stores.metadata.grouped>`): one transaction, or one savepoint of a
 transaction, committed when it returns and rolled back when it raises, on a
 pool thread so the reactor never waits for the database.  The SQL is shared
 by the SQLite and PostgreSQL stores; a :class:`Dialect` supplies what
@@ -30,7 +32,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
@@ -90,6 +91,16 @@ class Cursor(Protocol):
         """Return the remaining rows."""
 
 
+class Pool(Protocol):
+    """What runs the transactions: ``adbapi.ConnectionPool``, or SQLite's group commits."""
+
+    def runInteraction(self, interaction: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """Run ``interaction(cursor, *args)`` in one transaction; fire with its result."""
+
+    def close(self) -> None:
+        """Close the connections once the work queued is done."""
+
+
 class Dialect(Protocol):
     """What differs between SQL engines."""
 
@@ -123,7 +134,7 @@ class SqlMetadataStore(NamespaceStore):
 
     def __init__(
         self,
-        pool: adbapi.ConnectionPool,
+        pool: Pool,
         dialect: Dialect,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:

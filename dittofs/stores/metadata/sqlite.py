@@ -1,7 +1,9 @@
 """SQLite metadata: the embedded, persistent default.
 
 One connection on one pool thread (SQLite allows a single writer anyway, as
-synapse also does), WAL journal so readers never block the writer, and
+synapse also does), whose transactions queued together commit together
+(:mod:`~dittofs.stores.metadata.grouped`), WAL journal so readers never
+block the writer, and
 ``synchronous=NORMAL``: a committed transaction survives a crash of the
 DittoFS process (the case the write verifier protects against); ``FULL``
 would add an fsync per transaction for power-loss durability of metadata.
@@ -15,12 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from dittofs.errors import NFSError
 from dittofs.interfaces import IHostLocal
+from dittofs.stores.metadata.grouped import GroupCommits
 from dittofs.stores.metadata.sql import Cursor, SqlMetadataStore
 from dittofs.vocabulary import Status
 
@@ -82,7 +84,7 @@ class SqliteDialect:
 
 
 class _SqliteCursor(Cursor, Protocol):
-    """A cursor as ``adbapi`` passes it on: its connection is sqlite3's."""
+    """A cursor whose connection is sqlite3's."""
 
     connection: sqlite3.Connection
 
@@ -141,16 +143,17 @@ class SqliteMetadataStore(SqlMetadataStore):
         self, path: str | Path, reactor: Any = None, clock: Callable[[], int] = time.time_ns
     ) -> None:
         self.path = Path(path)
-        pool = adbapi.ConnectionPool(
-            "sqlite3",
-            str(self.path),
-            check_same_thread=False,
-            cp_min=1,
-            cp_max=1,
-            cp_openfun=_configure,
-            cp_reactor=reactor,
-        )
-        super().__init__(pool, SqliteDialect(), clock)
+        super().__init__(GroupCommits(self._connect, reactor), SqliteDialect(), clock)
+
+    def _connect(self) -> sqlite3.Connection:
+        """The store's one connection, opened in its thread when first needed."""
+        connection = sqlite3.connect(str(self.path), check_same_thread=False)
+        try:
+            _configure(connection)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     def change_table(self) -> Path:
         """See :meth:`IHostLocal.change_table`: ``metadata.db-changes`` beside ``metadata.db``."""
