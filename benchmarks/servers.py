@@ -24,6 +24,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from http.client import HTTPConnection
 from pathlib import Path
 from types import TracebackType
 
@@ -241,6 +243,33 @@ class DittoServer:
             sizes.append(int(match.group(1)))
         return max(sizes)
 
+    def metrics_texts(self) -> list[str]:
+        """Each serving process's own ``/metrics``: the server's, or every worker's.
+
+        A supervisor's endpoint sums its workers; each worker also serves its
+        own on a UNIX socket, found here among the sockets the worker holds.
+        """
+        if self.workers == 1:
+            with urllib.request.urlopen(self.metrics_url, timeout=30) as response:
+                return [response.read().decode()]
+        paths = {
+            fields[6]: fields[7]
+            for fields in (line.split() for line in Path("/proc/net/unix").read_text().splitlines())
+            if len(fields) == 8 and fields[7].endswith(".sock") and "/worker-" in fields[7]
+        }
+        texts = []
+        for pid in self.pids():
+            held = {
+                os.readlink(fd)[len("socket:[") : -1]
+                for fd in Path(f"/proc/{pid}/fd").iterdir()
+                if os.readlink(fd).startswith("socket:[")
+            }
+            found = [path for inode, path in paths.items() if inode in held]
+            if len(found) != 1:
+                raise BenchError(f"no metrics socket of its own for DittoFS worker {pid}")
+            texts.append(_get_unix(found[0], "/metrics"))
+        return texts
+
     def check(self) -> None:
         """Raise if the server died or logged a traceback."""
         assert self.process is not None
@@ -439,3 +468,17 @@ class GaneshaServer:
 
 def _which(tool: str) -> bool:
     return shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is not None
+
+
+def _get_unix(path: str, target: str) -> str:
+    """The body of ``GET target`` from an HTTP server on the UNIX socket *path*."""
+    connection = HTTPConnection("localhost", timeout=30)
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.settimeout(30)
+    unix.connect(path)
+    connection.sock = unix
+    try:
+        connection.request("GET", target)
+        return connection.getresponse().read().decode()
+    finally:
+        connection.close()

@@ -5,7 +5,8 @@ Each cycle runs every workload of the comparison once at the chosen sizes
 create/stat/list/remove of many files; many connections) and then reads the
 server's resident set (``VmRSS``) and the interpreter's allocated memory
 blocks (``dittofs_python_allocated_blocks`` from its metrics endpoint, which
-grows with any leaked Python object, whatever its size).
+grows with any leaked Python object, whatever its size); with several
+workers, both are the largest worker's.
 
 The first third of the cycles (at least two) is warm-up: the allocator's
 arenas, the thread pools, caches and the memory store's containers reach
@@ -17,7 +18,6 @@ work done, so it shows as later samples climbing past it.
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,14 +44,23 @@ class Sample:
     blocks: int
 
 
-def allocated_blocks(metrics_url: str) -> int:
-    """``dittofs_python_allocated_blocks`` from a server's /metrics."""
-    with urllib.request.urlopen(metrics_url, timeout=30) as response:
-        text = response.read().decode()
-    for line in text.splitlines():
-        if line.startswith("dittofs_python_allocated_blocks "):
-            return int(float(line.split()[1]))
-    raise BenchError(f"no dittofs_python_allocated_blocks at {metrics_url}")
+def allocated_blocks(server: DittoServer) -> int:
+    """``dittofs_python_allocated_blocks`` of the server, or of its largest worker.
+
+    Not the workers' sum: the kernel hands each connection to one worker,
+    so which worker's bounded structures (its duplicate-request cache, its
+    metadata cache) are full changes from cycle to cycle, and the sum with
+    it, by as much as one worker's whole working set.
+    """
+    counts = []
+    for text in server.metrics_texts():
+        for line in text.splitlines():
+            if line.startswith("dittofs_python_allocated_blocks "):
+                counts.append(int(float(line.split()[1])))
+                break
+        else:
+            raise BenchError("no dittofs_python_allocated_blocks in DittoFS's /metrics")
+    return max(counts)
 
 
 def soak(
@@ -77,9 +86,7 @@ def soak(
             client.run(server, *arguments)
         server.check()
         elapsed = time.monotonic() - started
-        samples.append(
-            Sample(cycle, elapsed, server.rss_kib(), allocated_blocks(server.metrics_url))
-        )
+        samples.append(Sample(cycle, elapsed, server.rss_kib(), allocated_blocks(server)))
         if elapsed >= seconds:
             break
     return samples
