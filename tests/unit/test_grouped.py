@@ -168,6 +168,26 @@ class GroupCommitTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(after), 2)
         self.assertEqual(self.values(), [2])
 
+    def test_a_database_that_cannot_open_fails_the_group(self) -> None:
+        """The connection cannot be made: every interaction queued fails with the reason,
+        none is left waiting, and the next group tries to open it again."""
+        attempts: list[int] = []
+
+        def refuse() -> sqlite3.Connection:
+            attempts.append(1)
+            raise sqlite3.OperationalError("unable to open database file")
+
+        self.patch(self.pool, "_connect", refuse)
+        answers = [self.insert(1), self.insert(2)]
+        self.thread.run()
+        for answer in answers:
+            self.failureResultOf(answer, sqlite3.OperationalError)
+        self.patch(self.pool, "_connect", self.connect)
+        again = self.insert(3)
+        self.thread.run()
+        self.assertEqual(self.successResultOf(again), 3)
+        self.assertEqual(len(attempts), 1)
+
     def test_a_group_is_bounded(self) -> None:
         """Past MAX_GROUP, the interactions left wait for the next transaction."""
         answers = [self.insert(value) for value in range(MAX_GROUP + 1)]

@@ -27,6 +27,7 @@ a synchronous thread pool (tests) every interaction is a group of one.
 from __future__ import annotations
 
 import collections
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -77,9 +78,7 @@ class GroupCommits:
 
     def _stop(self) -> None:
         self._pool.stop()
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        self._discard()
 
     # -- in the pool's thread ----------------------------------------------------------
 
@@ -90,10 +89,23 @@ class GroupCommits:
             group.append(self._queue.popleft())
         if not group:
             return
-        if self._connection is None:
-            self._connection = self._connect()
-        outcomes = self._run_group(self._connection, group)
+        try:
+            if self._connection is None:
+                self._connection = self._connect()
+            outcomes = self._run_group(self._connection, group)
+        except Exception:
+            # The database cannot be opened (or the connection broke outside any one
+            # interaction): the whole group fails, and the next one opens it again.
+            outcomes = [Failure()] * len(group)
+            self._discard()
         self._reactor.callFromThread(_deliver, group, outcomes)
+
+    def _discard(self) -> None:
+        """Close the connection after an error outside any interaction."""
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+            self._connection = None
 
     def _run_group(self, connection: sqlite3.Connection, group: list[_Call]) -> list[Any]:
         """Each interaction's result or Failure, once the group's transaction ended."""
