@@ -110,6 +110,31 @@ RUNNERS = {
 }
 
 
+def test_sqlite_file_that_cannot_open_exits_1(tmp_path: Path) -> None:
+    """A SQLite database that cannot be opened (its path is a directory): one line says
+    which and why, and the server exits 1 instead of waiting for a connection."""
+    database = tmp_path / "data" / "metadata.db"
+    database.mkdir(parents=True)
+    port = free_port()
+    command = [
+        *TWIST, "--listen", f"tcp:{port}:interface=127.0.0.1", "--workers", "1",
+        "--data-dir", str(tmp_path / "data"), "--metadata", f"sqlite:{database}",
+    ]  # fmt: skip
+    with reaped(str(tmp_path)), (tmp_path / "out.log").open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+        accepted, ended = watch_port(port, str(tmp_path))
+    output = (tmp_path / "out.log").read_text()
+    assert (accepted, ended) == (0, True), output
+    assert process.wait(STOP_SECONDS) == 1, output
+    failures = [line for line in output.splitlines() if "Could not" in line]
+    assert len(failures) == 1, output
+    assert failures[0].endswith(
+        f"#critical] Could not open sqlite metadata ({database}) for /export: "
+        "OperationalError: unable to open database file"
+    ), output
+    assert "Traceback" not in output, output
+
+
 @pytest.mark.parametrize("runner", sorted(RUNNERS))
 def test_store_that_cannot_open_exits_1_and_never_listens(tmp_path: Path, runner: str) -> None:
     """One line names the store (password hidden) and why; exit status 1; no port ever open.
