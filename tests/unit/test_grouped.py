@@ -161,7 +161,8 @@ class GroupCommitTests(SynchronousTestCase):
         first = self.insert(1)
         lost = self.pool.runInteraction(lose_everything)
         self.thread.run()
-        self.failureResultOf(first, sqlite3.OperationalError)
+        reason = self.failureResultOf(first, sqlite3.OperationalError).value
+        self.assertEqual(str(reason), "database or disk is full")  # why it was lost
         self.failureResultOf(lost, sqlite3.OperationalError)
         after = self.insert(2)
         self.thread.run()

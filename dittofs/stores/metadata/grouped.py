@@ -130,11 +130,9 @@ class GroupCommits:
                     else:
                         connection.rollback()
                 except sqlite3.Error:
-                    # The transaction is lost (a full disk, an I/O error): all of it fails.
-                    failure = Failure()
-                    connection.rollback()
-                    if first_in_transaction is not None:
-                        _fail_from(outcomes, first_in_transaction, failure)
+                    # SQLite lost the transaction (a full disk, an I/O error): all of it
+                    # fails, for the reason this interaction met.
+                    _abandon(connection, outcomes, first_in_transaction, outcomes[-1])
                     first_in_transaction = None
                     continue
             if first_in_transaction is None and connection.in_transaction:
@@ -145,17 +143,19 @@ class GroupCommits:
                 self.commits += 1
                 self.committed += len(outcomes) - first_in_transaction
             except sqlite3.Error:
-                failure = Failure()
-                connection.rollback()
-                _fail_from(outcomes, first_in_transaction, failure)
+                _abandon(connection, outcomes, first_in_transaction, Failure())
         cursor.close()
         return outcomes
 
 
-def _fail_from(outcomes: list[Any], start: int, failure: Failure) -> None:
-    """Every outcome from *start* on is *failure*: their transaction did not commit."""
-    for index in range(start, len(outcomes)):
-        outcomes[index] = failure
+def _abandon(
+    connection: sqlite3.Connection, outcomes: list[Any], start: int | None, failure: Failure
+) -> None:
+    """Roll the transaction back; every outcome in it (from *start* on) is *failure*."""
+    connection.rollback()
+    if start is not None:
+        for index in range(start, len(outcomes)):
+            outcomes[index] = failure
 
 
 def _deliver(group: list[_Call], outcomes: list[Any]) -> None:
