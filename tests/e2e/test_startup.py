@@ -110,6 +110,26 @@ RUNNERS = {
 }
 
 
+def refused_start(command: list[str], tmp_path: Path, port: int, line: str) -> str:
+    """Run *command* (a start whose store cannot open) and return its output, after
+    checking what every such start must do: no connection ever accepted on *port*, exit
+    status 1, one line ending with *line* that says which store and why, no traceback,
+    and no line saying it listens."""
+    with reaped(str(tmp_path)), (tmp_path / "out.log").open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+        accepted, ended = watch_port(port, str(tmp_path))
+    output = (tmp_path / "out.log").read_text()
+    assert accepted == 0, f"the port accepted {accepted} connections:\n{output}"
+    assert ended, f"still running after {STOP_SECONDS} s:\n{output}"
+    assert process.wait(STOP_SECONDS) == 1, output
+    failures = [each for each in output.splitlines() if "Could not" in each]
+    assert len(failures) == 1, output
+    assert failures[0].endswith(line), output
+    assert "Traceback" not in output, output
+    assert "DittoFS listens" not in output, output
+    return output
+
+
 def test_sqlite_file_that_cannot_open_exits_1(tmp_path: Path) -> None:
     """A SQLite database that cannot be opened (its path is a directory): one line says
     which and why, and the server exits 1 instead of waiting for a connection."""
@@ -120,19 +140,13 @@ def test_sqlite_file_that_cannot_open_exits_1(tmp_path: Path) -> None:
         *TWIST, "--listen", f"tcp:{port}:interface=127.0.0.1", "--workers", "1",
         "--data-dir", str(tmp_path / "data"), "--metadata", f"sqlite:{database}",
     ]  # fmt: skip
-    with reaped(str(tmp_path)), (tmp_path / "out.log").open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
-        accepted, ended = watch_port(port, str(tmp_path))
-    output = (tmp_path / "out.log").read_text()
-    assert (accepted, ended) == (0, True), output
-    assert process.wait(STOP_SECONDS) == 1, output
-    failures = [line for line in output.splitlines() if "Could not" in line]
-    assert len(failures) == 1, output
-    assert failures[0].endswith(
+    refused_start(
+        command,
+        tmp_path,
+        port,
         f"#critical] Could not open sqlite metadata ({database}) for /export: "
-        "OperationalError: unable to open database file"
-    ), output
-    assert "Traceback" not in output, output
+        "OperationalError: unable to open database file",
+    )
 
 
 @pytest.mark.parametrize("runner", sorted(RUNNERS))
@@ -150,23 +164,15 @@ def test_store_that_cannot_open_exits_1_and_never_listens(tmp_path: Path, runner
         *RUNNERS[runner], "--listen", f"tcp:{port}:interface=127.0.0.1",
         "--data-dir", str(tmp_path / "data"), "--metadata", url,
     ]  # fmt: skip
-    with reaped(str(tmp_path)), (tmp_path / "out.log").open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
-        accepted, ended = watch_port(port, str(tmp_path))
-    output = (tmp_path / "out.log").read_text()
-    assert accepted == 0, f"the port accepted {accepted} connections:\n{output}"
-    assert ended, f"still running after {STOP_SECONDS} s:\n{output}"
-    assert process.wait(STOP_SECONDS) == 1, output
-    failures = [line for line in output.splitlines() if "Could not" in line]
-    assert len(failures) == 1, output
     # Logged by the one process, or by the supervisor of the default workers.
-    assert failures[0].endswith(
+    output = refused_start(
+        command,
+        tmp_path,
+        port,
         f"#critical] Could not open postgresql metadata ({redacted}) for /export: "
-        "InvalidSchemaName: no schema has been selected to create in"
-    ), output
+        "InvalidSchemaName: no schema has been selected to create in",
+    )
     assert PASSWORD not in output
-    assert "Traceback" not in output, output
-    assert "DittoFS listens" not in output, output
 
 
 def test_daemonised_twistd_exits_1_and_its_daemon_ends(tmp_path: Path) -> None:
