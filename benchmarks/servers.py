@@ -259,11 +259,8 @@ class DittoServer:
         }
         texts = []
         for pid in self.pids():
-            held = {
-                os.readlink(fd)[len("socket:[") : -1]
-                for fd in Path(f"/proc/{pid}/fd").iterdir()
-                if os.readlink(fd).startswith("socket:[")
-            }
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+            held = {link[len("socket:[") : -1] for link in links if link.startswith("socket:[")}
             found = [path for inode, path in paths.items() if inode in held]
             if len(found) != 1:
                 raise BenchError(f"no metrics socket of its own for DittoFS worker {pid}")
